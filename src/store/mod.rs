@@ -1,0 +1,2 @@
+//! The DuckDB warehouse: schema and migrations, staging + merge by `ref`, checkpoints, runs.
+//! Never calls HTTP.
