@@ -344,17 +344,41 @@ impl Dataset {
             rng: ChaCha8Rng::seed_from_u64(seed.seed ^ 0x5eed),
             ticks: 0,
         };
-        for seq in 0..n as u32 {
-            let mut urng = ChaCha8Rng::seed_from_u64(
-                seed.seed.wrapping_mul(0x9E37_79B9).wrapping_add(seq as u64),
-            );
-            let user = data.new_user(seq, &mut urng);
+        // Each user has its own rng (seeded by seed and seq), so users generate in parallel
+        // and the result does not depend on the number of threads.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        let chunk = n.div_ceil(threads).max(1);
+        let users: Vec<User> = std::thread::scope(|scope| {
+            let data = &data;
+            let parts: Vec<_> = (0..n)
+                .step_by(chunk)
+                .map(|start| {
+                    scope.spawn(move || {
+                        (start..(start + chunk).min(n))
+                            .map(|seq| {
+                                let mut urng = ChaCha8Rng::seed_from_u64(
+                                    seed.seed.wrapping_mul(0x9E37_79B9).wrapping_add(seq as u64),
+                                );
+                                data.new_user(seq as u32, &mut urng)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|p| p.join().expect("user generation thread"))
+                .collect()
+        });
+        for user in users {
             data.push_user(user);
         }
         data
     }
 
-    fn new_user(&mut self, seq: u32, rng: &mut ChaCha8Rng) -> User {
+    fn new_user(&self, seq: u32, rng: &mut ChaCha8Rng) -> User {
         let name = format!(
             "{} {}",
             FIRST[rng.random_range(0..FIRST.len())],
@@ -420,13 +444,7 @@ impl Dataset {
         };
         let n_items = rng.random_range(2..=8);
         for _ in 0..n_items {
-            let item = self.random_item(rng);
-            if let Some(t) = item.training {
-                self.trainings[t as usize]
-                    .members
-                    .insert((seq, "PARTICIPANT"));
-            }
-            user.items.push(item);
+            user.items.push(self.random_item(rng));
         }
         // A re-taken certificate: the same title twice for one user (rare, but it happens).
         if rng.random_bool(0.01)
@@ -483,6 +501,11 @@ impl Dataset {
 
     fn push_user(&mut self, user: User) {
         let pos = self.users.len() as u32;
+        for t in user.items.iter().filter_map(|i| i.training) {
+            self.trainings[t as usize]
+                .members
+                .insert((user.seq, "PARTICIPANT"));
+        }
         if let Some(r) = &user.ref_ {
             self.by_ref.insert(r.clone(), pos);
         }
