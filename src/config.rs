@@ -142,10 +142,10 @@ pub enum ConfigError {
         file: String,
         env: &'static str,
     },
-    #[error("`{key}` from {source} is invalid: {problem}")]
+    #[error("`{key}` from {origin} is invalid: {problem}")]
     Invalid {
         key: &'static str,
-        source: Source,
+        origin: Source,
         problem: String,
     },
     #[error(
@@ -353,7 +353,7 @@ impl Config {
         })?;
         let base_url = parse_base_url(&url).map_err(|problem| ConfigError::Invalid {
             key: "pluvo.url",
-            source: url_source,
+            origin: url_source,
             problem,
         })?;
         let (client_id, _) = self.client_id.clone().ok_or(ConfigError::Missing {
@@ -370,7 +370,7 @@ impl Config {
         if scope.split_whitespace().next().is_none() {
             return Err(ConfigError::Invalid {
                 key: "pluvo.scope",
-                source: scope_source,
+                origin: scope_source,
                 problem: "no scope given; use space-separated scopes like `users.read`".into(),
             });
         }
@@ -429,7 +429,7 @@ fn resolve_http(raw: &RawHttp, source: &Source) -> Result<HttpSettings, ConfigEr
         Some(v) if v.is_finite() && v > 0.0 && v < 86_400.0 => Ok(Duration::from_secs_f64(v)),
         Some(v) => Err(ConfigError::Invalid {
             key,
-            source: source.clone(),
+            origin: source.clone(),
             problem: format!("{v} is not a number of seconds between 0 and 86400"),
         }),
     };
@@ -439,7 +439,7 @@ fn resolve_http(raw: &RawHttp, source: &Source) -> Result<HttpSettings, ConfigEr
         Some(n) => {
             return Err(ConfigError::Invalid {
                 key: "http.max_attempts",
-                source: source.clone(),
+                origin: source.clone(),
                 problem: format!("{n} is not between 1 and 100"),
             });
         }
