@@ -1,2 +1,143 @@
-//! The DuckDB warehouse: schema and migrations, staging + merge by `ref`, checkpoints, runs.
-//! Never calls HTTP.
+//! The DuckDB warehouse: schema and migrations, staging + merge by key, checkpoints, runs.
+//!
+//! Inputs: Arrow batches built by the streams (`batch.rs` makes them from rows) for a table
+//! described by a [`TableSpec`] (`tables.rs`). Outputs: the tables in `sql/schema/*.sql`.
+//! One [`Warehouse`] (`duckdb.rs`) is the single writer of one file; each page of rows, the
+//! keys it saw and the stream's checkpoint commit in one transaction, so a killed sync resumes
+//! from its checkpoint with nothing lost and nothing doubled. Unchanged rows (same content
+//! hash) are never written; rows missing from a complete scan are soft-deleted.
+//!
+//! Never calls HTTP and never prints; time comes from an injected [`Clock`].
+
+mod batch;
+mod duckdb;
+mod schema;
+pub mod tables;
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+
+pub use batch::{BatchBuilder, Cell, Row};
+pub use duckdb::{
+    MergeStats, RunId, RunStatus, ScanEnd, Scope, StreamStats, Warehouse, lock_holder_pid,
+};
+pub use schema::SCHEMA_VERSION;
+pub use tables::{Column, ColumnType, HistorySpec, TableSpec, portfolio_item_key};
+
+/// Errors of the warehouse. Messages name the file or table in backticks and say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "`{}` is in use by another process ({}e.g. a running sync or an open notebook); \
+         wait for it to finish or close it, then retry",
+        path.display(), pid.map(|p| format!("PID {p}, ")).unwrap_or_default()
+    )]
+    Locked { path: PathBuf, pid: Option<u32> },
+    #[error(
+        "`{}` has schema version {found}, this pluvo-warehouse knows up to {known}; upgrade the tool",
+        path.display()
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("`{}` does not exist; run `pluvo-warehouse sync` first", path.display())]
+    Missing { path: PathBuf },
+    #[error("`{}` is not a pluvo-warehouse database ({reason}); pass another --db", path.display())]
+    Foreign { path: PathBuf, reason: String },
+    #[error("cannot open `{}`: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: ::duckdb::Error,
+    },
+    #[error("migrating `{}` to schema version {version}: {source}", path.display())]
+    Migrate {
+        path: PathBuf,
+        version: i64,
+        #[source]
+        source: ::duckdb::Error,
+    },
+    #[error("merging a page into `{table}`: {source}")]
+    Merge {
+        table: &'static str,
+        #[source]
+        source: ::duckdb::Error,
+    },
+    #[error("finishing the scan of `{table}`: {source}")]
+    FinishScan {
+        table: &'static str,
+        #[source]
+        source: ::duckdb::Error,
+    },
+    #[error("{doing}: {source}")]
+    Db {
+        doing: &'static str,
+        #[source]
+        source: ::duckdb::Error,
+    },
+    #[error("preparing a batch for `{table}`: {source}")]
+    Arrow {
+        table: &'static str,
+        #[source]
+        source: ::arrow::error::ArrowError,
+    },
+    #[error("batch for `{table}` does not match its spec: {problem}")]
+    BatchShape {
+        table: &'static str,
+        problem: String,
+    },
+    #[error("`{table}` has no column `{column}`")]
+    UnknownColumn { table: &'static str, column: String },
+    #[error("column `{column}` of `{table}` is {expected}, got {got}")]
+    CellType {
+        table: &'static str,
+        column: &'static str,
+        expected: &'static str,
+        got: &'static str,
+    },
+    #[error("a row for `{table}` has no value for column `{column}`")]
+    MissingCell {
+        table: &'static str,
+        column: &'static str,
+    },
+    #[error("key column `{column}` of `{table}` is null")]
+    NullKey {
+        table: &'static str,
+        column: &'static str,
+    },
+    #[error("column `{column}` of `{table}` is not valid JSON: {problem}")]
+    InvalidJson {
+        table: &'static str,
+        column: &'static str,
+        problem: String,
+    },
+    #[error("scope column `{column}` is not a column of `{table}`")]
+    ScopeColumn { table: &'static str, column: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Where the warehouse gets "now" from: the system clock in production, a fixed or stepped
+/// clock in tests, so that timestamps and history versions are deterministic.
+pub trait Clock: Send {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The real clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+impl<F: Fn() -> DateTime<Utc> + Send> Clock for F {
+    fn now(&self) -> DateTime<Utc> {
+        self()
+    }
+}

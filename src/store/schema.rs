@@ -1,0 +1,197 @@
+//! Schema versions: the ordered migrations in `sql/schema/NNN_*.sql`, the `_schema` table that
+//! records which were applied, and the checks run when a file is opened.
+//!
+//! A writer migrates an older file in place, one migration per transaction (a migration
+//! killed halfway leaves the previous version intact). Any opener refuses a file whose
+//! version is newer than this build knows, and a non-empty file without `_schema`.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use duckdb::{Connection, params};
+
+use super::{Result, StoreError};
+
+/// One step of the schema. Versions start at 1 and have no gaps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Migration {
+    pub version: i64,
+    pub sql: &'static str,
+}
+
+/// Every migration, oldest first. Add a file and a line here; never edit a released one.
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sql: include_str!("../../sql/schema/001_init.sql"),
+}];
+
+/// The newest schema version this build knows.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+
+const CREATE_SCHEMA_TABLE: &str = "CREATE TABLE IF NOT EXISTS _schema (
+    version      BIGINT NOT NULL PRIMARY KEY, -- migration number (sql/schema/NNN_*.sql)
+    applied_at   TIMESTAMPTZ NOT NULL,
+    tool_version VARCHAR NOT NULL             -- pluvo-warehouse version that applied it
+)";
+
+/// The file's schema version: `None` for an empty database (nothing created yet).
+pub(crate) fn version(conn: &Connection, path: &Path) -> Result<Option<i64>> {
+    let db = |source| StoreError::Db {
+        doing: "reading the schema version",
+        source,
+    };
+    let (has_schema, others): (bool, i64) = conn
+        .query_row(
+            "SELECT count(*) FILTER (table_name = '_schema') > 0,
+                    count(*) FILTER (table_name <> '_schema')
+             FROM (SELECT table_name FROM duckdb_tables()
+                   WHERE NOT temporary AND database_name = current_database()
+                   UNION ALL
+                   SELECT view_name FROM duckdb_views()
+                   WHERE NOT internal AND NOT temporary AND database_name = current_database())",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(db)?;
+    if !has_schema {
+        if others == 0 {
+            return Ok(None);
+        }
+        return Err(StoreError::Foreign {
+            path: path.to_path_buf(),
+            reason: format!("it has {others} tables but no `_schema` table"),
+        });
+    }
+    let version: Option<i64> = conn
+        .query_row("SELECT max(version) FROM _schema", [], |r| r.get(0))
+        .map_err(db)?;
+    Ok(Some(version.unwrap_or(0)))
+}
+
+/// Refuse a file written by a newer pluvo-warehouse.
+pub(crate) fn check_not_newer(path: &Path, found: i64, known: i64) -> Result<()> {
+    if found > known {
+        return Err(StoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            known,
+        });
+    }
+    Ok(())
+}
+
+/// Bring the file up to the newest of `migrations`; returns the version it ends at.
+pub(crate) fn migrate(
+    conn: &mut Connection,
+    path: &Path,
+    migrations: &[Migration],
+    now: DateTime<Utc>,
+) -> Result<i64> {
+    let known = migrations.last().map_or(0, |m| m.version);
+    let found = version(conn, path)?.unwrap_or(0);
+    check_not_newer(path, found, known)?;
+    for migration in migrations.iter().filter(|m| m.version > found) {
+        let failed = |source| StoreError::Migrate {
+            path: path.to_path_buf(),
+            version: migration.version,
+            source,
+        };
+        let tx = conn.transaction().map_err(failed)?;
+        tx.execute_batch(CREATE_SCHEMA_TABLE).map_err(failed)?;
+        tx.execute_batch(migration.sql).map_err(failed)?;
+        tx.execute(
+            "INSERT INTO _schema VALUES (?, ?::TIMESTAMPTZ, ?)",
+            params![
+                migration.version,
+                now.to_rfc3339(),
+                env!("CARGO_PKG_VERSION")
+            ],
+        )
+        .map_err(failed)?;
+        tx.commit().map_err(failed)?;
+    }
+    Ok(known.max(found))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 31, 10, 0, 0).unwrap()
+    }
+
+    const V2: Migration = Migration {
+        version: 2,
+        sql: "ALTER TABLE users ADD COLUMN department VARCHAR;",
+    };
+
+    #[test]
+    fn older_file_is_migrated_in_place_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.duckdb");
+        let mut conn = Connection::open(&path).unwrap();
+        assert_eq!(
+            migrate(&mut conn, &path, &MIGRATIONS[..1], now()).unwrap(),
+            1
+        );
+        conn.execute_batch(
+            "INSERT INTO users (id, _hash, _first_seen_at, _updated_at, _run_id)
+             VALUES ('u1', 1, now(), now(), 1)",
+        )
+        .unwrap();
+        drop(conn);
+
+        let mut conn = Connection::open(&path).unwrap();
+        let migrations = [MIGRATIONS[0], V2];
+        assert_eq!(migrate(&mut conn, &path, &migrations, now()).unwrap(), 2);
+        let (n, dept): (i64, Option<String>) = conn
+            .query_row(
+                "SELECT count(*), any_value(department) FROM users",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((n, dept), (1, None));
+        let versions: Vec<i64> = conn
+            .prepare("SELECT version FROM _schema ORDER BY version")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        assert_eq!(versions, [1, 2]);
+        // Opening again is a no-op.
+        assert_eq!(migrate(&mut conn, &path, &migrations, now()).unwrap(), 2);
+    }
+
+    #[test]
+    fn newer_file_is_refused_with_both_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pluvo.duckdb");
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn, &path, &[MIGRATIONS[0], V2], now()).unwrap();
+        let err = migrate(&mut conn, &path, &MIGRATIONS[..1], now()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("`") && text.contains("pluvo.duckdb` has schema version 2, this pluvo-warehouse knows up to 1; upgrade the tool"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn foreign_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.duckdb");
+        let mut conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        let err = migrate(&mut conn, &path, MIGRATIONS, now())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is not a pluvo-warehouse database (it has 1 tables"),
+            "{err}"
+        );
+    }
+}
