@@ -22,6 +22,8 @@ mod page;
 pub mod queries;
 mod rate;
 mod retry;
+#[cfg(test)]
+mod scripted;
 
 use std::fmt;
 use std::time::Duration;
