@@ -317,3 +317,28 @@ async fn the_pager_follows_cursors_and_stops_on_a_repeated_one() {
         "stopped at the first repeat"
     );
 }
+
+#[tokio::test]
+async fn fetch_all_falls_back_to_cursors_when_offset_is_ignored() {
+    const OFFSET: Operation = Operation::new("Offset", "query Offset { c }")
+        .paged(&["c"])
+        .with_offset();
+    // A server that ignores `offset` answers page 0 three times; then the cursor scan.
+    let (base, script) = serve(vec![
+        page("a", true, &["1", "2"]),
+        page("a", true, &["1", "2"]),
+        page("a", true, &["1", "2"]),
+        page("a", true, &["1", "2"]),
+        page("b", true, &["3", "4"]),
+        page("c", false, &["5", "6"]),
+    ])
+    .await;
+    let client = client_at(&base, "right", 8);
+    let rows: Vec<Value> = client
+        .fetch_all(&OFFSET, json!({}), |v: &Value| v["id"].to_string())
+        .await
+        .unwrap();
+    let ids: Vec<&str> = rows.iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["1", "2", "3", "4", "5", "6"]);
+    assert_eq!(script.lock().unwrap().graphql, 6);
+}
