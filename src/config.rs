@@ -142,10 +142,10 @@ pub enum ConfigError {
         file: String,
         env: &'static str,
     },
-    #[error("`{key}` from {source} is invalid: {problem}")]
+    #[error("`{key}` from {origin} is invalid: {problem}")]
     Invalid {
         key: &'static str,
-        source: Source,
+        origin: Source,
         problem: String,
     },
     #[error(
@@ -305,11 +305,12 @@ impl Config {
             });
         }
 
-        let pick = |flag: Option<(String, &'static str)>, var: EnvVar, file_value: Option<String>| {
-            flag.map(|(v, name)| (v, Source::Flag(name)))
-                .or_else(|| env(var).map(|v| (v, Source::Env(var.name))))
-                .or_else(|| file_value.map(|v| (v, from_file.clone())))
-        };
+        let pick =
+            |flag: Option<(String, &'static str)>, var: EnvVar, file_value: Option<String>| {
+                flag.map(|(v, name)| (v, Source::Flag(name)))
+                    .or_else(|| env(var).map(|v| (v, Source::Env(var.name))))
+                    .or_else(|| file_value.map(|v| (v, from_file.clone())))
+            };
 
         let db = pick(
             flags.db.as_ref().map(|p| (p.display().to_string(), "--db")),
@@ -324,7 +325,11 @@ impl Config {
             .clone()
             .unwrap_or_else(|| default_export_dir(&db));
 
-        let url = pick(flags.url.clone().map(|u| (u, "--url")), PLUVO_URL, raw.pluvo.url);
+        let url = pick(
+            flags.url.clone().map(|u| (u, "--url")),
+            PLUVO_URL,
+            raw.pluvo.url,
+        );
         let client_id = pick(None, PLUVO_CLIENT_ID, raw.pluvo.client_id);
         let scope = pick(None, PLUVO_SCOPE, raw.pluvo.scope)
             .unwrap_or_else(|| (DEFAULT_SCOPE.to_string(), Source::Default));
@@ -353,7 +358,7 @@ impl Config {
         })?;
         let base_url = parse_base_url(&url).map_err(|problem| ConfigError::Invalid {
             key: "pluvo.url",
-            source: url_source,
+            origin: url_source,
             problem,
         })?;
         let (client_id, _) = self.client_id.clone().ok_or(ConfigError::Missing {
@@ -370,7 +375,7 @@ impl Config {
         if scope.split_whitespace().next().is_none() {
             return Err(ConfigError::Invalid {
                 key: "pluvo.scope",
-                source: scope_source,
+                origin: scope_source,
                 problem: "no scope given; use space-separated scopes like `users.read`".into(),
             });
         }
@@ -429,7 +434,7 @@ fn resolve_http(raw: &RawHttp, source: &Source) -> Result<HttpSettings, ConfigEr
         Some(v) if v.is_finite() && v > 0.0 && v < 86_400.0 => Ok(Duration::from_secs_f64(v)),
         Some(v) => Err(ConfigError::Invalid {
             key,
-            source: source.clone(),
+            origin: source.clone(),
             problem: format!("{v} is not a number of seconds between 0 and 86400"),
         }),
     };
@@ -439,7 +444,7 @@ fn resolve_http(raw: &RawHttp, source: &Source) -> Result<HttpSettings, ConfigEr
         Some(n) => {
             return Err(ConfigError::Invalid {
                 key: "http.max_attempts",
-                source: source.clone(),
+                origin: source.clone(),
                 problem: format!("{n} is not between 1 and 100"),
             });
         }
@@ -517,11 +522,23 @@ pub fn documented_keys() -> BTreeMap<&'static str, &'static str> {
         ("pluvo.client_id", PLUVO_CLIENT_ID.doc),
         ("pluvo.scope", PLUVO_SCOPE.doc),
         ("warehouse.db", PLUVO_DB.doc),
-        ("warehouse.export_dir", "Folder the Parquet export is written to"),
-        ("http.timeout_secs", "Total time allowed for one HTTP request"),
+        (
+            "warehouse.export_dir",
+            "Folder the Parquet export is written to",
+        ),
+        (
+            "http.timeout_secs",
+            "Total time allowed for one HTTP request",
+        ),
         ("http.connect_timeout_secs", "Time allowed to connect"),
-        ("http.max_attempts", "Attempts per request, first try included"),
-        ("http.max_retry_secs", "Total time spent retrying one request"),
+        (
+            "http.max_attempts",
+            "Attempts per request, first try included",
+        ),
+        (
+            "http.max_retry_secs",
+            "Total time spent retrying one request",
+        ),
     ])
 }
 
@@ -572,18 +589,30 @@ mod tests {
             ..Flags::default()
         };
         let api = load(Some(file), &env, flags).unwrap().api().unwrap();
-        assert_eq!(api.graphql_url().as_str(), "https://flag.pluvo.com/graphql/");
-        assert_eq!(api.token_url().as_str(), "https://flag.pluvo.com/oauth/token/");
+        assert_eq!(
+            api.graphql_url().as_str(),
+            "https://flag.pluvo.com/graphql/"
+        );
+        assert_eq!(
+            api.token_url().as_str(),
+            "https://flag.pluvo.com/oauth/token/"
+        );
     }
 
     #[test]
     fn missing_values_name_key_and_place() {
         let cfg = load(None, &[], Flags::default()).unwrap();
         let err = cfg.api().unwrap_err().to_string();
-        assert!(err.contains("`pluvo.url`") && err.contains("PLUVO_URL"), "{err}");
+        assert!(
+            err.contains("`pluvo.url`") && err.contains("PLUVO_URL"),
+            "{err}"
+        );
         let cfg = load(
             None,
-            &[("PLUVO_URL", "https://a.pluvo.com"), ("PLUVO_CLIENT_ID", "x")],
+            &[
+                ("PLUVO_URL", "https://a.pluvo.com"),
+                ("PLUVO_CLIENT_ID", "x"),
+            ],
             Flags::default(),
         )
         .unwrap();

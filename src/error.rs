@@ -37,8 +37,8 @@ impl UsageError {
 
 /// The exit code for an error chain: 2 when any cause is a usage or configuration error.
 pub fn exit_code(err: &anyhow::Error) -> Exit {
-    let usage = err.chain().any(|cause| {
-        cause.is::<UsageError>() || cause.is::<crate::config::ConfigError>()
-    });
+    let usage = err
+        .chain()
+        .any(|cause| cause.is::<UsageError>() || cause.is::<crate::config::ConfigError>());
     if usage { Exit::Usage } else { Exit::Error }
 }

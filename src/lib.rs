@@ -5,6 +5,7 @@
 //! the tests and the benchmarks run against; it imports nothing else from this crate.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -1,3 +1,9 @@
 //! The integration suite, one binary (DuckDB links once). Each module is one feature.
 
 mod support;
+
+/// The Pluvo simulator: contract, pagination, mutations, churn, faults, auth.
+mod sim;
+
+/// The API client against the simulator: faults, auth, rate limits, every query, secrets in logs.
+mod client;

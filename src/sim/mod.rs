@@ -1,1 +1,449 @@
-//! In-process Pluvo simulator (tests, demo, benchmarks). Same contract as `contract/pluvo.graphql`.
+//! In-process Pluvo simulator for tests, the demo and benchmarks: OAuth token endpoint,
+//! the GraphQL contract of `contract/pluvo.graphql` over a seeded organisation, and faults
+//! (latency, rate limits, 5xx, truncated bodies, expiring tokens, delayed memberships).
+//!
+//! It imports nothing else from this crate, so it cannot quietly share the client's bugs.
+//! `data` holds the organisation, `schema` the GraphQL types and resolvers, `server` the HTTP
+//! endpoints and faults. [`Sim`] is the handle tests hold: start, read counters, tick churn.
+
+pub mod data;
+pub mod schema;
+mod server;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use data::{Change, Dataset, Id, Kind, Seed};
+use schema::{ItemFilter, UserFilter};
+
+/// Every scope the simulated API knows (pluvo-api.md).
+pub const ALL_SCOPES: [&str; 9] = [
+    "users.read",
+    "users.write",
+    "trainings.read",
+    "trainings.write",
+    "events.read",
+    "events.write",
+    "groups.read",
+    "groups.write",
+    "extra_categories.write",
+];
+
+/// How an expired or unknown token is answered on `/graphql/` (the client must handle both).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthErrorMode {
+    /// HTTP 401.
+    #[default]
+    Http,
+    /// HTTP 200 with an `errors[]` entry whose `extensions.code` is `AuthenticationExpired`.
+    Graphql,
+}
+
+/// Faults, each switchable at run time with [`Sim::set_faults`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Faults {
+    /// Added to every answer.
+    pub latency: Duration,
+    /// Requests per second before answering 429 with `Retry-After`.
+    pub rate_limit_rps: Option<f64>,
+    /// Probability of a 500/502/503 answer; half of them after the request was executed
+    /// (a mutation was applied but its answer is lost), as with a proxy timing out.
+    pub fail_rate: f64,
+    /// Probability of a 200 answer whose JSON body is cut in the middle (also after executing).
+    pub truncate_rate: f64,
+    pub auth_error: AuthErrorMode,
+}
+
+/// Start-up settings of a simulator.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub users: usize,
+    pub seed: u64,
+    /// The "now" of the generated history (default: start time).
+    pub anchor: Option<DateTime<Utc>>,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Scopes this API client may be granted (default: all).
+    pub scopes: Vec<String>,
+    pub token_ttl: Duration,
+    /// Group membership changes become visible only after this delay.
+    pub membership_delay: Duration,
+    pub faults: Faults,
+    /// Bind address; port 0 picks a free port. Loopback by default.
+    pub addr: SocketAddr,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            users: 200,
+            seed: 42,
+            anchor: None,
+            client_id: "demo".into(),
+            client_secret: "demo-secret".into(),
+            scopes: ALL_SCOPES.iter().map(|s| s.to_string()).collect(),
+            token_ttl: Duration::from_secs(86_400),
+            membership_delay: Duration::ZERO,
+            faults: Faults::default(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+/// What the simulator has seen and done, for tests that prove nothing happened twice.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counters {
+    /// HTTP answers by status code, all endpoints.
+    pub responses: BTreeMap<u16, u64>,
+    pub token_requests: u64,
+    pub tokens_issued: u64,
+    pub graphql_requests: u64,
+    /// Executed GraphQL requests by `operationName` (`-` when none).
+    pub operations: BTreeMap<String, u64>,
+    /// Requests answered with an injected fault, by kind (`429`, `5xx-before`, `5xx-after`, `truncated`).
+    pub faults: BTreeMap<String, u64>,
+    /// Mutation rows processed, by `mutation:target` (every time, applied or already in place).
+    pub mutations: BTreeMap<String, u64>,
+    /// Mutation rows that changed state, by `mutation:target`.
+    pub applied: BTreeMap<String, u64>,
+    /// Mutations sent with `sendInvite`/`sendInvites`/`sendMail` true.
+    pub notifications: u64,
+}
+
+impl Counters {
+    /// Total rows processed by one mutation kind.
+    pub fn mutation_rows(&self, mutation: &str) -> u64 {
+        let prefix = format!("{mutation}:");
+        self.mutations
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| v)
+            .sum()
+    }
+    /// HTTP answers with a 5xx status.
+    pub fn server_errors(&self) -> u64 {
+        self.responses.range(500..600).map(|(_, v)| v).sum()
+    }
+}
+
+/// Shared state behind the HTTP server and the schema.
+pub struct State {
+    data: RwLock<Dataset>,
+    config: SimConfig,
+    faults: Mutex<Faults>,
+    counters: Mutex<Counters>,
+    tokens: Mutex<HashMap<String, Token>>,
+    pending_memberships: AtomicBool,
+    cache: Mutex<HashMap<String, Cached>>,
+    changes: Mutex<Vec<(DateTime<Utc>, Change)>>,
+    rng: Mutex<rand_chacha::ChaCha8Rng>,
+    limiter: Mutex<server::Bucket>,
+}
+
+/// A filtered row list and the dataset version it was computed at.
+type Cached = (u64, Arc<Vec<u64>>);
+
+#[derive(Debug, Clone)]
+struct Token {
+    expires: Instant,
+    scopes: HashSet<String>,
+}
+
+impl State {
+    fn new(config: SimConfig, data: Dataset) -> State {
+        use rand::SeedableRng;
+        State {
+            data: RwLock::new(data),
+            faults: Mutex::new(config.faults.clone()),
+            counters: Mutex::new(Counters::default()),
+            tokens: Mutex::new(HashMap::new()),
+            pending_memberships: AtomicBool::new(false),
+            cache: Mutex::new(HashMap::new()),
+            changes: Mutex::new(Vec::new()),
+            rng: Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(config.seed ^ 0xfa17)),
+            limiter: Mutex::new(server::Bucket::default()),
+            config,
+        }
+    }
+
+    /// Read access, with delayed membership changes that came due made visible first.
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Dataset> {
+        if self.pending_memberships.load(Ordering::Relaxed) {
+            let mut data = self.write();
+            data.settle(Instant::now());
+            let still_pending = data.users.iter().any(|u| {
+                !u.leaving.is_empty() || u.memberships.iter().any(|m| m.visible_at.is_some())
+            });
+            self.pending_memberships
+                .store(still_pending, Ordering::Relaxed);
+        }
+        self.data.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Dataset> {
+        self.data.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When a membership change made now becomes visible (`None` = at once).
+    pub(crate) fn membership_visible_at(&self) -> Option<Instant> {
+        let delay = self.config.membership_delay;
+        if delay.is_zero() {
+            return None;
+        }
+        self.pending_memberships.store(true, Ordering::Relaxed);
+        Some(Instant::now() + delay)
+    }
+
+    fn cached(&self, key: String, build: impl FnOnce(&Dataset) -> Vec<u64>) -> Arc<Vec<u64>> {
+        let data = self.read();
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((version, list)) = cache.get(&key)
+            && *version == data.version
+        {
+            return list.clone();
+        }
+        let list = Arc::new(build(&data));
+        if cache.len() > 64 {
+            cache.clear();
+        }
+        cache.insert(key, (data.version, list.clone()));
+        list
+    }
+
+    /// Positions of users matching a `paginatedUsers` filter, in order.
+    pub(crate) fn users_matching(&self, filter: &UserFilter) -> Arc<Vec<u64>> {
+        self.cached(format!("users:{filter:?}"), |data| {
+            let now = Instant::now();
+            (0..data.users.len() as u32)
+                .filter(|&p| filter.matches(data, p, now))
+                .map(u64::from)
+                .collect()
+        })
+    }
+
+    /// `(position << 16) | item index` of portfolio items matching a filter, in order.
+    pub(crate) fn items_matching(&self, filter: &ItemFilter) -> Arc<Vec<u64>> {
+        self.cached(format!("items:{filter:?}"), |data| {
+            let now = Instant::now();
+            let mut out = Vec::new();
+            for (p, u) in data.users.iter().enumerate() {
+                if !filter.user_matches(data, p as u32, now) {
+                    continue;
+                }
+                for (i, item) in u.items.iter().enumerate() {
+                    if filter.item_matches(item) {
+                        out.push(((p as u64) << 16) | i as u64);
+                    }
+                }
+            }
+            out
+        })
+    }
+
+    /// Positions of a group's members (participants or managers), in order.
+    pub(crate) fn group_members(&self, group: u32, managers: bool) -> Arc<Vec<u64>> {
+        self.cached(format!("group:{group}:{managers}"), |data| {
+            let now = Instant::now();
+            (0..data.users.len() as u32)
+                .filter(|&p| {
+                    let u = &data.users[p as usize];
+                    !u.deleted
+                        && u.visible_groups(now)
+                            .any(|(g, m)| g == group && m == managers)
+                })
+                .map(u64::from)
+                .collect()
+        })
+    }
+
+    pub(crate) fn record_mutation(&self, mutation: &str, target: &str, applied: bool) {
+        let key = format!("{mutation}:{target}");
+        let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        if applied {
+            *c.applied.entry(key.clone()).or_default() += 1;
+        }
+        *c.mutations.entry(key).or_default() += 1;
+    }
+
+    pub(crate) fn record_notification(&self, sent: bool) {
+        if sent {
+            self.counters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .notifications += 1;
+        }
+    }
+
+    pub(crate) fn record_change(&self, change: Change) {
+        let mut log = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        if log.len() > 100_000 {
+            log.drain(..50_000);
+        }
+        log.push((Utc::now(), change));
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Counters)) {
+        f(&mut self.counters.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn faults(&self) -> Faults {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// A running simulator. Dropping it stops the server.
+pub struct Sim {
+    state: Arc<State>,
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Sim {
+    /// Generate the organisation and serve it on `config.addr` (loopback, port 0 by default).
+    pub async fn start(config: SimConfig) -> std::io::Result<Sim> {
+        let seed = Seed {
+            users: config.users,
+            seed: config.seed,
+            anchor: config.anchor.unwrap_or_else(Utc::now),
+        };
+        let data = tokio::task::spawn_blocking(move || Dataset::generate(&seed))
+            .await
+            .map_err(std::io::Error::other)?;
+        let listener = tokio::net::TcpListener::bind(config.addr).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State::new(config, data));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let app = server::router(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(Sim {
+            state,
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:8700` (endpoints `/oauth/token/` and `/graphql/`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.state.config.client_id
+    }
+
+    pub fn client_secret(&self) -> &str {
+        &self.state.config.client_secret
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        *self.state.faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.state
+            .counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn reset_counters(&self) {
+        self.state.count(|c| *c = Counters::default());
+    }
+
+    /// Expire every issued token now (the next request gets the configured auth error).
+    pub fn expire_tokens(&self) {
+        self.state
+            .tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// A copy of the current organisation, for comparisons.
+    pub fn data(&self) -> Dataset {
+        self.state.read().clone()
+    }
+
+    /// Run `f` over the current organisation without copying it.
+    pub fn with_data<T>(&self, f: impl FnOnce(&Dataset) -> T) -> T {
+        f(&self.state.read())
+    }
+
+    /// Change the organisation directly (test set-up), as an admin in Pluvo's UI would.
+    pub fn edit<T>(&self, f: impl FnOnce(&mut Dataset) -> T) -> T {
+        let mut data = self.state.write();
+        let out = f(&mut data);
+        data.version += 1;
+        out
+    }
+
+    /// Advance the organisation by `changes` random edits (a churn tick).
+    pub fn tick(&self, changes: usize) -> Vec<Change> {
+        let out = self.state.write().tick(changes, Utc::now());
+        for c in &out {
+            self.state.record_change(c.clone());
+        }
+        out
+    }
+
+    /// Changes made so far by ticks and mutations, with their time.
+    pub fn changes(&self) -> Vec<(DateTime<Utc>, Change)> {
+        self.state
+            .changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Stop serving and wait for the server task to end.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The SDL the simulator serves (the contract file must equal it).
+pub fn sdl() -> String {
+    let data = Dataset::generate(&Seed {
+        users: 0,
+        seed: 0,
+        anchor: Utc::now(),
+    });
+    schema::build(Arc::new(State::new(SimConfig::default(), data))).sdl()
+}

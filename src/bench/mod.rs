@@ -1,0 +1,58 @@
+//! Benchmarks that print figures (`pluvo-warehouse bench ...`): medians and ratios over
+//! repeated runs, never pass/fail assertions. Each benchmark starts its own simulator.
+
+pub mod sim;
+
+use std::time::Duration;
+
+/// Median, p90 and p99 of a set of durations, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Summary {
+    pub n: usize,
+    pub median_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Summary {
+    pub fn of(samples: &mut [Duration]) -> Summary {
+        samples.sort();
+        let at = |q: f64| {
+            if samples.is_empty() {
+                return 0.0;
+            }
+            let i = ((samples.len() - 1) as f64 * q).round() as usize;
+            samples[i].as_secs_f64() * 1000.0
+        };
+        Summary {
+            n: samples.len(),
+            median_ms: at(0.5),
+            p90_ms: at(0.9),
+            p99_ms: at(0.99),
+        }
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "n={} median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
+            self.n, self.median_ms, self.p90_ms, self.p99_ms
+        )
+    }
+}
+
+/// Resident and peak resident memory of this process in MiB (Linux; 0 elsewhere).
+pub fn memory_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
