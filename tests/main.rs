@@ -4,3 +4,6 @@ mod support;
 
 /// The Pluvo simulator: contract, pagination, mutations, churn, faults, auth.
 mod sim;
+
+/// The API client against the simulator: faults, auth, rate limits, every query, secrets in logs.
+mod client;

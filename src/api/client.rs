@@ -1,0 +1,758 @@
+//! The [`Client`]: one GraphQL request = concurrency permit → rate gate → token → `POST
+//! {base}/graphql/` → typed `data`, retried per `retry.rs`.
+//!
+//! The client is cheap to clone (an `Arc` inside); all clones share the token, the
+//! concurrency limit, the adaptive rate and the counters. Responses are decoded straight from
+//! the body into the caller's type, descending to the part of `data` it asked for (the
+//! connection of a paged query) without building an intermediate JSON tree.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use backon::Retryable;
+use serde::de::{DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use tokio::sync::Semaphore;
+use tracing::{Instrument, debug, field};
+
+use super::auth::{Token, TokenCache};
+use super::page::MAX_PAGE_SIZE;
+use super::rate::RateGate;
+use super::retry::{Failure, Policy, parse_retry_after, transient_status};
+use super::{Error, GraphQlError, Operation, Result};
+use crate::config::{ApiConfig, HttpSettings, redact_url};
+
+/// `User-Agent` of every request.
+const USER_AGENT: &str = concat!("pluvo-warehouse/", env!("CARGO_PKG_VERSION"));
+
+/// Run knobs of the client (the HTTP timeouts and retry bounds come from [`HttpSettings`]).
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Requests in flight at once (`--concurrency`). Pluvo's limits are undocumented; 4 keeps
+    /// a paced job near the limit without queueing much at the server.
+    pub concurrency: usize,
+    /// Nodes per page, 1..=50 (the API maximum).
+    pub page_size: u32,
+    /// First backoff delay; later ones double (with jitter) up to `retry_cap`.
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// Renew the token this long before it expires (at most a quarter of its lifetime).
+    pub renew_margin: Duration,
+    /// Slow down on 429 (AIMD). Off only to measure the server's raw behaviour.
+    pub adaptive_rate: bool,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            concurrency: 4,
+            page_size: MAX_PAGE_SIZE,
+            retry_base: Duration::from_millis(250),
+            retry_cap: Duration::from_secs(30),
+            renew_margin: Duration::from_secs(60),
+            adaptive_rate: true,
+        }
+    }
+}
+
+/// Counters for the run summary, from [`Client::stats`].
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Stats {
+    /// GraphQL requests sent (attempts, retries included).
+    pub requests: u64,
+    /// Attempts repeated after a failure (GraphQL and token requests; re-auths excluded).
+    pub retries: u64,
+    /// Tokens fetched because the server rejected the old one (401 or an `Auth` code).
+    pub reauths: u64,
+    /// Tokens fetched because the old one was about to expire.
+    pub renewals: u64,
+    /// Requests to the token endpoint (attempts).
+    pub token_requests: u64,
+    /// HTTP 429 answers.
+    pub rate_limited: u64,
+    /// Response body bytes received (after decompression).
+    pub bytes: u64,
+    /// Pages and nodes delivered by the pagers.
+    pub pages: u64,
+    pub rows: u64,
+    /// The permitted request rate learnt from 429s, `None` while unlimited.
+    pub permitted_rate: Option<f64>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    pub(crate) fn inc(&self) {
+        self.add(1);
+    }
+    pub(crate) fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub requests: Counter,
+    pub retries: Counter,
+    pub reauths: Counter,
+    pub renewals: Counter,
+    pub token_requests: Counter,
+    pub rate_limited: Counter,
+    pub bytes: Counter,
+    pub pages: Counter,
+    pub rows: Counter,
+}
+
+/// What the token cache and the GraphQL requests share: the HTTP client, counters, policy.
+pub(crate) struct Transport {
+    pub http: reqwest::Client,
+    pub counters: Counters,
+    pub policy: Policy,
+    pub settings: HttpSettings,
+    /// The server has answered at least once (then connection failures are worth retrying).
+    reached: AtomicBool,
+}
+
+impl Transport {
+    pub(crate) fn mark_reached(&self) {
+        self.reached.store(true, Ordering::Relaxed);
+    }
+
+    /// Classify a failed send. Before the server ever answered, failing to connect or to get
+    /// an answer in time is final: a wrong host or port should fail in seconds, not after the
+    /// whole retry budget.
+    pub(crate) fn send_failure(
+        &self,
+        err: &reqwest::Error,
+        op: &'static str,
+        url: &str,
+    ) -> Failure {
+        let reached = self.reached.load(Ordering::Relaxed);
+        let reason = if err.is_timeout() {
+            let limit = if err.is_connect() {
+                self.settings.connect_timeout
+            } else {
+                self.settings.timeout
+            };
+            let what = if err.is_connect() {
+                "connect"
+            } else {
+                "answer"
+            };
+            format!("no {what} within {limit:?}")
+        } else if err.is_connect() {
+            format!("cannot connect: {}", root_cause(err))
+        } else {
+            format!("request failed: {}", root_cause(err))
+        };
+        if !reached && (err.is_connect() || err.is_timeout()) {
+            return Failure::Fatal(Error::Unreachable {
+                op,
+                url: url.to_string(),
+                reason,
+            });
+        }
+        if err.is_connect() {
+            Failure::NotSent { reason }
+        } else if err.is_builder() {
+            Failure::Fatal(Error::Build { reason })
+        } else {
+            Failure::Transient { reason }
+        }
+    }
+}
+
+/// The innermost cause of an error, e.g. "Connection refused (os error 111)".
+pub(crate) fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// The Pluvo API client. Clone it freely.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    transport: Transport,
+    auth: TokenCache,
+    graphql_url: reqwest::Url,
+    graphql_url_text: String,
+    limit: Semaphore,
+    gate: RateGate,
+    options: ClientOptions,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.inner.graphql_url_text)
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `data` that may be partial, with the errors that came with it ([`Client::query_partial`]).
+#[derive(Debug, Clone)]
+pub struct Partial<T> {
+    pub data: Option<T>,
+    pub errors: Vec<GraphQlError>,
+}
+
+impl Client {
+    /// A client for `config`; no request is made until the first query.
+    pub fn new(config: &ApiConfig, options: ClientOptions) -> Result<Client> {
+        if options.page_size == 0 || options.page_size > MAX_PAGE_SIZE {
+            return Err(Error::PageSize {
+                size: options.page_size,
+            });
+        }
+        // reqwest is built without a default crypto provider; the first caller installs ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(config.http.connect_timeout)
+            .timeout(config.http.timeout)
+            .gzip(true)
+            // A redirect would turn the POST into a GET: report it instead (wrong base URL).
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(options.concurrency.max(1))
+            .build()
+            .map_err(|err| Error::Build {
+                reason: root_cause(&err),
+            })?;
+        let graphql_url = config.graphql_url();
+        let policy = Policy::new(&config.http, options.retry_base, options.retry_cap);
+        Ok(Client {
+            inner: Arc::new(Inner {
+                transport: Transport {
+                    http,
+                    counters: Counters::default(),
+                    policy,
+                    settings: config.http.clone(),
+                    reached: AtomicBool::new(false),
+                },
+                auth: TokenCache::new(config, options.renew_margin),
+                graphql_url_text: redact_url(&graphql_url),
+                graphql_url,
+                limit: Semaphore::new(options.concurrency.max(1)),
+                gate: RateGate::new(Instant::now()),
+                options,
+            }),
+        })
+    }
+
+    /// The options this client was built with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.options
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        let c = &self.inner.transport.counters;
+        Stats {
+            requests: c.requests.get(),
+            retries: c.retries.get(),
+            reauths: c.reauths.get(),
+            renewals: c.renewals.get(),
+            token_requests: c.token_requests.get(),
+            rate_limited: c.rate_limited.get(),
+            bytes: c.bytes.get(),
+            pages: c.pages.get(),
+            rows: c.rows.get(),
+            permitted_rate: self.inner.gate.rate(),
+        }
+    }
+
+    /// Run `op` and decode all of `data` into `T`. Any GraphQL error fails the call.
+    pub async fn query<T: DeserializeOwned>(
+        &self,
+        op: &Operation,
+        variables: serde_json::Value,
+    ) -> Result<T> {
+        self.query_at(op, &variables, &[]).await
+    }
+
+    /// Run `op` and decode the value at `path` inside `data` (e.g. `["group", "users"]`).
+    /// A `null` or missing value at the path is an [`Error::Decode`].
+    pub async fn query_at<T: DeserializeOwned>(
+        &self,
+        op: &Operation,
+        variables: &serde_json::Value,
+        path: &[&str],
+    ) -> Result<T> {
+        let partial = self.send::<T>(op, variables, path, false).await?;
+        partial.data.ok_or_else(|| Error::Decode {
+            op: op.name,
+            reason: if path.is_empty() {
+                "`data` is null".into()
+            } else {
+                format!("`{}` is null or missing in `data`", path.join("."))
+            },
+        })
+    }
+
+    /// Run `op`, accepting partial `data` alongside GraphQL errors (the caller decides). `T`
+    /// must tolerate the nulls a failed field leaves. Authentication errors still re-auth.
+    pub async fn query_partial<T: DeserializeOwned>(
+        &self,
+        op: &Operation,
+        variables: serde_json::Value,
+    ) -> Result<Partial<T>> {
+        self.send(op, &variables, &[], true).await
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.transport.counters
+    }
+
+    /// One request with retries.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        op: &Operation,
+        variables: &serde_json::Value,
+        path: &[&str],
+        allow_partial: bool,
+    ) -> Result<Partial<T>> {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "query": op.document,
+            "variables": variables,
+            "operationName": op.name,
+        }))
+        .map_err(|err| Error::Decode {
+            op: op.name,
+            reason: format!("cannot encode variables: {err}"),
+        })?;
+        let inner = &self.inner;
+        let started = Instant::now();
+        let attempts = AtomicU32::new(0);
+        let reauthed = AtomicBool::new(false);
+        let result = (|| {
+            let n = attempts.fetch_add(1, Ordering::Relaxed) + 1;
+            self.attempt::<T>(op, body.clone(), path, allow_partial, n, &reauthed)
+        })
+        .retry(inner.transport.policy.backoff())
+        .sleep(tokio::time::sleep)
+        .when(|f: &Failure| f.retryable(op.idempotent))
+        .adjust(|f, next| inner.transport.policy.adjust(f, next, started))
+        .notify(|f, wait| {
+            if !matches!(f, Failure::Unauthorized) {
+                inner.transport.counters.retries.inc();
+            }
+            debug!(op = op.name, reason = %f, ?wait, "Retrying.");
+        })
+        .await;
+        let attempts = attempts.load(Ordering::Relaxed);
+        result.map_err(|failure| match failure {
+            Failure::Fatal(err) => err,
+            Failure::Transient { reason } if !op.idempotent => Error::OutcomeUnknown {
+                op: op.name,
+                reason,
+            },
+            Failure::RateLimited { after } => Error::RateLimited {
+                op: op.name,
+                after: after.unwrap_or_default(),
+                attempts,
+            },
+            Failure::Unauthorized => Error::CredentialsRejected {
+                op: op.name,
+                token_url: inner.auth.url().to_string(),
+                reason: "http 401 on every attempt".into(),
+            },
+            other => Error::GaveUp {
+                op: op.name,
+                attempts,
+                elapsed: started.elapsed(),
+                last: format!("{other} from `{}`", inner.graphql_url_text),
+            },
+        })
+    }
+
+    /// One attempt: permit → rate slot → token → POST → classify.
+    async fn attempt<T: DeserializeOwned>(
+        &self,
+        op: &Operation,
+        body: Vec<u8>,
+        path: &[&str],
+        allow_partial: bool,
+        attempt: u32,
+        reauthed: &AtomicBool,
+    ) -> Result<Partial<T>, Failure> {
+        let inner = &*self.inner;
+        let span = tracing::debug_span!(
+            "graphql",
+            op = op.name,
+            attempt,
+            status = field::Empty,
+            bytes = field::Empty,
+            ms = field::Empty
+        );
+        async move {
+            let _permit = inner
+                .limit
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
+            if inner.options.adaptive_rate {
+                let at = inner.gate.reserve(Instant::now());
+                tokio::time::sleep_until(at.into()).await;
+            }
+            let token = inner
+                .auth
+                .get(&inner.transport)
+                .await
+                .map_err(Failure::Fatal)?;
+            let sent_at = Instant::now();
+            inner.transport.counters.requests.inc();
+            let sent = inner
+                .transport
+                .http
+                .post(inner.graphql_url.clone())
+                .bearer_auth(token.value.expose())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body)
+                .send()
+                .await;
+            let response = match sent {
+                Ok(response) => response,
+                Err(err) => {
+                    return Err(inner.transport.send_failure(
+                        &err,
+                        op.name,
+                        &inner.graphql_url_text,
+                    ));
+                }
+            };
+            inner.transport.mark_reached();
+            let status = response.status().as_u16();
+            let span = tracing::Span::current();
+            span.record("status", status);
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = response.bytes().await;
+            span.record("ms", sent_at.elapsed().as_millis() as u64);
+            let body = body.map_err(|err| Failure::Transient {
+                reason: format!("response body cut off: {}", root_cause(&err)),
+            })?;
+            inner.transport.counters.bytes.add(body.len() as u64);
+            span.record("bytes", body.len() as u64);
+            debug!("Answered.");
+
+            match status {
+                429 => {
+                    inner.transport.counters.rate_limited.inc();
+                    if inner.options.adaptive_rate {
+                        let now = Instant::now();
+                        if let Some(rate) = inner.gate.on_throttle(sent_at, now, retry_after) {
+                            debug!(rate, "Rate limited; slowing down.");
+                        }
+                    }
+                    return Err(Failure::RateLimited { after: retry_after });
+                }
+                401 => return Err(self.unauthorized(op, &token, reauthed, "http 401").await),
+                s if transient_status(s) => {
+                    return Err(Failure::Transient {
+                        reason: format!("http {s}"),
+                    });
+                }
+                _ => {}
+            }
+            if (300..400).contains(&status) {
+                return Err(Failure::Fatal(Error::Http {
+                    op: op.name,
+                    url: inner.graphql_url_text.clone(),
+                    status,
+                    body: format!(
+                        "redirected to `{}`; check the base URL",
+                        location.unwrap_or_default()
+                    ),
+                }));
+            }
+            let envelope = match parse_envelope::<T>(&body, path) {
+                Ok(envelope) => envelope,
+                // A GraphQL answer cut off in transit, whatever its status: worth another try.
+                Err(err) if (err.is_eof() || err.is_syntax()) && body.first() == Some(&b'{') => {
+                    return Err(Failure::Transient {
+                        reason: format!("invalid JSON in the answer ({err})"),
+                    });
+                }
+                Err(err) if !(200..300).contains(&status) => {
+                    return Err(Failure::Fatal(Error::Http {
+                        op: op.name,
+                        url: inner.graphql_url_text.clone(),
+                        status,
+                        body: snippet(&body, &err),
+                    }));
+                }
+                Err(err) if err.is_data() => {
+                    // The data did not fit `T`: maybe because of nulls left by errors.
+                    let errors = parse_envelope::<IgnoredAny>(&body, &[])
+                        .map(|e| e.errors)
+                        .unwrap_or_default();
+                    if errors.is_empty() {
+                        return Err(Failure::Fatal(Error::Decode {
+                            op: op.name,
+                            reason: err.to_string(),
+                        }));
+                    }
+                    Envelope { data: None, errors }
+                }
+                Err(err) => {
+                    return Err(Failure::Transient {
+                        reason: format!("the answer is not JSON ({err})"),
+                    });
+                }
+            };
+            if envelope.errors.iter().any(GraphQlError::is_auth) {
+                let code = envelope
+                    .errors
+                    .iter()
+                    .find_map(GraphQlError::code)
+                    .unwrap_or("Auth");
+                let reason = format!("graphql error code `{code}`");
+                return Err(self.unauthorized(op, &token, reauthed, &reason).await);
+            }
+            if !(200..300).contains(&status) && envelope.errors.is_empty() {
+                return Err(Failure::Fatal(Error::Http {
+                    op: op.name,
+                    url: inner.graphql_url_text.clone(),
+                    status,
+                    body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+                }));
+            }
+            if !envelope.errors.is_empty() && (!allow_partial || envelope.data.is_none()) {
+                return Err(Failure::Fatal(Error::GraphQl {
+                    op: op.name,
+                    errors: envelope.errors,
+                }));
+            }
+            if inner.options.adaptive_rate {
+                inner.gate.on_success(Instant::now());
+            }
+            Ok(Partial {
+                data: envelope.data,
+                errors: envelope.errors,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// A 401 (or `Auth` code): drop the token and resend once; if even a token fetched after
+    /// that is refused, the credentials are wrong — fail this and every later request.
+    async fn unauthorized(
+        &self,
+        op: &Operation,
+        token: &Token,
+        reauthed: &AtomicBool,
+        reason: &str,
+    ) -> Failure {
+        let inner = &*self.inner;
+        if reauthed.load(Ordering::Relaxed) && token.is_fresh() {
+            let err = Error::CredentialsRejected {
+                op: op.name,
+                token_url: inner.auth.url().to_string(),
+                reason: reason.to_string(),
+            };
+            inner.auth.fail(&err).await;
+            return Failure::Fatal(err);
+        }
+        reauthed.store(true, Ordering::Relaxed);
+        debug!(op = op.name, reason, "Token rejected; re-authenticating.");
+        inner.auth.invalidate(token.generation).await;
+        Failure::Unauthorized
+    }
+}
+
+/// The first bytes of a body that is not a GraphQL answer, for an error message.
+fn snippet(body: &[u8], err: &serde_json::Error) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    let text = text.trim();
+    if text.is_empty() {
+        format!("empty body ({err})")
+    } else {
+        text.replace('\n', " ")
+    }
+}
+
+/// A decoded GraphQL answer: the value at the requested path of `data`, and `errors`.
+#[derive(Debug)]
+pub(crate) struct Envelope<T> {
+    pub data: Option<T>,
+    pub errors: Vec<GraphQlError>,
+}
+
+/// Decode `{"data": …, "errors": […]}`, keeping only `data.<path>` as `T`.
+pub(crate) fn parse_envelope<T: DeserializeOwned>(
+    body: &[u8],
+    path: &[&str],
+) -> Result<Envelope<T>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let envelope = EnvelopeSeed::<T> {
+        path,
+        _t: PhantomData,
+    }
+    .deserialize(&mut de)?;
+    de.end()?;
+    Ok(envelope)
+}
+
+struct EnvelopeSeed<'p, T> {
+    path: &'p [&'p str],
+    _t: PhantomData<fn() -> T>,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum EnvelopeKey {
+    Data,
+    Errors,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for EnvelopeSeed<'_, T> {
+    type Value = Envelope<T>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Envelope<T>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for EnvelopeSeed<'_, T> {
+    type Value = Envelope<T>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a GraphQL response object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope<T>, A::Error> {
+        let mut data = None;
+        let mut errors = Vec::new();
+        while let Some(key) = map.next_key::<EnvelopeKey>()? {
+            match key {
+                EnvelopeKey::Data => {
+                    data = map.next_value_seed(At::<T> {
+                        path: self.path,
+                        _t: PhantomData,
+                    })?;
+                }
+                EnvelopeKey::Errors => {
+                    errors = map
+                        .next_value::<Option<Vec<GraphQlError>>>()?
+                        .unwrap_or_default();
+                }
+                EnvelopeKey::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Envelope { data, errors })
+    }
+}
+
+/// Decodes the value at `path` below the current one, skipping everything else.
+struct At<'p, T> {
+    path: &'p [&'p str],
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for At<'_, T> {
+    type Value = Option<T>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        if self.path.is_empty() {
+            Option::<T>::deserialize(d)
+        } else {
+            d.deserialize_option(self)
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for At<'_, T> {
+    type Value = Option<T>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "an object with `{}`", self.path[0])
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_map(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<T>, A::Error> {
+        let (head, rest) = self.path.split_first().expect("visited only with a path");
+        let mut found = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == *head {
+                found = map.next_value_seed(At::<T> {
+                    path: rest,
+                    _t: PhantomData,
+                })?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Conn {
+        count: u64,
+    }
+
+    #[test]
+    fn envelope_descends_to_the_path_and_keeps_errors() {
+        let body = br#"{"errors":[{"message":"boom","path":["group","users"]}],
+            "data":{"other":[1,2,{"x":null}],"group":{"name":"g","users":{"count":3}}},
+            "extensions":{}}"#;
+        let env = parse_envelope::<Conn>(body, &["group", "users"]).unwrap();
+        assert_eq!(env.data, Some(Conn { count: 3 }));
+        assert_eq!(env.errors.len(), 1);
+        assert_eq!(env.errors[0].message, "boom");
+    }
+
+    #[test]
+    fn envelope_null_on_the_path_is_none() {
+        let env = parse_envelope::<Conn>(br#"{"data":{"group":null}}"#, &["group", "users"]);
+        assert!(env.unwrap().data.is_none());
+        let env = parse_envelope::<Conn>(br#"{"data":null,"errors":[]}"#, &["group"]);
+        assert!(env.unwrap().data.is_none());
+        let env = parse_envelope::<Conn>(br#"{"data":{}}"#, &["group"]);
+        assert!(env.unwrap().data.is_none());
+    }
+
+    #[test]
+    fn truncated_bodies_are_syntax_errors_and_shape_errors_are_data_errors() {
+        let cut =
+            parse_envelope::<Conn>(br#"{"data":{"group":{"users":{"cou"#, &["group"]).unwrap_err();
+        assert!(cut.is_eof() || cut.is_syntax(), "{cut}");
+        let trailing = parse_envelope::<Conn>(br#"{"data":null} x"#, &[]).unwrap_err();
+        assert!(trailing.is_syntax(), "{trailing}");
+        let shape = parse_envelope::<Conn>(br#"{"data":{"count":"three"}}"#, &[]).unwrap_err();
+        assert!(shape.is_data(), "{shape}");
+    }
+}

@@ -1,0 +1,481 @@
+//! The Relay pager: an [`Operation`] with `$first`/`$after` (and maybe `$offset`) plus the path
+//! to its connection → a stream of [`Page`]s.
+//!
+//! - Cursor mode ([`Client::pages`]): one page after another, `after: endCursor` until
+//!   `hasNextPage` is false. `count` is for progress, never for stopping (pluvo-api.md). A
+//!   server that hands out a cursor twice gets an error, not an endless loop.
+//! - Offset mode ([`Client::offset_pages`]): page 0 tells `count`; the other pages are fetched
+//!   in parallel (`offset = k × page size`, within the client's concurrency limit) and come
+//!   out in order. At the end the scan is checked: rows == `count`, every page saw the same
+//!   `count`, no key twice. A failed check ends the stream with [`Error::Incomplete`] (data
+//!   changed during the scan, or a server that ignores `offset`); [`Client::fetch_all`] then
+//!   pages again by cursor.
+//!
+//! Pages carry nodes only; what a node means is the caller's type.
+
+use std::collections::HashSet;
+use std::hash::Hash;
+
+use futures_util::stream::{self, BoxStream, Stream, StreamExt, TryStreamExt};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use tracing::warn;
+
+use super::{Client, Error, Operation, Result};
+
+/// The API's maximum `first` (pluvo-api.md: "Maximum `first` is 50").
+pub const MAX_PAGE_SIZE: u32 = 50;
+
+/// One page of a connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// Position in the scan, from 0 (in offset mode: `offset / page size`).
+    pub index: usize,
+    pub nodes: Vec<T>,
+    pub end_cursor: Option<String>,
+    pub has_next_page: bool,
+    /// Total matching rows as the server counted them for this page.
+    pub count: u64,
+}
+
+#[derive(Deserialize)]
+struct Connection<T> {
+    edges: Vec<Edge<T>>,
+    #[serde(rename = "pageInfo")]
+    page_info: PageInfo,
+    count: u64,
+}
+
+#[derive(Deserialize)]
+struct Edge<T> {
+    node: T,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PageInfo {
+    has_next_page: bool,
+    end_cursor: Option<String>,
+}
+
+/// Where the next page starts.
+#[derive(Debug, Clone, PartialEq)]
+enum Start {
+    First,
+    After(String),
+    Offset(u64),
+}
+
+/// Refuses a cursor the server already gave: following it would loop forever.
+#[derive(Debug, Default)]
+pub(crate) struct CursorGuard {
+    seen: HashSet<String>,
+}
+
+impl CursorGuard {
+    /// The cursor to continue after, `None` at the end of the connection.
+    pub(crate) fn next(
+        &mut self,
+        op: &'static str,
+        has_next_page: bool,
+        end_cursor: Option<&str>,
+    ) -> Result<Option<String>> {
+        if !has_next_page {
+            return Ok(None);
+        }
+        let Some(cursor) = end_cursor else {
+            return Err(Error::Decode {
+                op,
+                reason: "`hasNextPage` is true but `endCursor` is null".into(),
+            });
+        };
+        if !self.seen.insert(cursor.to_string()) {
+            return Err(Error::CursorRepeated {
+                op,
+                cursor: cursor.to_string(),
+            });
+        }
+        Ok(Some(cursor.to_string()))
+    }
+}
+
+/// The completeness check of an offset scan.
+#[derive(Debug)]
+pub(crate) struct Completeness<K> {
+    expected: Option<u64>,
+    count_changed: Option<u64>,
+    rows: u64,
+    keys: HashSet<K>,
+    duplicates: u64,
+}
+
+impl<K: Hash + Eq> Completeness<K> {
+    pub(crate) fn new() -> Self {
+        Completeness {
+            expected: None,
+            count_changed: None,
+            rows: 0,
+            keys: HashSet::new(),
+            duplicates: 0,
+        }
+    }
+
+    /// A page said the connection has `count` rows.
+    pub(crate) fn count(&mut self, count: u64) {
+        match self.expected {
+            None => self.expected = Some(count),
+            Some(expected) if expected != count && self.count_changed.is_none() => {
+                self.count_changed = Some(count);
+            }
+            Some(_) => {}
+        }
+    }
+
+    pub(crate) fn row(&mut self, key: K) {
+        self.rows += 1;
+        if !self.keys.insert(key) {
+            self.duplicates += 1;
+        }
+    }
+
+    /// `Err(problem)` unless every row came exactly once.
+    pub(crate) fn check(&self) -> std::result::Result<(), String> {
+        let expected = self.expected.unwrap_or(0);
+        let mut problems = Vec::new();
+        if let Some(changed) = self.count_changed {
+            problems.push(format!(
+                "`count` changed from {expected} to {changed} during the scan"
+            ));
+        }
+        if self.rows != expected {
+            problems.push(format!("{} rows for `count` {expected}", self.rows));
+        }
+        if self.duplicates > 0 {
+            problems.push(format!("{} duplicate keys", self.duplicates));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join(", "))
+        }
+    }
+}
+
+fn variables_object(op: &Operation, variables: Value) -> Result<Map<String, Value>> {
+    match variables {
+        Value::Object(map) => Ok(map),
+        Value::Null => Ok(Map::new()),
+        other => Err(Error::Decode {
+            op: op.name,
+            reason: format!("variables must be a JSON object, not `{other}`"),
+        }),
+    }
+}
+
+struct CursorScan {
+    client: Client,
+    op: Operation,
+    vars: Result<Map<String, Value>>,
+    next: Option<Start>,
+    guard: CursorGuard,
+    index: usize,
+}
+
+struct OffsetScan<T, K, F> {
+    client: Client,
+    op: Operation,
+    vars: Result<Map<String, Value>>,
+    key: F,
+    check: Completeness<K>,
+    rest: Option<BoxStream<'static, Result<Page<T>>>>,
+}
+
+impl Client {
+    /// All pages of `op`'s connection by cursor, in order. `variables` are the operation's
+    /// own (filters); the pager sets `first` and `after`.
+    pub fn pages<T>(
+        &self,
+        op: &Operation,
+        variables: Value,
+    ) -> impl Stream<Item = Result<Page<T>>> + Send + 'static
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        let scan = CursorScan {
+            client: self.clone(),
+            op: *op,
+            vars: variables_object(op, variables),
+            next: Some(Start::First),
+            guard: CursorGuard::default(),
+            index: 0,
+        };
+        stream::try_unfold(scan, |mut scan| async move {
+            let Some(start) = scan.next.take() else {
+                return Ok::<_, Error>(None);
+            };
+            let vars = scan.vars.as_ref().map_err(clone_setup_error)?;
+            let page = scan
+                .client
+                .fetch_page::<T>(&scan.op, vars, start, scan.index)
+                .await?;
+            scan.next = scan
+                .guard
+                .next(scan.op.name, page.has_next_page, page.end_cursor.as_deref())?
+                .map(Start::After);
+            scan.index += 1;
+            Ok(Some((page, scan)))
+        })
+    }
+
+    /// All pages of `op`'s connection by offset, fetched in parallel and yielded in order;
+    /// ends with [`Error::Incomplete`] if the rows are not exactly `count` distinct `key`s.
+    /// Only for operations that take `$offset` ([`Operation::offset`]).
+    pub fn offset_pages<T, K, F>(
+        &self,
+        op: &Operation,
+        variables: Value,
+        key: F,
+    ) -> impl Stream<Item = Result<Page<T>>> + Send + 'static
+    where
+        T: DeserializeOwned + Send + 'static,
+        K: Hash + Eq + Send + 'static,
+        F: Fn(&T) -> K + Send + 'static,
+    {
+        let vars = if op.offset {
+            variables_object(op, variables)
+        } else {
+            Err(Error::NoOffset { op: op.name })
+        };
+        let scan = OffsetScan {
+            client: self.clone(),
+            op: *op,
+            vars,
+            key,
+            check: Completeness::new(),
+            rest: None,
+        };
+        stream::try_unfold(scan, |mut scan| async move {
+            let page = match scan.rest.as_mut() {
+                None => {
+                    let vars = scan.vars.as_ref().map_err(clone_setup_error)?;
+                    let page = scan
+                        .client
+                        .fetch_page::<T>(&scan.op, vars, Start::Offset(0), 0)
+                        .await?;
+                    scan.rest = Some(scan.client.remaining_offset_pages(
+                        scan.op,
+                        vars.clone(),
+                        page.count,
+                    ));
+                    page
+                }
+                Some(rest) => match rest.next().await {
+                    Some(page) => page?,
+                    None => {
+                        scan.check.check().map_err(|problem| Error::Incomplete {
+                            op: scan.op.name,
+                            problem,
+                        })?;
+                        return Ok::<_, Error>(None);
+                    }
+                },
+            };
+            scan.check.count(page.count);
+            for node in &page.nodes {
+                scan.check.row((scan.key)(node));
+            }
+            Ok(Some((page, scan)))
+        })
+    }
+
+    /// Every node of `op`'s connection. Offset mode when the operation takes `$offset`,
+    /// falling back to cursor mode if the offset scan is incomplete; cursor mode otherwise.
+    /// Holds all nodes in memory: for a stream into the store use the page streams.
+    pub async fn fetch_all<T, K, F>(
+        &self,
+        op: &Operation,
+        variables: Value,
+        key: F,
+    ) -> Result<Vec<T>>
+    where
+        T: DeserializeOwned + Send + 'static,
+        K: Hash + Eq + Send + 'static,
+        F: Fn(&T) -> K + Send + 'static,
+    {
+        let collect = |mut all: Vec<T>, page: Page<T>| {
+            all.extend(page.nodes);
+            std::future::ready(Ok::<_, Error>(all))
+        };
+        if op.offset {
+            match self
+                .offset_pages(op, variables.clone(), key)
+                .try_fold(Vec::new(), collect)
+                .await
+            {
+                Err(Error::Incomplete { problem, .. }) => {
+                    warn!(op = op.name, %problem, "Offset paging incomplete; paging again by cursor.");
+                }
+                done => return done,
+            }
+        }
+        self.pages(op, variables)
+            .try_fold(Vec::new(), collect)
+            .await
+    }
+
+    /// Pages 1.. of an offset scan whose page 0 said `count`, at most `concurrency` at once.
+    fn remaining_offset_pages<T>(
+        &self,
+        op: Operation,
+        vars: Map<String, Value>,
+        count: u64,
+    ) -> BoxStream<'static, Result<Page<T>>>
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        let size = u64::from(self.options().page_size);
+        let pages = count.div_ceil(size).max(1);
+        let client = self.clone();
+        let concurrency = self.options().concurrency.max(1);
+        stream::iter(1..pages)
+            .map(move |k| {
+                let client = client.clone();
+                let vars = vars.clone();
+                async move {
+                    client
+                        .fetch_page::<T>(&op, &vars, Start::Offset(k * size), k as usize)
+                        .await
+                }
+            })
+            .buffered(concurrency)
+            .boxed()
+    }
+
+    async fn fetch_page<T: DeserializeOwned>(
+        &self,
+        op: &Operation,
+        vars: &Map<String, Value>,
+        start: Start,
+        index: usize,
+    ) -> Result<Page<T>> {
+        if op.connection.is_empty() {
+            return Err(Error::NotPaged { op: op.name });
+        }
+        let mut vars = vars.clone();
+        vars.insert("first".into(), self.options().page_size.into());
+        match start {
+            Start::First => {}
+            Start::After(cursor) => {
+                vars.insert("after".into(), cursor.into());
+            }
+            Start::Offset(offset) => {
+                vars.insert("offset".into(), offset.into());
+            }
+        }
+        let conn: Connection<T> = self
+            .query_at(op, &Value::Object(vars), op.connection)
+            .await?;
+        let counters = self.counters();
+        counters.pages.inc();
+        counters.rows.add(conn.edges.len() as u64);
+        Ok(Page {
+            index,
+            nodes: conn.edges.into_iter().map(|e| e.node).collect(),
+            end_cursor: conn.page_info.end_cursor,
+            has_next_page: conn.page_info.has_next_page,
+            count: conn.count,
+        })
+    }
+}
+
+/// Setup errors are kept in the scan state and reported on the first poll.
+fn clone_setup_error(err: &Error) -> Error {
+    match err {
+        Error::NoOffset { op } => Error::NoOffset { op },
+        Error::Decode { op, reason } => Error::Decode {
+            op,
+            reason: reason.clone(),
+        },
+        other => Error::Decode {
+            op: "pager",
+            reason: other.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_guard_stops_at_the_end_and_on_a_repeated_cursor() {
+        let mut g = CursorGuard::default();
+        assert_eq!(
+            g.next("Users", true, Some("a")).unwrap().as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            g.next("Users", true, Some("b")).unwrap().as_deref(),
+            Some("b")
+        );
+        let err = g.next("Users", true, Some("a")).unwrap_err();
+        assert!(matches!(err, Error::CursorRepeated { .. }), "{err}");
+        assert!(err.to_string().contains("repeated cursor `a`"), "{err}");
+        assert_eq!(g.next("Users", false, Some("a")).unwrap(), None, "end wins");
+        assert_eq!(g.next("Users", false, None).unwrap(), None);
+        let err = g.next("Users", true, None).unwrap_err();
+        assert!(err.to_string().contains("endCursor"), "{err}");
+    }
+
+    #[test]
+    fn completeness_accepts_exactly_count_distinct_rows() {
+        let mut c = Completeness::new();
+        c.count(3);
+        for k in [1, 2, 3] {
+            c.row(k);
+        }
+        c.count(3);
+        assert_eq!(c.check(), Ok(()));
+    }
+
+    #[test]
+    fn completeness_reports_missing_duplicate_and_changed_count() {
+        let mut c = Completeness::new();
+        c.count(4);
+        for k in [1, 2, 2] {
+            c.row(k);
+        }
+        c.count(5);
+        let problem = c.check().unwrap_err();
+        assert!(problem.contains("changed from 4 to 5"), "{problem}");
+        assert!(problem.contains("3 rows for `count` 4"), "{problem}");
+        assert!(problem.contains("1 duplicate keys"), "{problem}");
+        // A shifted window: the right number of rows, but one seen twice and one missed.
+        let mut c = Completeness::new();
+        c.count(2);
+        c.row("a");
+        c.row("a");
+        assert_eq!(c.check().unwrap_err(), "1 duplicate keys");
+    }
+
+    #[test]
+    fn connection_pages_decode() {
+        let body = br#"{"data":{"paginatedUsers":{"count":2,
+            "pageInfo":{"hasNextPage":true,"hasPreviousPage":false,"startCursor":"x","endCursor":"y"},
+            "edges":[{"node":{"id":"1"},"cursor":"x"},{"node":{"id":"2"},"cursor":"y"}]}}}"#;
+        #[derive(Deserialize)]
+        struct Node {
+            id: String,
+        }
+        let env =
+            super::super::client::parse_envelope::<Connection<Node>>(body, &["paginatedUsers"])
+                .unwrap();
+        let conn = env.data.unwrap();
+        assert_eq!(conn.count, 2);
+        assert!(conn.page_info.has_next_page);
+        assert_eq!(conn.page_info.end_cursor.as_deref(), Some("y"));
+        let ids: Vec<_> = conn.edges.iter().map(|e| e.node.id.as_str()).collect();
+        assert_eq!(ids, ["1", "2"]);
+    }
+}
