@@ -404,10 +404,18 @@ impl Client {
                 .acquire()
                 .await
                 .expect("the semaphore is never closed");
-            if inner.options.adaptive_rate {
-                let at = inner.gate.reserve(Instant::now());
-                tokio::time::sleep_until(at.into()).await;
-            }
+            // Wait for a send slot; ask again if the rate was cut while waiting.
+            let epoch = if inner.options.adaptive_rate {
+                loop {
+                    let slot = inner.gate.reserve(Instant::now());
+                    tokio::time::sleep_until(slot.at.into()).await;
+                    if inner.gate.admit(slot, Instant::now()) {
+                        break slot.epoch;
+                    }
+                }
+            } else {
+                0
+            };
             let token = inner
                 .auth
                 .get(&inner.transport)
@@ -462,7 +470,7 @@ impl Client {
                     inner.transport.counters.rate_limited.inc();
                     if inner.options.adaptive_rate {
                         let now = Instant::now();
-                        if let Some(rate) = inner.gate.on_throttle(sent_at, now, retry_after) {
+                        if let Some(rate) = inner.gate.on_throttle(epoch, now, retry_after) {
                             debug!(rate, "Rate limited; slowing down.");
                         }
                     }
