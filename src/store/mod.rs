@@ -20,7 +20,8 @@ use chrono::{DateTime, Utc};
 
 pub use batch::{BatchBuilder, Cell, Row};
 pub use duckdb::{
-    MergeStats, RunId, RunStatus, ScanEnd, Scope, StreamStats, Warehouse, lock_holder_pid,
+    MergeStats, RunId, RunStatus, ScanEnd, Scope, StreamStats, WRITER_MEMORY_LIMIT, Warehouse,
+    lock_holder_pid,
 };
 pub use schema::SCHEMA_VERSION;
 pub use tables::{Column, ColumnType, HistorySpec, TableSpec, portfolio_item_key};
@@ -113,6 +114,11 @@ pub enum StoreError {
         table: &'static str,
         column: &'static str,
         problem: String,
+    },
+    #[error("`{value}` is not a valid value for DuckDB's `{setting}`")]
+    Setting {
+        setting: &'static str,
+        value: String,
     },
     #[error("scope column `{column}` is not a column of `{table}`")]
     ScopeColumn { table: &'static str, column: String },
