@@ -8,6 +8,23 @@
 //! hash) are never written; rows missing from a complete scan are soft-deleted.
 //!
 //! Never calls HTTP and never prints; time comes from an injected [`Clock`].
+//!
+//! How the sync uses it (one writer task owns the [`Warehouse`]; streams send it pages):
+//! ```ignore
+//! let mut w = Warehouse::open(&config.db)?;            // fails at once if another sync runs
+//! let run = w.begin_run(&["users", "portfolio"])?;
+//! w.begin_stream(run, "users")?;
+//! if full_refresh { w.reset_scan("users")?; }          // else resume from:
+//! let from = w.checkpoint("users")?;                   // the stream's own JSON, or None
+//! // per few pages (~10k rows: each commit scans the table's keys once):
+//! let stats = w.commit("users", run, &cursor_json, vec![(&tables::USERS, batch)])?;
+//! // after the last page:
+//! let deleted = w.finish_scan("users", run, ScanEnd {
+//!     complete: true, tables: vec![(&tables::USERS, Scope::All)], next_checkpoint: None })?;
+//! w.record_stream(run, "users", &StreamStats { rows, rows_deleted: deleted, .. })?;
+//! w.finish_run(run, RunStatus::Succeeded, None)?;
+//! w.close()?;
+//! ```
 
 mod batch;
 mod duckdb;
@@ -20,7 +37,8 @@ use chrono::{DateTime, Utc};
 
 pub use batch::{BatchBuilder, Cell, Row};
 pub use duckdb::{
-    MergeStats, RunId, RunStatus, ScanEnd, Scope, StreamStats, Warehouse, lock_holder_pid,
+    MergeStats, RunId, RunStatus, ScanEnd, Scope, StreamStats, WRITER_MEMORY_LIMIT, Warehouse,
+    lock_holder_pid,
 };
 pub use schema::SCHEMA_VERSION;
 pub use tables::{Column, ColumnType, HistorySpec, TableSpec, portfolio_item_key};
@@ -113,6 +131,11 @@ pub enum StoreError {
         table: &'static str,
         column: &'static str,
         problem: String,
+    },
+    #[error("`{value}` is not a valid value for DuckDB's `{setting}`")]
+    Setting {
+        setting: &'static str,
+        value: String,
     },
     #[error("scope column `{column}` is not a column of `{table}`")]
     ScopeColumn { table: &'static str, column: String },

@@ -395,7 +395,7 @@ fn history_versions_after_two_changes_delete_and_revive() {
     renamed.user_ref = "new-ref".into();
     let s = load(&mut w, &[renamed.clone(), other.clone()], &clock); // Jan 5
     assert_eq!((s.changed, s.unchanged), (1, 1));
-    load(&mut w, &[other.clone()], &clock); // Jan 6: gone
+    load(&mut w, std::slice::from_ref(&other), &clock); // Jan 6: gone
     load(&mut w, &[renamed, other], &clock); // Jan 7: back
 
     let versions = dump(
@@ -1126,6 +1126,16 @@ fn bench_full_load_and_no_change_reload() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bench.duckdb");
     let mut w = Warehouse::open(&path).unwrap();
+    if let Ok(threads) = std::env::var("PLUVO_BENCH_THREADS") {
+        w.connection()
+            .execute_batch(&format!("SET threads = {threads}"))
+            .unwrap();
+    }
+    if let Ok(limit) = std::env::var("PLUVO_BENCH_MEMORY") {
+        w.connection()
+            .execute_batch(&format!("SET memory_limit = '{limit}'"))
+            .unwrap();
+    }
     let page_users = |p: usize| -> Vec<(String, Option<String>)> {
         (p * 50..((p + 1) * 50).min(users))
             .map(|i| user(&format!("u{i:07}"), &format!("user{i}@example.org")))
@@ -1160,6 +1170,7 @@ fn bench_full_load_and_no_change_reload() {
         {
             let mut buffered = Vec::new();
             let mut rows = 0;
+            let mut in_commit = Duration::ZERO;
             for p in 0..pages {
                 let batch = if n == 0 {
                     users_batch(&page_users(p))
@@ -1169,18 +1180,44 @@ fn bench_full_load_and_no_change_reload() {
                 rows += batch.num_rows();
                 buffered.push((spec, batch));
                 if rows >= commit_rows || p + 1 == pages {
+                    let t = Instant::now();
                     let stats = w
                         .commit(stream, run, &p.to_string(), std::mem::take(&mut buffered))
                         .unwrap();
+                    in_commit += t.elapsed();
                     totals[n] += stats[spec.table];
                     rows = 0;
                 }
             }
+            let before_finish = (started.elapsed().as_secs_f64(), peak_rss_mb());
             w.finish_scan(stream, run, complete(spec)).unwrap();
+            println!(
+                "  {stream}: commits done at {:.1} s ({:.1} s in commit), peak RSS {:.0} MB; finish_scan done at {:.1} s, peak RSS {:.0} MB",
+                before_finish.0,
+                in_commit.as_secs_f64(),
+                before_finish.1,
+                started.elapsed().as_secs_f64(),
+                peak_rss_mb()
+            );
         }
         w.finish_run(run, RunStatus::Succeeded, None).unwrap();
         let secs = started.elapsed().as_secs_f64();
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+        if std::env::var("PLUVO_BENCH_MEMORY_DETAIL").is_ok() {
+            for line in dump(
+                &w,
+                "SELECT tag, memory_usage_bytes // 1000000, temporary_storage_bytes // 1000000
+                 FROM duckdb_memory() WHERE memory_usage_bytes > 0 ORDER BY 2 DESC",
+            ) {
+                println!("    memory: {line}");
+            }
+            let rss = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            for l in rss.lines().filter(|l| {
+                l.starts_with("VmRSS") || l.starts_with("RssAnon") || l.starts_with("RssFile")
+            }) {
+                println!("    {l}");
+            }
+        }
         println!(
             "{pass}: {users} users, {} items, commit every {commit_rows} rows: {secs:.1} s, \
              users {:?}, items {:?}, peak RSS {:.0} MB, file {size:.0} MB",
@@ -1190,4 +1227,84 @@ fn bench_full_load_and_no_change_reload() {
             peak_rss_mb()
         );
     }
+}
+
+/// Prints DuckDB's plans of one page merge against a 500k-row table (for tuning the SQL).
+#[test]
+#[ignore = "diagnostic; run explicitly"]
+fn explain_page_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Warehouse::open(dir.path().join("x.duckdb")).unwrap();
+    let c = w.connection();
+    c.execute_batch(
+        "INSERT INTO portfolio_items
+         SELECT md5(i::VARCHAR)[:32], 'u' || (i // 5), NULL, 'TRAINING', 't' || (i % 5), 1,
+                i % 101, NULL, NULL, NULL, 0, hash(i), now(), now(), NULL, 1
+         FROM range(500000) r(i);
+         INSERT INTO portfolio_item_history
+         SELECT item_key, progress, score, completion_date, end_date, time_spent_seconds, now(), NULL, 1
+         FROM portfolio_items;
+         CREATE TEMP TABLE _stage_0 AS SELECT * EXCLUDE (_first_seen_at, _updated_at, _deleted_at, _run_id)
+         FROM portfolio_items USING SAMPLE 2500 ROWS;",
+    )
+    .unwrap();
+    let spec = &PORTFOLIO_ITEMS;
+    let sqls = [
+        format!(
+            "EXPLAIN ANALYZE SELECT s.*, t.item_key IS NULL AS _is_new
+             FROM temp._stage_0 s LEFT JOIN main.portfolio_items t ON {on}
+             WHERE t.item_key IS NULL OR t._hash <> s._hash OR t._deleted_at IS NOT NULL",
+            on = key_match(spec, "t", "s")
+        ),
+        "EXPLAIN ANALYZE SELECT count(*) FROM temp._stage_0 d
+         WHERE NOT EXISTS (SELECT 1 FROM main.portfolio_item_history h
+                           WHERE h.item_key = d.item_key AND h.valid_to IS NULL)"
+            .to_string(),
+    ];
+    for sql in sqls {
+        let plan: Vec<String> = dump(&w, &sql);
+        for line in plan {
+            println!("{}", line.replace("\\n", "\n"));
+        }
+    }
+}
+
+/// The sync owns the warehouse in one writer task or thread and sends it pages.
+#[test]
+fn warehouse_can_move_to_a_writer_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Warehouse>();
+}
+
+/// What "short write sessions" (issue 7) would cost: open + close of a 500k-item warehouse
+/// around each commit, and a reader's open while no writer holds the file.
+#[test]
+#[ignore = "diagnostic; run explicitly"]
+fn measure_open_close_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.duckdb");
+    let w = Warehouse::open(&path).unwrap();
+    w.connection()
+        .execute_batch(
+            "INSERT INTO portfolio_items
+             SELECT md5(i::VARCHAR), 'u' || (i // 5), NULL, 'TRAINING', 't' || (i % 5), 1,
+                    i % 101, NULL, NULL, NULL, 0, hash(i), now(), now(), NULL, 1
+             FROM range(500000) r(i)",
+        )
+        .unwrap();
+    w.close().unwrap();
+    let t = Instant::now();
+    for _ in 0..10 {
+        let w = Warehouse::open(&path).unwrap();
+        let run = w.checkpoint("x").unwrap();
+        assert!(run.is_none());
+        w.close().unwrap();
+    }
+    println!("writer open + close: {:?}", t.elapsed() / 10);
+    let t = Instant::now();
+    for _ in 0..10 {
+        let r = Warehouse::open_read_only(&path).unwrap();
+        let _: i64 = scalar(&r, "SELECT count(*) FROM portfolio_items");
+    }
+    println!("reader open + count + close: {:?}", t.elapsed() / 10);
 }
