@@ -10,8 +10,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use crate::api::{Client, ClientOptions};
+use crate::config::{Config, Flags};
 use crate::error::{Exit, UsageError, exit_code};
 use crate::sim::{self, AuthErrorMode, Faults, Sim, SimConfig};
+use crate::store::Warehouse;
+use crate::streams::{self, StreamOutcome};
 
 const EXIT_CODES: &str = "\
 Exit codes: 0 ok, 1 error, 2 usage or configuration error, 3 finished but some rows failed.
@@ -43,6 +47,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start the built-in simulator, sync it into a warehouse, and show what the tool does
+    Demo(DemoArgs),
+    /// Extract Pluvo into the warehouse, incrementally (resumes after a crash)
+    Sync(SyncArgs),
     /// The built-in Pluvo simulator (tests, demos, benchmarks)
     Sim {
         #[command(subcommand)]
@@ -53,6 +61,38 @@ pub enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SyncArgs {
+    /// Streams to sync, comma-separated [default: all: users,portfolio,certificates,groups,trainings]
+    #[arg(long, value_delimiter = ',')]
+    pub streams: Vec<String>,
+    /// Ignore checkpoints: re-read everything and reconcile
+    #[arg(long)]
+    pub full_refresh: bool,
+    /// Requests in flight at once
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub concurrency: u16,
+    /// Output of the run summary
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Folder for the demo's warehouse (kept afterwards)
+    #[arg(long, default_value = "pluvo-demo")]
+    pub dir: PathBuf,
+    /// Users in the simulated organisation
+    #[arg(long, default_value_t = 3_000)]
+    pub users: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +108,21 @@ pub enum BenchCommand {
         /// Pages timed per query
         #[arg(long, default_value_t = 300)]
         pages: usize,
+    },
+    /// API client vs a plain fetch loop: pages/s, rows/s, overhead
+    Client {
+        /// Users in the simulated organisation
+        #[arg(long, default_value_t = 100_000)]
+        users: usize,
+        /// Latency the simulator adds to every answer, in milliseconds
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
+        /// Concurrency levels to measure
+        #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
+        concurrency: Vec<usize>,
+        /// Rounds per level (the median is reported)
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
 }
 
@@ -228,7 +283,24 @@ fn init_logging(quiet: bool, verbose: u8) {
 }
 
 async fn run(cli: Cli) -> Result<Exit> {
+    let flags = Flags {
+        config: cli.config.clone(),
+        db: cli.db.clone(),
+        url: cli.url.clone(),
+    };
+    let quiet = cli.quiet;
     match cli.command {
+        Command::Demo(args) => crate::demo::run(&args.dir, args.users, quiet).await,
+        Command::Sync(args) => {
+            let config = Config::load(&flags)?;
+            let outcome = sync(&config, &args, quiet).await?;
+            print_sync(&outcome, args.format)?;
+            Ok(if outcome.failed() {
+                Exit::Error
+            } else {
+                Exit::Ok
+            })
+        }
         Command::Sim { command } => match command {
             SimCommand::Serve(args) => serve(args).await,
             SimCommand::Sdl => {
@@ -244,6 +316,16 @@ async fn run(cli: Cli) -> Result<Exit> {
             } => {
                 let report = crate::bench::sim::run(start_users, users, pages).await?;
                 println!("{report}");
+                Ok(Exit::Ok)
+            }
+            BenchCommand::Client {
+                users,
+                latency_ms,
+                concurrency,
+                rounds,
+            } => {
+                let latency = Duration::from_millis(latency_ms);
+                crate::bench::client::run(users, latency, &concurrency, rounds).await?;
                 Ok(Exit::Ok)
             }
         },
@@ -309,5 +391,129 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// `sync`: open the warehouse (single writer), run the streams, return the outcome.
+pub async fn sync(config: &Config, args: &SyncArgs, quiet: bool) -> Result<streams::Outcome> {
+    streams::select(&args.streams).map_err(|e| UsageError::new(e.to_string()))?;
+    let api_config = config.api()?;
+    let client = Client::new(
+        &api_config,
+        ClientOptions {
+            concurrency: args.concurrency as usize,
+            ..ClientOptions::default()
+        },
+    )
+    .context("creating the API client")?;
+    let warehouse = Warehouse::open(&config.db)
+        .with_context(|| format!("opening the warehouse `{}`", config.db.display()))?;
+    let options = streams::Options {
+        streams: args.streams.clone(),
+        full_refresh: args.full_refresh,
+    };
+    let progress = Bars::new(quiet);
+    let (_warehouse, outcome) = streams::run(&client, warehouse, &options, progress)
+        .await
+        .context("sync")?;
+    Ok(outcome)
+}
+
+/// Print a sync summary as a table (terminal) or JSON (monitoring).
+pub fn print_sync(outcome: &streams::Outcome, format: Format) -> Result<()> {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(outcome)?),
+        Format::Table => {
+            println!(
+                "{:<13} {:>8} {:>8} {:>10} {:>8} {:>6} {:>8}  note",
+                "stream", "new", "changed", "unchanged", "deleted", "pages", "seconds"
+            );
+            for s in &outcome.streams {
+                let note = match (&s.error, s.complete, s.resumed) {
+                    (Some(e), _, _) => format!("FAILED: {e}"),
+                    (None, false, _) => "incomplete scan: no deletes this run".into(),
+                    (None, true, true) => "resumed from checkpoint".into(),
+                    _ => String::new(),
+                };
+                println!(
+                    "{:<13} {:>8} {:>8} {:>10} {:>8} {:>6} {:>8.1}  {note}",
+                    s.stream, s.new, s.changed, s.unchanged, s.deleted, s.pages, s.seconds
+                );
+            }
+            println!(
+                "run {}: {} requests, {} retries, {:.1}s",
+                outcome.run_id, outcome.requests, outcome.retries, outcome.seconds
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Progress bars per stream on a terminal; plain log lines otherwise; nothing with `--quiet`.
+pub struct Bars {
+    multi: Option<indicatif::MultiProgress>,
+    bars: std::sync::Mutex<std::collections::HashMap<&'static str, indicatif::ProgressBar>>,
+}
+
+impl Bars {
+    pub fn new(quiet: bool) -> std::sync::Arc<Bars> {
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        std::sync::Arc::new(Bars {
+            multi: (tty && !quiet).then(indicatif::MultiProgress::new),
+            bars: Default::default(),
+        })
+    }
+}
+
+impl streams::Progress for Bars {
+    fn part(&self, stream: &'static str, label: &'static str, total: Option<u64>) {
+        let Some(multi) = &self.multi else {
+            tracing::info!(stream, part = label, rows = total, "Scanning.");
+            return;
+        };
+        let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+        let bar = bars.entry(stream).or_insert_with(|| {
+            let bar = multi.add(indicatif::ProgressBar::new(0));
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix:>13} {bar:30} {pos:>7}/{len:7} {per_sec:>10} eta {eta} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_prefix(stream);
+            bar
+        });
+        bar.inc_length(total.unwrap_or(0));
+        bar.set_message(label);
+    }
+
+    fn rows(&self, stream: &'static str, rows: u64) {
+        if let Some(bar) = self
+            .bars
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(stream)
+        {
+            bar.inc(rows);
+        }
+    }
+
+    fn finished(&self, stream: &'static str, outcome: &StreamOutcome) {
+        match self
+            .bars
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(stream)
+        {
+            Some(bar) if outcome.error.is_some() => bar.abandon_with_message("failed"),
+            Some(bar) => bar.finish_with_message("done"),
+            None => tracing::info!(
+                stream,
+                new = outcome.new,
+                changed = outcome.changed,
+                deleted = outcome.deleted,
+                "Stream finished."
+            ),
+        }
     }
 }

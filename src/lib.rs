@@ -8,6 +8,8 @@ pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod sim;
 pub mod store;
+pub mod streams;

@@ -7,3 +7,6 @@ mod sim;
 
 /// The API client against the simulator: faults, auth, rate limits, every query, secrets in logs.
 mod client;
+
+/// `sync`: full, incremental, no-change, churn, faults, history, soft deletes.
+mod sync;

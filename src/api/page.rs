@@ -103,6 +103,8 @@ impl CursorGuard {
 /// The completeness check of an offset scan.
 #[derive(Debug)]
 pub(crate) struct Completeness<K> {
+    /// Rows before the first page read (a scan resumed at a later page).
+    skipped: u64,
     expected: Option<u64>,
     count_changed: Option<u64>,
     rows: u64,
@@ -111,8 +113,10 @@ pub(crate) struct Completeness<K> {
 }
 
 impl<K: Hash + Eq> Completeness<K> {
-    pub(crate) fn new() -> Self {
+    /// A check of a scan that starts after `skipped` rows (resumed from a checkpoint).
+    pub(crate) fn skipping(skipped: u64) -> Self {
         Completeness {
+            skipped,
             expected: None,
             count_changed: None,
             rows: 0,
@@ -148,8 +152,11 @@ impl<K: Hash + Eq> Completeness<K> {
                 "`count` changed from {expected} to {changed} during the scan"
             ));
         }
-        if self.rows != expected {
-            problems.push(format!("{} rows for `count` {expected}", self.rows));
+        if self.rows + self.skipped.min(expected) != expected {
+            problems.push(format!(
+                "{} rows for `count` {expected}",
+                self.rows + self.skipped.min(expected)
+            ));
         }
         if self.duplicates > 0 {
             problems.push(format!("{} duplicate keys", self.duplicates));
@@ -184,6 +191,7 @@ struct CursorScan {
 
 struct OffsetScan<T, K, F> {
     client: Client,
+    first_page: u64,
     op: Operation,
     vars: Result<Map<String, Value>>,
     key: F,
@@ -242,6 +250,25 @@ impl Client {
         K: Hash + Eq + Send + 'static,
         F: Fn(&T) -> K + Send + 'static,
     {
+        self.offset_pages_from(op, variables, key, 0)
+    }
+
+    /// As [`Client::offset_pages`], starting at page `first_page` (a scan resumed from a
+    /// checkpoint); the completeness check counts the skipped pages as read.
+    pub fn offset_pages_from<T, K, F>(
+        &self,
+        op: &Operation,
+        variables: Value,
+        key: F,
+        first_page: usize,
+    ) -> impl Stream<Item = Result<Page<T>>> + Send + 'static
+    where
+        T: DeserializeOwned + Send + 'static,
+        K: Hash + Eq + Send + 'static,
+        F: Fn(&T) -> K + Send + 'static,
+    {
+        let first_page = first_page as u64;
+        let skipped = first_page * u64::from(self.options().page_size);
         let vars = if op.offset {
             variables_object(op, variables)
         } else {
@@ -249,24 +276,33 @@ impl Client {
         };
         let scan = OffsetScan {
             client: self.clone(),
+            first_page,
             op: *op,
             vars,
             key,
-            check: Completeness::new(),
+            check: Completeness::skipping(skipped),
             rest: None,
         };
         stream::try_unfold(scan, |mut scan| async move {
             let page = match scan.rest.as_mut() {
                 None => {
                     let vars = scan.vars.as_ref().map_err(clone_setup_error)?;
+                    let size = u64::from(scan.client.options().page_size);
+                    let first = scan.first_page;
                     let page = scan
                         .client
-                        .fetch_page::<T>(&scan.op, vars, Start::Offset(0), 0)
+                        .fetch_page::<T>(
+                            &scan.op,
+                            vars,
+                            Start::Offset(first * size),
+                            first as usize,
+                        )
                         .await?;
                     scan.rest = Some(scan.client.remaining_offset_pages(
                         scan.op,
                         vars.clone(),
                         page.count,
+                        first + 1,
                     ));
                     page
                 }
@@ -330,6 +366,7 @@ impl Client {
         op: Operation,
         vars: Map<String, Value>,
         count: u64,
+        from_page: u64,
     ) -> BoxStream<'static, Result<Page<T>>>
     where
         T: DeserializeOwned + Send + 'static,
@@ -338,7 +375,7 @@ impl Client {
         let pages = count.div_ceil(size).max(1);
         let client = self.clone();
         let concurrency = self.options().concurrency.max(1);
-        stream::iter(1..pages)
+        stream::iter(from_page..pages)
             .map(move |k| {
                 let client = client.clone();
                 let vars = vars.clone();
@@ -430,7 +467,7 @@ mod tests {
 
     #[test]
     fn completeness_accepts_exactly_count_distinct_rows() {
-        let mut c = Completeness::new();
+        let mut c = Completeness::skipping(0);
         c.count(3);
         for k in [1, 2, 3] {
             c.row(k);
@@ -441,7 +478,7 @@ mod tests {
 
     #[test]
     fn completeness_reports_missing_duplicate_and_changed_count() {
-        let mut c = Completeness::new();
+        let mut c = Completeness::skipping(0);
         c.count(4);
         for k in [1, 2, 2] {
             c.row(k);
@@ -452,7 +489,7 @@ mod tests {
         assert!(problem.contains("3 rows for `count` 4"), "{problem}");
         assert!(problem.contains("1 duplicate keys"), "{problem}");
         // A shifted window: the right number of rows, but one seen twice and one missed.
-        let mut c = Completeness::new();
+        let mut c = Completeness::skipping(0);
         c.count(2);
         c.row("a");
         c.row("a");

@@ -1,6 +1,7 @@
 //! Benchmarks that print figures (`pluvo-warehouse bench ...`): medians and ratios over
 //! repeated runs, never pass/fail assertions. Each benchmark starts its own simulator.
 
+pub mod client;
 pub mod sim;
 
 use std::time::Duration;

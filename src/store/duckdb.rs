@@ -172,9 +172,8 @@ impl Warehouse {
     /// [`Warehouse::open`] with an injected clock (tests, deterministic timestamps).
     pub fn open_with_clock(path: impl AsRef<Path>, clock: Box<dyn Clock>) -> Result<Warehouse> {
         let path = path.as_ref().to_path_buf();
-        let config = Config::default()
-            .access_mode(AccessMode::ReadWrite)
-            .map_err(|source| open_error(&path, source))?;
+        let config =
+            duckdb_config(AccessMode::ReadWrite).map_err(|source| open_error(&path, source))?;
         let mut conn = Connection::open_with_flags(&path, config)
             .map_err(|source| open_error(&path, source))?;
         let now = clock.now();
@@ -199,9 +198,8 @@ impl Warehouse {
         if !path.exists() {
             return Err(StoreError::Missing { path });
         }
-        let config = Config::default()
-            .access_mode(AccessMode::ReadOnly)
-            .map_err(|source| open_error(&path, source))?;
+        let config =
+            duckdb_config(AccessMode::ReadOnly).map_err(|source| open_error(&path, source))?;
         let conn = Connection::open_with_flags(&path, config)
             .map_err(|source| open_error(&path, source))?;
         let found = schema::version(&conn, &path)?.ok_or_else(|| StoreError::Foreign {
@@ -563,6 +561,17 @@ fn open_error(path: &Path, source: duckdb::Error) -> StoreError {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// DuckDB settings for every connection the tool opens. Extension autoloading is off: DuckDB
+/// would otherwise try to download a missing extension (e.g. `icu` for time-zone arithmetic)
+/// from the internet in the middle of a query. The bundled build has `parquet` and `json`;
+/// for TIMESTAMPTZ arithmetic cast to TIMESTAMP (UTC), as the views in sql/ do.
+pub fn duckdb_config(mode: AccessMode) -> ::duckdb::Result<Config> {
+    Config::default()
+        .access_mode(mode)?
+        .enable_autoload_extension(false)?
+        .with("autoinstall_known_extensions", "false")
 }
 
 /// The PID in DuckDB's lock error message, if it names one.

@@ -38,7 +38,7 @@ use chrono::{DateTime, Utc};
 pub use batch::{BatchBuilder, Cell, Row};
 pub use duckdb::{
     MergeStats, RunId, RunStatus, ScanEnd, Scope, StreamStats, WRITER_MEMORY_LIMIT, Warehouse,
-    lock_holder_pid,
+    duckdb_config, lock_holder_pid,
 };
 pub use schema::SCHEMA_VERSION;
 pub use tables::{Column, ColumnType, HistorySpec, TableSpec, portfolio_item_key};

@@ -95,3 +95,89 @@ pub async fn page_all(
         after = conn["pageInfo"]["endCursor"].as_str().map(str::to_string);
     }
 }
+
+/// A configuration pointing at `sim`, with the warehouse at `db`.
+pub fn config_for(sim: &Sim, db: &std::path::Path) -> pluvo_warehouse::config::Config {
+    let url = sim.url();
+    let id = sim.client_id().to_string();
+    let secret = sim.client_secret().to_string();
+    let db = db.display().to_string();
+    pluvo_warehouse::config::Config::load_with(
+        &pluvo_warehouse::config::Flags {
+            config: None,
+            ..Default::default()
+        },
+        move |name| match name {
+            "PLUVO_URL" => Some(url.clone()),
+            "PLUVO_CLIENT_ID" => Some(id.clone()),
+            "PLUVO_CLIENT_SECRET" => Some(secret.clone()),
+            "PLUVO_DB" => Some(db.clone()),
+            _ => None,
+        },
+    )
+    .expect("test configuration is valid")
+}
+
+/// Run `sync` (all streams unless named) against `sim` into `db`.
+pub async fn sync(
+    sim: &Sim,
+    db: &std::path::Path,
+    full_refresh: bool,
+) -> pluvo_warehouse::streams::Outcome {
+    let config = config_for(sim, db);
+    let args = pluvo_warehouse::cli::SyncArgs {
+        streams: Vec::new(),
+        full_refresh,
+        concurrency: 4,
+        format: pluvo_warehouse::cli::Format::Json,
+    };
+    let outcome = pluvo_warehouse::cli::sync(&config, &args, true)
+        .await
+        .expect("sync runs");
+    assert!(!outcome.failed(), "a stream failed: {outcome:?}");
+    outcome
+}
+
+/// Rows of `sql` against the warehouse file, each row rendered as one string (sorted by the
+/// query's own ORDER BY).
+pub fn rows(db: &std::path::Path, sql: &str) -> Vec<String> {
+    let conn = duckdb::Connection::open_with_flags(
+        db,
+        pluvo_warehouse::store::duckdb_config(duckdb::AccessMode::ReadOnly).unwrap(),
+    )
+    .expect("open warehouse read-only");
+    let mut stmt = conn.prepare(sql).expect("valid test SQL");
+    let mut out = Vec::new();
+    let mut result = stmt.query([]).expect("query runs");
+    while let Some(row) = result.next().unwrap() {
+        let n = row.as_ref().column_count();
+        let cells: Vec<String> = (0..n)
+            .map(|i| render(row.get_ref(i).unwrap().to_owned()))
+            .collect();
+        out.push(cells.join(" | "));
+    }
+    out
+}
+
+/// One cell as an analyst would read it: text as is, numbers plain, NULL as `∅`.
+fn render(value: duckdb::types::Value) -> String {
+    use duckdb::types::Value as V;
+    match value {
+        V::Null => "∅".into(),
+        V::Text(t) => t,
+        V::Boolean(b) => b.to_string(),
+        V::TinyInt(n) => n.to_string(),
+        V::SmallInt(n) => n.to_string(),
+        V::Int(n) => n.to_string(),
+        V::BigInt(n) => n.to_string(),
+        V::HugeInt(n) => n.to_string(),
+        V::UBigInt(n) => n.to_string(),
+        V::Double(n) => n.to_string(),
+        V::Float(n) => n.to_string(),
+        V::List(items) => format!(
+            "[{}]",
+            items.into_iter().map(render).collect::<Vec<_>>().join(", ")
+        ),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,195 @@
+//! Extract streams: Pluvo connections → rows → warehouse tables. One file per stream, each the
+//! same shape: its operation(s), its node type, the tables it fills, and how a page of nodes
+//! becomes Arrow batches. `sync.rs` drives them: concurrently, one writer, page rows and
+//! checkpoint committed together, resumable after a crash.
+//!
+//! Streams never print; they report through [`Progress`]. They never build HTTP requests
+//! (that is `api`) nor SQL (that is `store`).
+
+pub mod certificates;
+pub mod groups;
+pub mod portfolio;
+mod sync;
+pub mod trainings;
+pub mod users;
+
+use std::collections::BTreeMap;
+
+use arrow::record_batch::RecordBatch;
+use serde_json::Value;
+
+use crate::api::Operation;
+use crate::store::tables::TableSpec;
+use crate::store::{Scope, StoreError, Warehouse};
+
+pub use sync::{Options, Outcome, StreamOutcome, run};
+
+/// What a stream is: its name (= CLI argument and progress label), the tables it fills, and
+/// its incremental strategy in one sentence (shown by `sync --help` and the README).
+#[derive(Debug)]
+pub struct StreamSpec {
+    pub name: &'static str,
+    pub tables: &'static [&'static TableSpec],
+    pub strategy: &'static str,
+}
+
+/// Every stream, in the order they are listed and run.
+pub const ALL: &[&StreamSpec] = &[
+    &users::STREAM,
+    &portfolio::STREAM,
+    &certificates::STREAM,
+    &groups::STREAM,
+    &trainings::STREAM,
+];
+
+/// One scan of a stream: an operation with its filter variables. A stream with several parts
+/// (users: active then archived; portfolio: trainings then certificates) scans them in order.
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub label: &'static str,
+    pub op: Operation,
+    pub variables: Value,
+}
+
+/// Batches for the warehouse, by table.
+pub type Batches = Vec<(&'static TableSpec, RecordBatch)>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("stream `{stream}`: {source}")]
+    Api {
+        stream: &'static str,
+        #[source]
+        source: Box<crate::api::Error>,
+    },
+    #[error("stream `{stream}`: {source}")]
+    Store {
+        stream: &'static str,
+        #[source]
+        source: Box<StoreError>,
+    },
+    #[error(
+        "stream `{stream}`: the answer has no `{field}` for a node ({context}); the API may have changed"
+    )]
+    MissingField {
+        stream: &'static str,
+        field: &'static str,
+        context: String,
+    },
+    #[error("unknown stream `{name}`; streams are: {}", ALL.iter().map(|s| s.name).collect::<Vec<_>>().join(", "))]
+    UnknownStream { name: String },
+    #[error("the warehouse writer stopped unexpectedly")]
+    WriterGone,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `map_err` adapter: a store error of `stream`.
+pub(crate) fn store_error(stream: &'static str) -> impl Fn(StoreError) -> Error + Copy {
+    move |source| Error::Store {
+        stream,
+        source: Box::new(source),
+    }
+}
+
+/// The behaviour of one stream, used by the driver in `sync.rs`.
+pub trait Extract: Send + 'static {
+    /// The API node of the stream's connection.
+    type Node: serde::de::DeserializeOwned + Send + 'static;
+
+    fn spec(&self) -> &'static StreamSpec;
+
+    /// The scans to run, in order.
+    fn parts(&self) -> Vec<Part>;
+
+    /// A node's identity within one part, for the pager's duplicate check; `None` when nodes
+    /// have no identity (portfolio items: two identical items are legitimate), leaving the
+    /// completeness check to `count`.
+    fn key(node: &Self::Node) -> Option<String>;
+
+    /// Called once before the first page, with the warehouse, when the scan resumes from a
+    /// checkpoint (`resumed`) or starts anew; streams with per-scan state rebuild it here.
+    fn prepare(&mut self, _warehouse: &Warehouse, _resumed: bool) -> Result<()> {
+        Ok(())
+    }
+
+    /// One page of nodes of part `part` → batches for the warehouse.
+    fn batches(&mut self, part: usize, nodes: Vec<Self::Node>) -> Result<Batches>;
+
+    /// Unknown enum values and other drift seen in this run's answers, if any.
+    fn drift(&self) -> Option<String> {
+        None
+    }
+
+    /// The part of each table a complete scan covers (rows outside are never soft-deleted).
+    fn scopes(&self) -> Vec<(&'static TableSpec, Scope<'static>)> {
+        self.spec()
+            .tables
+            .iter()
+            .map(|t| (*t, Scope::All))
+            .collect()
+    }
+}
+
+/// How streams report progress; only `cli` draws it.
+pub trait Progress: Send + Sync {
+    /// A part of `stream` started; `total` is the API's `count` when known.
+    fn part(&self, stream: &'static str, label: &'static str, total: Option<u64>);
+    /// `rows` more rows of `stream` were committed.
+    fn rows(&self, stream: &'static str, rows: u64);
+    /// The stream finished (or failed).
+    fn finished(&self, stream: &'static str, outcome: &StreamOutcome);
+}
+
+/// A [`Progress`] that shows nothing.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn part(&self, _: &'static str, _: &'static str, _: Option<u64>) {}
+    fn rows(&self, _: &'static str, _: u64) {}
+    fn finished(&self, _: &'static str, _: &StreamOutcome) {}
+}
+
+/// Resolve `--streams a,b` to specs (all when empty), in registry order.
+pub fn select(names: &[String]) -> Result<Vec<&'static StreamSpec>> {
+    for name in names {
+        if !ALL.iter().any(|s| s.name == name) {
+            return Err(Error::UnknownStream { name: name.clone() });
+        }
+    }
+    Ok(ALL
+        .iter()
+        .copied()
+        .filter(|s| names.is_empty() || names.iter().any(|n| n == s.name))
+        .collect())
+}
+
+/// Unknown enum values and similar drift seen in answers, reported once per run and stream.
+#[derive(Debug, Default, Clone)]
+pub struct Drift(BTreeMap<String, u64>);
+
+impl Drift {
+    pub fn note(&mut self, what: String) {
+        *self.0.entry(what).or_default() += 1;
+    }
+    pub fn report(&self) -> Option<String> {
+        (!self.0.is_empty()).then(|| {
+            self.0
+                .iter()
+                .map(|(k, n)| format!("{k} ({n}×)"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+}
+
+/// Parse an API `DateTime` (ISO 8601) for a TIMESTAMPTZ column.
+pub(crate) fn timestamp(text: Option<&str>) -> Option<chrono::DateTime<chrono::Utc>> {
+    text.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+/// Parse an API `Date` (`YYYY-MM-DD`) for a DATE column.
+pub(crate) fn date(text: Option<&str>) -> Option<chrono::NaiveDate> {
+    text.and_then(|t| chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d").ok())
+}

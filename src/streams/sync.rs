@@ -1,0 +1,436 @@
+//! The sync driver: runs the selected streams concurrently against one API client and one
+//! warehouse writer, and records the run.
+//!
+//! - One writer: DuckDB allows one writing connection, so the [`Warehouse`] lives on its own
+//!   thread and streams send it closures ([`Writer::call`]). Fetching continues while a
+//!   commit runs.
+//! - Per page group (a few pages at a time), the rows and the stream's checkpoint commit in one
+//!   transaction. A run killed at any moment resumes from the checkpoint: offset scans at the
+//!   next page, cursor-only scans (certificate templates: a handful of pages) from their start.
+//!   Keys seen before the crash were committed with their pages, so the final soft-delete
+//!   pass sees the whole scan.
+//! - A scan the pager reports incomplete (the source moved under an offset scan) deletes
+//!   nothing; its rows are merged and the next run reconciles.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use super::{Batches, Error, Extract, Progress, Result, StreamSpec};
+use crate::api::{Client, Error as ApiError};
+use crate::store::{MergeStats, RunId, RunStatus, ScanEnd, StreamStats, Warehouse};
+
+/// Pages merged per transaction: fewer, larger merges are much cheaper than one per page,
+/// and a crash loses at most this many pages of work.
+const PAGES_PER_COMMIT: usize = 10;
+
+/// What `sync` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Stream names; empty = all.
+    pub streams: Vec<String>,
+    /// Ignore checkpoints, re-read everything and reconcile.
+    pub full_refresh: bool,
+}
+
+/// What one stream did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StreamOutcome {
+    pub stream: &'static str,
+    pub new: u64,
+    pub changed: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+    pub pages: u64,
+    pub complete: bool,
+    pub resumed: bool,
+    pub seconds: f64,
+    pub schema_drift: Option<String>,
+    pub error: Option<String>,
+}
+
+/// What a sync run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub run_id: i64,
+    pub streams: Vec<StreamOutcome>,
+    pub requests: u64,
+    pub retries: u64,
+    pub seconds: f64,
+}
+
+impl Outcome {
+    pub fn failed(&self) -> bool {
+        self.streams.iter().any(|s| s.error.is_some())
+    }
+}
+
+/// The checkpoint of a stream between pages.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct Checkpoint {
+    /// The part being scanned.
+    part: usize,
+    /// The first page of that part not yet committed.
+    next_page: usize,
+}
+
+/// Work for the writer thread.
+type Job = Box<dyn FnOnce(&mut Warehouse) + Send>;
+
+/// A handle to the thread that owns the warehouse.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::UnboundedSender<Job>,
+}
+
+impl Writer {
+    /// Move `warehouse` to a writer thread; the join handle gives it back when all handles drop.
+    pub fn spawn(mut warehouse: Warehouse) -> (Writer, std::thread::JoinHandle<Warehouse>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let handle = std::thread::Builder::new()
+            .name("warehouse-writer".into())
+            .spawn(move || {
+                while let Some(job) = rx.blocking_recv() {
+                    job(&mut warehouse);
+                }
+                warehouse
+            })
+            .expect("spawning the warehouse writer thread");
+        (Writer { tx }, handle)
+    }
+
+    /// Run `f` on the writer thread and wait for its answer.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Warehouse) -> T + Send + 'static,
+    ) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Box::new(move |w: &mut Warehouse| {
+                let _ = reply.send(f(w));
+            }))
+            .map_err(|_| Error::WriterGone)?;
+        answer.await.map_err(|_| Error::WriterGone)
+    }
+}
+
+/// Run a sync: the selected streams, concurrently, into `warehouse`. Returns the warehouse
+/// (for the caller's next step) and what happened; a failing stream does not stop the others.
+pub async fn run(
+    api: &Client,
+    warehouse: Warehouse,
+    options: &Options,
+    progress: Arc<dyn Progress>,
+) -> Result<(Warehouse, Outcome)> {
+    let specs = super::select(&options.streams)?;
+    let started = Instant::now();
+    let stats_before = api.stats();
+    let (writer, thread) = Writer::spawn(warehouse);
+    let names: Vec<&'static str> = specs.iter().map(|s| s.name).collect();
+    let run = writer
+        .call(move |w| w.begin_run(&names))
+        .await?
+        .map_err(super::store_error("sync"))?;
+    info!(run = run.0, streams = specs.len(), "Sync started.");
+
+    let tasks = specs.iter().map(|spec| {
+        let writer = writer.clone();
+        let api = api.clone();
+        let progress = progress.clone();
+        let full = options.full_refresh;
+        async move {
+            let outcome = match spec.name {
+                "users" => {
+                    drive(
+                        super::users::Users::default(),
+                        &api,
+                        &writer,
+                        run,
+                        full,
+                        &*progress,
+                    )
+                    .await
+                }
+                "portfolio" => {
+                    drive(
+                        super::portfolio::Portfolio::default(),
+                        &api,
+                        &writer,
+                        run,
+                        full,
+                        &*progress,
+                    )
+                    .await
+                }
+                "certificates" => {
+                    drive(
+                        super::certificates::Certificates,
+                        &api,
+                        &writer,
+                        run,
+                        full,
+                        &*progress,
+                    )
+                    .await
+                }
+                "groups" => {
+                    drive(super::groups::Groups, &api, &writer, run, full, &*progress).await
+                }
+                "trainings" => {
+                    drive(
+                        super::trainings::Trainings,
+                        &api,
+                        &writer,
+                        run,
+                        full,
+                        &*progress,
+                    )
+                    .await
+                }
+                other => unreachable!("stream `{other}` is in the registry but has no driver"),
+            };
+            finish_stream(spec, outcome, &writer, run, &*progress).await
+        }
+    });
+    let outcomes: Vec<StreamOutcome> = futures_util::future::join_all(tasks).await;
+
+    let stats = api.stats();
+    let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
+    let status = if failed == 0 {
+        RunStatus::Succeeded
+    } else {
+        RunStatus::Failed
+    };
+    let error = (failed > 0).then(|| format!("{failed} stream(s) failed"));
+    writer
+        .call(move |w| w.finish_run(run, status, error.as_deref()))
+        .await?
+        .map_err(super::store_error("sync"))?;
+    drop(writer);
+    let warehouse = thread.join().map_err(|_| Error::WriterGone)?;
+    let outcome = Outcome {
+        run_id: run.0,
+        streams: outcomes,
+        requests: stats.requests - stats_before.requests,
+        retries: stats.retries - stats_before.retries,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    info!(run = run.0, seconds = outcome.seconds, "Sync finished.");
+    Ok((warehouse, outcome))
+}
+
+/// Record a stream's outcome in `_run_streams` and tell the progress display.
+async fn finish_stream(
+    spec: &'static StreamSpec,
+    outcome: Result<StreamOutcome>,
+    writer: &Writer,
+    run: RunId,
+    progress: &dyn Progress,
+) -> StreamOutcome {
+    let outcome = outcome.unwrap_or_else(|e| {
+        warn!(stream = spec.name, error = %e, "Stream failed.");
+        StreamOutcome {
+            stream: spec.name,
+            error: Some(e.to_string()),
+            ..StreamOutcome::default()
+        }
+    });
+    let stats = StreamStats {
+        rows: MergeStats {
+            new: outcome.new,
+            changed: outcome.changed,
+            unchanged: outcome.unchanged,
+            duplicates: 0,
+        },
+        rows_deleted: outcome.deleted,
+        requests: outcome.pages,
+        retries: 0,
+        schema_drift: outcome.schema_drift.clone(),
+        error: outcome.error.clone(),
+    };
+    let name = spec.name;
+    if let Ok(Err(e)) = writer
+        .call(move |w| w.record_stream(run, name, &stats))
+        .await
+    {
+        warn!(stream = name, error = %e, "Could not record the stream's outcome.");
+    }
+    progress.finished(spec.name, &outcome);
+    outcome
+}
+
+/// Scan one stream to its end, committing as it goes.
+async fn drive<S: Extract>(
+    mut stream: S,
+    api: &Client,
+    writer: &Writer,
+    run: RunId,
+    full_refresh: bool,
+    progress: &dyn Progress,
+) -> Result<StreamOutcome> {
+    let spec = stream.spec();
+    let name = spec.name;
+    let started = Instant::now();
+    let store = super::store_error(name);
+    writer
+        .call(move |w| w.begin_stream(run, name))
+        .await?
+        .map_err(store)?;
+
+    let saved = if full_refresh {
+        None
+    } else {
+        writer
+            .call(move |w| w.checkpoint(name))
+            .await?
+            .map_err(store)?
+    };
+    let checkpoint: Option<Checkpoint> =
+        saved.as_deref().and_then(|s| serde_json::from_str(s).ok());
+    if checkpoint.is_none() {
+        writer
+            .call(move |w| w.reset_scan(name))
+            .await?
+            .map_err(store)?;
+    }
+    let resumed = checkpoint.is_some();
+    let (stream, prepared) = writer
+        .call(move |w| {
+            let r = stream.prepare(w, resumed);
+            (stream, r)
+        })
+        .await?;
+    let mut stream = stream;
+    prepared?;
+    let start = checkpoint.clone().unwrap_or_default();
+    if resumed {
+        info!(
+            stream = name,
+            part = start.part,
+            page = start.next_page,
+            "Resuming from checkpoint."
+        );
+    }
+
+    let mut outcome = StreamOutcome {
+        stream: name,
+        complete: true,
+        resumed,
+        ..StreamOutcome::default()
+    };
+    let parts = stream.parts();
+    for (index, part) in parts.iter().enumerate().skip(start.part) {
+        let first_page = if index == start.part {
+            start.next_page
+        } else {
+            0
+        };
+        let mut pages = if part.op.offset {
+            let unique = std::sync::atomic::AtomicU64::new(0);
+            let key = move |node: &S::Node| {
+                S::key(node).unwrap_or_else(|| {
+                    let n = unique.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    format!("\u{1f}row {n}")
+                })
+            };
+            api.offset_pages_from(&part.op, part.variables.clone(), key, first_page)
+                .boxed()
+        } else {
+            api.pages::<S::Node>(&part.op, part.variables.clone())
+                .boxed()
+        };
+        let mut buffer: Batches = Vec::new();
+        let mut buffered = 0usize;
+        let mut announced = false;
+        let mut last_page = first_page;
+        loop {
+            let next = pages.next().await;
+            let page = match next {
+                Some(Ok(page)) => Some(page),
+                Some(Err(ApiError::Incomplete { problem, .. })) => {
+                    warn!(stream = name, part = part.label, %problem, "Scan incomplete; nothing will be deleted this run.");
+                    outcome.complete = false;
+                    None
+                }
+                Some(Err(source)) => {
+                    return Err(Error::Api {
+                        stream: name,
+                        source: Box::new(source),
+                    });
+                }
+                None => None,
+            };
+            let done = page.is_none();
+            if let Some(page) = page {
+                if !announced {
+                    progress.part(name, part.label, Some(page.count));
+                    announced = true;
+                }
+                last_page = page.index + 1;
+                outcome.pages += 1;
+                let rows = page.nodes.len() as u64;
+                buffer.extend(stream.batches(index, page.nodes)?);
+                buffered += 1;
+                progress.rows(name, rows);
+            }
+            if buffered > 0 && (done || buffered >= PAGES_PER_COMMIT) {
+                let batches = std::mem::take(&mut buffer);
+                buffered = 0;
+                let cp = Checkpoint {
+                    part: index,
+                    next_page: if part.op.offset { last_page } else { 0 },
+                };
+                let text = serde_json::to_string(&cp).expect("checkpoint serializes");
+                let merged = writer
+                    .call(move |w| w.commit(name, run, &text, batches))
+                    .await?
+                    .map_err(store)?;
+                if let Some(m) = merged.get(spec.tables[0].table) {
+                    outcome.new += m.new;
+                    outcome.changed += m.changed;
+                    outcome.unchanged += m.unchanged;
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        // Moving to the next part: checkpoint its start so a crash does not redo this part.
+        if index + 1 < parts.len() {
+            let text = serde_json::to_string(&Checkpoint {
+                part: index + 1,
+                next_page: 0,
+            })
+            .expect("checkpoint serializes");
+            writer
+                .call(move |w| w.commit(name, run, &text, Vec::new()))
+                .await?
+                .map_err(store)?;
+        }
+    }
+
+    let complete = outcome.complete;
+    let scopes = stream.scopes();
+    let deleted = writer
+        .call(move |w| {
+            w.finish_scan(
+                name,
+                run,
+                ScanEnd {
+                    complete,
+                    tables: scopes,
+                    next_checkpoint: None,
+                },
+            )
+        })
+        .await?
+        .map_err(store)?;
+    outcome.deleted = deleted;
+    outcome.schema_drift = stream.drift();
+    outcome.seconds = started.elapsed().as_secs_f64();
+    Ok(outcome)
+}
