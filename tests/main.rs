@@ -10,3 +10,6 @@ mod client;
 
 /// `sync`: full, incremental, no-change, churn, faults, history, soft deletes.
 mod sync;
+
+/// A `sync` process killed with SIGKILL at several moments resumes to the same tables.
+mod resume;

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 
@@ -77,21 +77,7 @@ fn median(values: &mut [f64]) -> f64 {
 /// The plain loop: reqwest, a token, the same query, no retries or rate control.
 async fn plain(sim: &Sim, concurrency: usize) -> Result<Scan> {
     let http = reqwest::Client::builder().gzip(true).build()?;
-    let token: Value = http
-        .post(format!("{}/oauth/token/", sim.url()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", sim.client_id()),
-            ("client_secret", sim.client_secret()),
-        ])
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = token["access_token"]
-        .as_str()
-        .context("no token")?
-        .to_string();
+    let token = super::sim_token(&http, sim).await?;
     let url = format!("{}/graphql/", sim.url());
     let fetch = |vars: Value| {
         let (http, token, url) = (http.clone(), token.clone(), url.clone());

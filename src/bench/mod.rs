@@ -57,3 +57,22 @@ pub fn memory_mib() -> (f64, f64) {
     };
     (field("VmRSS:"), field("VmHWM:"))
 }
+
+/// A token from the simulator's own credentials, fetched with a plain HTTP client.
+pub async fn sim_token(http: &reqwest::Client, sim: &crate::sim::Sim) -> anyhow::Result<String> {
+    let answer: serde_json::Value = http
+        .post(format!("{}/oauth/token/", sim.url()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", sim.client_id()),
+            ("client_secret", sim.client_secret()),
+        ])
+        .send()
+        .await?
+        .json()
+        .await?;
+    answer["access_token"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("the simulator answered no token: {answer}"))
+}

@@ -47,21 +47,7 @@ pub async fn run(start_users: usize, page_users: usize, pages: usize) -> anyhow:
     .await?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
-    let token: Value = http
-        .post(format!("{}/oauth/token/", sim.url()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", sim.client_id()),
-            ("client_secret", sim.client_secret()),
-        ])
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = token["access_token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let token = super::sim_token(&http, &sim).await?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let mut time_pages = async |query: &str, field: &str| -> anyhow::Result<Summary> {
         let first: Value = post(&http, &sim, &token, query, 0).await?.1;

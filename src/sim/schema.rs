@@ -1061,6 +1061,39 @@ fn resolve_users(
     (known, failed_refs, failed_ids)
 }
 
+/// The group and users named by a membership mutation.
+struct GroupTargets {
+    group: u32,
+    group_key: String,
+    known: Vec<(u32, String)>,
+    failed_refs: Vec<String>,
+    failed_ids: Vec<Uuid>,
+}
+
+fn group_targets(
+    data: &Dataset,
+    group_ref: Option<String>,
+    group_id: Option<Uuid>,
+    user_refs: Option<Vec<String>>,
+    user_ids: Option<Vec<Uuid>>,
+) -> Result<GroupTargets> {
+    let group = data
+        .group_by(group_id.map(|i| i.0), group_ref.as_deref())
+        .ok_or_else(|| not_found("Group"))?;
+    let (known, failed_refs, failed_ids) = resolve_users(
+        data,
+        &user_refs.unwrap_or_default(),
+        &user_ids.unwrap_or_default(),
+    );
+    Ok(GroupTargets {
+        group,
+        group_key: data.groups[group as usize].ref_.clone(),
+        known,
+        failed_refs,
+        failed_ids,
+    })
+}
+
 fn user_key(data: &Dataset, pos: u32) -> String {
     let u = &data.users[pos as usize];
     u.ref_.clone().unwrap_or_else(|| u.id.to_string())
@@ -1256,15 +1289,13 @@ impl Mutation {
         require(ctx, "groups.write")?;
         let st = state(ctx);
         let mut data = st.write();
-        let g = data
-            .group_by(group_id.map(|i| i.0), group_ref.as_deref())
-            .ok_or_else(|| not_found("Group"))?;
-        let group_key = data.groups[g as usize].ref_.clone();
-        let (known, failed_refs, failed_ids) = resolve_users(
-            &data,
-            &user_refs.unwrap_or_default(),
-            &user_ids.unwrap_or_default(),
-        );
+        let GroupTargets {
+            group: g,
+            group_key,
+            known,
+            failed_refs,
+            failed_ids,
+        } = group_targets(&data, group_ref, group_id, user_refs, user_ids)?;
         let visible_at = st.membership_visible_at();
         let mut out = GroupMembershipPayload {
             failed_refs,
@@ -1312,15 +1343,13 @@ impl Mutation {
         require(ctx, "groups.write")?;
         let st = state(ctx);
         let mut data = st.write();
-        let g = data
-            .group_by(group_id.map(|i| i.0), group_ref.as_deref())
-            .ok_or_else(|| not_found("Group"))?;
-        let group_key = data.groups[g as usize].ref_.clone();
-        let (known, failed_refs, failed_ids) = resolve_users(
-            &data,
-            &user_refs.unwrap_or_default(),
-            &user_ids.unwrap_or_default(),
-        );
+        let GroupTargets {
+            group: g,
+            group_key,
+            known,
+            failed_refs,
+            failed_ids,
+        } = group_targets(&data, group_ref, group_id, user_refs, user_ids)?;
         let visible_at = st.membership_visible_at();
         let mut out = GroupRemovalPayload {
             failed_refs,

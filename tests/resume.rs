@@ -1,0 +1,110 @@
+//! A `sync` process killed with SIGKILL at several moments, then run again, ends with the same
+//! tables as an uninterrupted sync; the killed runs are recorded as `interrupted`.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use pluvo_warehouse::sim::{Faults, SimConfig};
+
+use crate::support::{rows, sim_with, sync};
+
+/// Data columns per table (bookkeeping excluded), as in `tests/sync.rs`.
+const TABLES: &[&str] = &[
+    "SELECT id, ref, name, email, last_login, archived, language, roles, extra_fields, _deleted_at IS NULL FROM users ORDER BY id",
+    "SELECT item_key, user_id, title, occurrence, progress, score, completion_date, end_date, time_spent_seconds, _deleted_at IS NULL FROM portfolio_items ORDER BY item_key",
+    "SELECT group_id, user_id, role, _deleted_at IS NULL FROM group_members ORDER BY ALL",
+    "SELECT id, name, _deleted_at IS NULL FROM certificates ORDER BY id",
+    "SELECT id, ref, user_count, _deleted_at IS NULL FROM groups ORDER BY id",
+    "SELECT id, title, _deleted_at IS NULL FROM trainings ORDER BY id",
+    "SELECT item_key, progress, valid_to IS NULL FROM portfolio_item_history ORDER BY ALL",
+];
+
+// Multi-threaded: the simulator keeps serving while this thread waits for the child process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_sync_resumes_to_the_same_tables() {
+    let sim = sim_with(SimConfig {
+        users: 1500,
+        seed: 5,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference.duckdb");
+    sync(&sim, &reference, false).await;
+
+    // Slow the source down so that a sync takes about a second and can be killed midway.
+    sim.set_faults(Faults {
+        latency: Duration::from_millis(15),
+        ..Faults::default()
+    });
+    let db = dir.path().join("killed.duckdb");
+    let config = dir.path().join("pluvo-warehouse.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[pluvo]\nurl = \"{}\"\nclient_id = \"{}\"\n",
+            sim.url(),
+            sim.client_id()
+        ),
+    )
+    .unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_pluvo-warehouse"))
+            .args(["--quiet", "--config"])
+            .arg(&config)
+            .arg("--db")
+            .arg(&db)
+            .arg("sync")
+            .env("PLUVO_CLIENT_SECRET", sim.client_secret())
+            .env_remove("PLUVO_URL")
+            .env_remove("PLUVO_CLIENT_ID")
+            .env_remove("PLUVO_SCOPE")
+            .env_remove("PLUVO_DB")
+            .env_remove("PLUVO_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts")
+    };
+    let mut killed = 0;
+    for after_ms in [150, 400, 700, 1000] {
+        let mut child = run();
+        tokio::time::sleep(Duration::from_millis(after_ms)).await;
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL: no cleanup, no rollback handler
+            killed += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(
+        killed >= 2,
+        "the sync was killed midway at least twice ({killed})"
+    );
+    let last = run().wait_with_output().unwrap();
+    assert!(
+        last.status.success(),
+        "final sync: {}",
+        String::from_utf8_lossy(&last.stderr)
+    );
+
+    for sql in TABLES {
+        assert_eq!(rows(&reference, sql), rows(&db, sql), "{sql}");
+    }
+    let statuses = rows(
+        &db,
+        "SELECT status, count(*) FROM _runs GROUP BY ALL ORDER BY ALL",
+    );
+    assert!(
+        statuses.iter().any(|s| s.starts_with("interrupted")),
+        "killed runs are marked interrupted: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().any(|s| s.starts_with("succeeded")),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        rows(&db, "SELECT count(*) FROM _checkpoints"),
+        vec!["0"],
+        "a finished sync leaves no checkpoint"
+    );
+}
