@@ -109,6 +109,18 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 300)]
         pages: usize,
     },
+    /// Full sync and no-change re-sync (child process) vs a plain fetch of the same pages
+    Sync {
+        /// Users in the simulated organisation (about 5 portfolio items each)
+        #[arg(long, default_value_t = 100_000)]
+        users: usize,
+        /// Latency the simulator adds to every answer, in milliseconds
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
+        /// Requests in flight, for the sync and the plain fetch alike
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
     /// API client vs a plain fetch loop: pages/s, rows/s, overhead
     Client {
         /// Users in the simulated organisation
@@ -316,6 +328,15 @@ async fn run(cli: Cli) -> Result<Exit> {
             } => {
                 let report = crate::bench::sim::run(start_users, users, pages).await?;
                 println!("{report}");
+                Ok(Exit::Ok)
+            }
+            BenchCommand::Sync {
+                users,
+                latency_ms,
+                concurrency,
+            } => {
+                let latency = Duration::from_millis(latency_ms);
+                crate::bench::sync::run(users, latency, concurrency).await?;
                 Ok(Exit::Ok)
             }
             BenchCommand::Client {

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod sim;
+pub mod sync;
 
 use std::time::Duration;
 

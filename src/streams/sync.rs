@@ -108,13 +108,22 @@ impl Writer {
         &self,
         f: impl FnOnce(&mut Warehouse) -> T + Send + 'static,
     ) -> Result<T> {
+        self.send(f)?.await.map_err(|_| Error::WriterGone)
+    }
+
+    /// Queue `f` on the writer thread; the receiver gets its answer. Jobs run in the order
+    /// they were sent, so a stream can keep fetching while its previous page group commits.
+    pub fn send<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Warehouse) -> T + Send + 'static,
+    ) -> Result<oneshot::Receiver<T>> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Box::new(move |w: &mut Warehouse| {
                 let _ = reply.send(f(w));
             }))
             .map_err(|_| Error::WriterGone)?;
-        answer.await.map_err(|_| Error::WriterGone)
+        Ok(answer)
     }
 }
 
@@ -347,6 +356,7 @@ async fn drive<S: Extract>(
         let mut buffered = 0usize;
         let mut announced = false;
         let mut last_page = first_page;
+        let mut in_flight: Option<oneshot::Receiver<CommitResult>> = None;
         loop {
             let next = pages.next().await;
             let page = match next {
@@ -385,19 +395,19 @@ async fn drive<S: Extract>(
                     next_page: if part.op.offset { last_page } else { 0 },
                 };
                 let text = serde_json::to_string(&cp).expect("checkpoint serializes");
-                let merged = writer
-                    .call(move |w| w.commit(name, run, &text, batches))
-                    .await?
-                    .map_err(store)?;
-                if let Some(m) = merged.get(spec.tables[0].table) {
-                    outcome.new += m.new;
-                    outcome.changed += m.changed;
-                    outcome.unchanged += m.unchanged;
+                // At most one commit in flight per stream: wait for the previous one, then
+                // queue this one and go on fetching while it runs.
+                if let Some(previous) = in_flight.take() {
+                    count_merge(&mut outcome, spec, previous.await)?;
                 }
+                in_flight = Some(writer.send(move |w| w.commit(name, run, &text, batches))?);
             }
             if done {
                 break;
             }
+        }
+        if let Some(previous) = in_flight.take() {
+            count_merge(&mut outcome, spec, previous.await)?;
         }
         // Moving to the next part: checkpoint its start so a crash does not redo this part.
         if index + 1 < parts.len() {
@@ -433,4 +443,24 @@ async fn drive<S: Extract>(
     outcome.schema_drift = stream.drift();
     outcome.seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
+}
+
+/// The answer of one page-group commit.
+type CommitResult = crate::store::Result<std::collections::BTreeMap<&'static str, MergeStats>>;
+
+/// Add a finished commit's counts (of the stream's main table) to the outcome.
+fn count_merge(
+    outcome: &mut StreamOutcome,
+    spec: &'static StreamSpec,
+    answer: std::result::Result<CommitResult, oneshot::error::RecvError>,
+) -> Result<()> {
+    let merged = answer
+        .map_err(|_| Error::WriterGone)?
+        .map_err(super::store_error(spec.name))?;
+    if let Some(m) = merged.get(spec.tables[0].table) {
+        outcome.new += m.new;
+        outcome.changed += m.changed;
+        outcome.unchanged += m.unchanged;
+    }
+    Ok(())
 }

@@ -1,0 +1,186 @@
+//! `bench sync`: a full sync and a no-change re-sync of a simulated organisation, run as a
+//! child process (so its peak RSS is its own, not the simulator's), against a plain fetch of
+//! the same pages at the same concurrency.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures_util::{StreamExt, TryStreamExt};
+use serde_json::{Value, json};
+
+use crate::api::{Operation, queries};
+use crate::sim::{Faults, Sim, SimConfig};
+
+/// One sync run of the child process.
+#[derive(Debug)]
+struct ChildRun {
+    seconds: f64,
+    peak_rss_mib: f64,
+    writes: u64,
+    rows: u64,
+}
+
+pub async fn run(users: usize, latency: Duration, concurrency: usize) -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = Sim::start(SimConfig {
+        users,
+        seed: 3,
+        ..SimConfig::default()
+    })
+    .await?;
+    sim.set_faults(Faults {
+        latency,
+        ..Faults::default()
+    });
+    let dir = std::env::temp_dir().join(format!("pluvo-bench-sync-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let db = dir.join("bench.duckdb");
+    let config = dir.join("pluvo-warehouse.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[pluvo]\nurl = \"{}\"\nclient_id = \"{}\"\n",
+            sim.url(),
+            sim.client_id()
+        ),
+    )?;
+
+    let plain = plain_fetch(&sim, concurrency).await?;
+    let full = child_sync(&sim, &config, &db, concurrency).await?;
+    let again = child_sync(&sim, &config, &db, concurrency).await?;
+    let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0) as f64 / 1_048_576.0;
+    println!(
+        "sync of {users} users / {} rows at latency {} ms, concurrency {concurrency}:",
+        full.rows,
+        latency.as_millis()
+    );
+    println!(
+        "  plain fetch of the same pages: {:.1} s ({} pages)",
+        plain.0, plain.1
+    );
+    println!(
+        "  full sync: {:.1} s = {:.2}× the plain fetch; peak RSS {:.0} MiB; file {size:.0} MiB",
+        full.seconds,
+        full.seconds / plain.0,
+        full.peak_rss_mib
+    );
+    println!(
+        "  no-change re-sync: {:.1} s; rows written {} (new + changed + deleted); peak RSS {:.0} MiB",
+        again.seconds, again.writes, again.peak_rss_mib
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Fetch every page a sync reads, with a plain reqwest loop (offsets in parallel).
+async fn plain_fetch(sim: &Sim, concurrency: usize) -> Result<(f64, usize)> {
+    let http = reqwest::Client::builder().gzip(true).build()?;
+    let token = super::sim_token(&http, sim).await?;
+    let scans: [(Operation, Value); 6] = [
+        (queries::USERS, json!({ "archived": false })),
+        (queries::USERS, json!({ "archived": true })),
+        (
+            queries::PORTFOLIO,
+            json!({ "relatedObjectTypes": ["TRAINING"] }),
+        ),
+        (
+            queries::PORTFOLIO,
+            json!({ "relatedObjectTypes": ["CERTIFICATE"] }),
+        ),
+        (queries::GROUPS, json!({})),
+        (queries::TRAININGS, json!({})),
+    ];
+    let url = format!("{}/graphql/", sim.url());
+    let started = Instant::now();
+    let mut pages = 0;
+    for (op, vars) in scans {
+        let fetch = |offset: u64| {
+            let (http, token, url) = (http.clone(), token.clone(), url.clone());
+            let mut vars = vars.clone();
+            vars["first"] = json!(50);
+            vars["offset"] = json!(offset);
+            async move {
+                let body: Value = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({ "query": op.document, "variables": vars, "operationName": op.name }))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                anyhow::Ok(
+                    body["data"][op.connection[0]]["count"]
+                        .as_u64()
+                        .unwrap_or(0),
+                )
+            }
+        };
+        let count = fetch(0).await?;
+        let n = count.div_ceil(50).max(1);
+        futures_util::stream::iter(1..n)
+            .map(|k| fetch(k * 50))
+            .buffered(concurrency)
+            .try_collect::<Vec<_>>()
+            .await?;
+        pages += n as usize;
+    }
+    Ok((started.elapsed().as_secs_f64(), pages))
+}
+
+/// Run `pluvo-warehouse sync` as a child process; sample its peak RSS until it exits.
+async fn child_sync(sim: &Sim, config: &Path, db: &Path, concurrency: usize) -> Result<ChildRun> {
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let started = Instant::now();
+    let child = Command::new(exe)
+        .args(["--quiet", "--config"])
+        .arg(config)
+        .arg("--db")
+        .arg(db)
+        .args([
+            "sync",
+            "--format",
+            "json",
+            "--concurrency",
+            &concurrency.to_string(),
+        ])
+        .env("PLUVO_CLIENT_SECRET", sim.client_secret())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let status_file = format!("/proc/{}/status", child.id());
+    let waiter = tokio::task::spawn_blocking(move || child.wait_with_output());
+    let mut peak_kib = 0.0f64;
+    while !waiter.is_finished() {
+        if let Ok(status) = std::fs::read_to_string(&status_file)
+            && let Some(kib) = status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        {
+            peak_kib = peak_kib.max(kib);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let output = waiter.await??;
+    let seconds = started.elapsed().as_secs_f64();
+    if !output.status.success() {
+        bail!("sync failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let outcome: Value =
+        serde_json::from_slice(&output.stdout).context("reading the sync summary")?;
+    let sum = |field: &str| -> u64 {
+        outcome["streams"]
+            .as_array()
+            .map(|s| s.iter().map(|x| x[field].as_u64().unwrap_or(0)).sum())
+            .unwrap_or(0)
+    };
+    Ok(ChildRun {
+        seconds,
+        peak_rss_mib: peak_kib / 1024.0,
+        writes: sum("new") + sum("changed") + sum("deleted"),
+        rows: sum("new") + sum("changed") + sum("unchanged"),
+    })
+}
