@@ -108,3 +108,62 @@ async fn a_killed_sync_resumes_to_the_same_tables() {
         "a finished sync leaves no checkpoint"
     );
 }
+
+// A second sync on a warehouse that a running sync holds fails at once with a clear message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sync_fails_at_once_while_one_runs() {
+    let sim = sim_with(SimConfig {
+        users: 1500,
+        seed: 6,
+        ..SimConfig::default()
+    })
+    .await;
+    sim.set_faults(Faults {
+        latency: Duration::from_millis(30),
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("busy.duckdb");
+    let config = dir.path().join("pluvo-warehouse.toml");
+    std::fs::write(
+        &config,
+        format!("[pluvo]\nurl = \"{}\"\nclient_id = \"demo\"\n", sim.url()),
+    )
+    .unwrap();
+    let second = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pluvo-warehouse"));
+        cmd.args(["--quiet", "--config"])
+            .arg(&config)
+            .arg("--db")
+            .arg(&db)
+            .arg("sync")
+            .env("PLUVO_CLIENT_SECRET", sim.client_secret())
+            .env_remove("PLUVO_URL")
+            .env_remove("PLUVO_DB")
+            .env_remove("PLUVO_CONFIG");
+        cmd
+    };
+    let mut first = second()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first sync is still running"
+    );
+    let started = std::time::Instant::now();
+    let out = second().output().unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is in use by another process"), "{stderr}");
+    assert!(stderr.contains(&format!("PID {}", first.id())), "{stderr}");
+    assert!(
+        took < Duration::from_secs(5),
+        "fails at once, took {took:?}"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+}
