@@ -1,6 +1,7 @@
 //! A `sync` process killed with SIGKILL at several moments, then run again, ends with the same
 //! tables as an uninterrupted sync; the killed runs are recorded as `interrupted`.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -20,6 +21,28 @@ const TABLES: &[&str] = &[
 ];
 
 // Multi-threaded: the simulator keeps serving while this thread waits for the child process.
+/// `pluvo-warehouse --quiet --config CONFIG --db DB sync`, with only the secret from the
+/// environment (PLUVO_* variables of the caller's environment removed).
+fn sync_command(config: &Path, db: &Path, secret: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pluvo-warehouse"));
+    cmd.args(["--quiet", "--config"])
+        .arg(config)
+        .arg("--db")
+        .arg(db)
+        .arg("sync")
+        .env("PLUVO_CLIENT_SECRET", secret);
+    for var in [
+        "PLUVO_URL",
+        "PLUVO_CLIENT_ID",
+        "PLUVO_SCOPE",
+        "PLUVO_DB",
+        "PLUVO_CONFIG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_sync_resumes_to_the_same_tables() {
     let sim = sim_with(SimConfig {
@@ -49,18 +72,7 @@ async fn a_killed_sync_resumes_to_the_same_tables() {
     )
     .unwrap();
     let run = || {
-        Command::new(env!("CARGO_BIN_EXE_pluvo-warehouse"))
-            .args(["--quiet", "--config"])
-            .arg(&config)
-            .arg("--db")
-            .arg(&db)
-            .arg("sync")
-            .env("PLUVO_CLIENT_SECRET", sim.client_secret())
-            .env_remove("PLUVO_URL")
-            .env_remove("PLUVO_CLIENT_ID")
-            .env_remove("PLUVO_SCOPE")
-            .env_remove("PLUVO_DB")
-            .env_remove("PLUVO_CONFIG")
+        sync_command(&config, &db, sim.client_secret())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -130,19 +142,7 @@ async fn a_second_sync_fails_at_once_while_one_runs() {
         format!("[pluvo]\nurl = \"{}\"\nclient_id = \"demo\"\n", sim.url()),
     )
     .unwrap();
-    let second = || {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pluvo-warehouse"));
-        cmd.args(["--quiet", "--config"])
-            .arg(&config)
-            .arg("--db")
-            .arg(&db)
-            .arg("sync")
-            .env("PLUVO_CLIENT_SECRET", sim.client_secret())
-            .env_remove("PLUVO_URL")
-            .env_remove("PLUVO_DB")
-            .env_remove("PLUVO_CONFIG");
-        cmd
-    };
+    let second = || sync_command(&config, &db, sim.client_secret());
     let mut first = second()
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -10,7 +10,7 @@
 //! Neither the secret nor a token is ever logged or put into an error: both live in
 //! [`Secret`] and leave it only for the request body or the `Authorization` header.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use backon::Retryable;
 use serde::Deserialize;
@@ -18,7 +18,7 @@ use tracing::{Instrument, debug, field};
 
 use super::Error;
 use super::client::Transport;
-use super::retry::{Failure, parse_retry_after, transient_status};
+use super::retry::{Failure, status_and_retry_after, transient_status};
 use crate::config::{ApiConfig, Secret, redact_url};
 
 /// Used when the token answer has no `expires_in` (Pluvo sends 86400).
@@ -242,19 +242,12 @@ impl TokenCache {
                 }
             };
             transport.mark_reached();
-            let status = response.status().as_u16();
-            let span = tracing::Span::current();
-            span.record("status", status);
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            let (status, retry_after) = status_and_retry_after(&response);
             let body = response.bytes().await.map_err(|err| Failure::Transient {
                 reason: format!("token answer cut off: {}", super::client::root_cause(&err)),
             })?;
             transport.counters.bytes.add(body.len() as u64);
-            span.record("ms", started.elapsed().as_millis() as u64);
+            tracing::Span::current().record("ms", started.elapsed().as_millis() as u64);
             match status {
                 200..=299 => self.parse_token(&body),
                 429 => {

@@ -10,7 +10,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use backon::Retryable;
 use serde::de::{DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
@@ -21,7 +21,7 @@ use tracing::{Instrument, debug, field};
 use super::auth::{Token, TokenCache};
 use super::page::MAX_PAGE_SIZE;
 use super::rate::RateGate;
-use super::retry::{Failure, Policy, parse_retry_after, transient_status};
+use super::retry::{Failure, Policy, status_and_retry_after, transient_status};
 use super::{Error, GraphQlError, Operation, Result};
 use crate::config::{ApiConfig, HttpSettings, redact_url};
 
@@ -443,20 +443,14 @@ impl Client {
                 }
             };
             inner.transport.mark_reached();
-            let status = response.status().as_u16();
-            let span = tracing::Span::current();
-            span.record("status", status);
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            let (status, retry_after) = status_and_retry_after(&response);
             let location = response
                 .headers()
                 .get(reqwest::header::LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             let body = response.bytes().await;
+            let span = tracing::Span::current();
             span.record("ms", sent_at.elapsed().as_millis() as u64);
             let body = body.map_err(|err| Failure::Transient {
                 reason: format!("response body cut off: {}", root_cause(&err)),

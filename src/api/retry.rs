@@ -75,6 +75,19 @@ pub(crate) fn transient_status(status: u16) -> bool {
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Parse a `Retry-After` value: delay-seconds (decimals tolerated) or an HTTP date.
+/// The answer's status, recorded on the current span, and its `Retry-After` delay (token and
+/// GraphQL answers alike).
+pub(crate) fn status_and_retry_after(response: &reqwest::Response) -> (u16, Option<Duration>) {
+    let status = response.status().as_u16();
+    tracing::Span::current().record("status", status);
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    (status, retry_after)
+}
+
 pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<f64>() {

@@ -152,54 +152,17 @@ pub async fn run(
         let progress = progress.clone();
         let full = options.full_refresh;
         async move {
+            macro_rules! drive {
+                ($stream:expr) => {
+                    drive($stream, &api, &writer, run, full, &*progress).await
+                };
+            }
             let outcome = match spec.name {
-                "users" => {
-                    drive(
-                        super::users::Users::default(),
-                        &api,
-                        &writer,
-                        run,
-                        full,
-                        &*progress,
-                    )
-                    .await
-                }
-                "portfolio" => {
-                    drive(
-                        super::portfolio::Portfolio::default(),
-                        &api,
-                        &writer,
-                        run,
-                        full,
-                        &*progress,
-                    )
-                    .await
-                }
-                "certificates" => {
-                    drive(
-                        super::certificates::Certificates,
-                        &api,
-                        &writer,
-                        run,
-                        full,
-                        &*progress,
-                    )
-                    .await
-                }
-                "groups" => {
-                    drive(super::groups::Groups, &api, &writer, run, full, &*progress).await
-                }
-                "trainings" => {
-                    drive(
-                        super::trainings::Trainings,
-                        &api,
-                        &writer,
-                        run,
-                        full,
-                        &*progress,
-                    )
-                    .await
-                }
+                "users" => drive!(super::users::Users::default()),
+                "portfolio" => drive!(super::portfolio::Portfolio::default()),
+                "certificates" => drive!(super::certificates::Certificates),
+                "groups" => drive!(super::groups::Groups),
+                "trainings" => drive!(super::trainings::Trainings),
                 other => unreachable!("stream `{other}` is in the registry but has no driver"),
             };
             finish_stream(spec, outcome, &writer, run, &*progress).await
