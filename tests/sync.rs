@@ -257,6 +257,22 @@ async fn a_sync_under_faults_gives_the_same_tables() {
     let faulty = dir.path().join("faulty.duckdb");
     let outcome = sync(&sim, &faulty, false).await;
     assert!(outcome.retries > 0, "faults caused retries: {outcome:?}");
+    // Each stream's requests and retries are its own, and add up to the run's.
+    let per_stream = rows(
+        &faulty,
+        &format!(
+            "SELECT sum(requests), sum(retries), count(*) FILTER (WHERE requests > 0) \
+             FROM _run_streams WHERE run_id = {}",
+            outcome.run_id
+        ),
+    );
+    let retried = |s: &StreamOutcome| s.retries;
+    let retries: u64 = outcome.streams.iter().map(retried).sum();
+    assert!(retries > 0 && retries <= outcome.retries, "{outcome:?}");
+    assert_eq!(
+        per_stream,
+        vec![format!("{} | {retries} | 5", outcome.requests)]
+    );
     for (table, sql) in TABLES {
         assert_eq!(rows(&clean, sql), rows(&faulty, sql), "table `{table}`");
     }

@@ -82,6 +82,24 @@ pub struct Stats {
     pub permitted_rate: Option<f64>,
 }
 
+/// Requests and retries of one operation, from [`Client::op_stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OpStats {
+    pub requests: u64,
+    pub retries: u64,
+}
+
+impl Counters {
+    fn count_op(&self, op: &'static str, f: impl FnOnce(&mut OpStats)) {
+        f(self
+            .by_op
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(op)
+            .or_default());
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Counter(AtomicU64);
 
@@ -99,6 +117,8 @@ impl Counter {
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    /// Requests and retries per operation name, so concurrent streams can each report theirs.
+    pub by_op: std::sync::Mutex<std::collections::BTreeMap<&'static str, OpStats>>,
     pub requests: Counter,
     pub retries: Counter,
     pub reauths: Counter,
@@ -258,6 +278,23 @@ impl Client {
         &self.inner.options
     }
 
+    /// Requests and retries so far of the operations named (summed).
+    pub fn op_stats(&self, ops: &[&str]) -> OpStats {
+        let by_op = self
+            .inner
+            .transport
+            .counters
+            .by_op
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        ops.iter()
+            .filter_map(|name| by_op.get(name))
+            .fold(OpStats::default(), |sum, o| OpStats {
+                requests: sum.requests + o.requests,
+                retries: sum.retries + o.retries,
+            })
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
         let c = &self.inner.transport.counters;
@@ -349,6 +386,10 @@ impl Client {
         .notify(|f, wait| {
             if !matches!(f, Failure::Unauthorized) {
                 inner.transport.counters.retries.inc();
+                inner
+                    .transport
+                    .counters
+                    .count_op(op.name, |o| o.retries += 1);
             }
             debug!(op = op.name, reason = %f, ?wait, "Retrying.");
         })
@@ -423,6 +464,10 @@ impl Client {
                 .map_err(Failure::Fatal)?;
             let sent_at = Instant::now();
             inner.transport.counters.requests.inc();
+            inner
+                .transport
+                .counters
+                .count_op(op.name, |o| o.requests += 1);
             let sent = inner
                 .transport
                 .http

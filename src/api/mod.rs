@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use client::{Client, ClientOptions, Partial, Stats};
+pub use client::{Client, ClientOptions, OpStats, Partial, Stats};
 pub use page::{MAX_PAGE_SIZE, Page};
 pub use queries::Operation;
 

@@ -47,6 +47,9 @@ pub struct StreamOutcome {
     pub unchanged: u64,
     pub deleted: u64,
     pub pages: u64,
+    /// GraphQL requests of this stream's operations (attempts, retries included).
+    pub requests: u64,
+    pub retries: u64,
     pub complete: bool,
     pub resumed: bool,
     pub seconds: f64,
@@ -235,8 +238,8 @@ async fn finish_stream(
             duplicates: 0,
         },
         rows_deleted: outcome.deleted,
-        requests: outcome.pages,
-        retries: 0,
+        requests: outcome.requests,
+        retries: outcome.retries,
         schema_drift: outcome.schema_drift.clone(),
         error: outcome.error.clone(),
     };
@@ -293,6 +296,10 @@ async fn drive<S: Extract>(
     } else {
         stream.plan(saved.state.clone(), None)
     };
+    let mut ops: Vec<&'static str> = stream.parts().iter().map(|p| p.op.name).collect();
+    ops.sort_unstable();
+    ops.dedup();
+    let ops_before = api.op_stats(&ops);
     if !resumed
         && let Some(check) = stream.check()
         && !check_holds(api, writer, name, check).await?
@@ -436,6 +443,9 @@ async fn drive<S: Extract>(
         .await?
         .map_err(store)?;
     outcome.deleted = deleted;
+    let ops_after = api.op_stats(&ops);
+    outcome.requests = ops_after.requests - ops_before.requests;
+    outcome.retries = ops_after.retries - ops_before.retries;
     outcome.schema_drift = stream.drift();
     outcome.seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
