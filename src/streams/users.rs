@@ -137,3 +137,55 @@ impl Extract for Users {
         self.drift.report()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn node(extra: serde_json::Value) -> serde_json::Value {
+        let mut node = json!({
+            "id": "u1", "ref": "r1", "name": "Ann", "email": "ann@example.com",
+            "lastLogin": "2026-05-01T10:00:00Z", "archived": false, "roles": ["USER"],
+            "language": "nl", "extraFields": "{\"dept\": \"HR\"}",
+            "participantGroups": [{ "id": "g1", "ref": "G1", "name": "Sales" }],
+            "managerGroups": []
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            node[k] = v.clone();
+        }
+        node
+    }
+
+    #[test]
+    fn drift_is_reported_once_per_kind_and_does_not_stop_the_page() {
+        let nodes: Vec<UserNode> = [
+            // A field the contract does not know: ignored.
+            node(json!({ "nickname": "annie" })),
+            node(json!({ "id": "u2", "roles": ["USER", "SUPERVISOR"] })),
+            node(json!({ "id": "u3", "roles": ["SUPERVISOR"], "extraFields": "not json" })),
+        ]
+        .into_iter()
+        .map(|n| serde_json::from_value(n).unwrap())
+        .collect();
+        let mut users = Users::default();
+        let batches = users.batches(0, nodes).unwrap();
+        assert_eq!(batches[0].1.num_rows(), 3);
+        assert_eq!(batches[1].1.num_rows(), 3, "one membership per user");
+        assert_eq!(
+            users.drift().as_deref(),
+            Some("extraFields that are not JSON (1×); unknown role `SUPERVISOR` (2×)")
+        );
+    }
+
+    #[test]
+    fn a_missing_required_field_is_named() {
+        let mut n = node(json!({}));
+        n.as_object_mut().unwrap().remove("id");
+        let err = serde_json::from_value::<UserNode>(n)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "missing field `id`");
+    }
+}
