@@ -158,7 +158,7 @@ pub enum BenchCommand {
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
     /// Serve a simulated organisation over HTTP (token endpoint + GraphQL)
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the GraphQL schema (SDL) the simulator serves
     Sdl,
 }
@@ -358,7 +358,7 @@ async fn run(cli: Cli) -> Result<Exit> {
             })
         }
         Command::Sim { command } => match command {
-            SimCommand::Serve(args) => serve(args).await,
+            SimCommand::Serve(args) => serve(*args).await,
             SimCommand::Sdl => {
                 print!("{}", sim::sdl());
                 Ok(Exit::Ok)
