@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use data::{Change, Dataset, Id, ItemChange, Kind, Seed};
+pub use data::{Change, Dataset, Id, Item, ItemChange, Kind, Seed};
 use schema::{ItemFilter, UserFilter};
 pub use webhooks::WebhookConfig;
 
