@@ -24,6 +24,7 @@ async fn receiver(db: &Path, max_body: usize) -> Receiver {
         path: "/pluvo/webhook".into(),
         key: Secret::new(KEY),
         max_body,
+        refresh: None,
     };
     Receiver::start(warehouse, options)
         .await
@@ -314,7 +315,7 @@ async fn bad_signatures_and_bodies_are_refused_and_nothing_is_stored() {
             duplicates: 1,
             unauthorized: 5,
             malformed: 2,
-            failed: 0
+            ..Stats::default()
         }
     );
     assert_eq!(count(&db), 1);
@@ -404,4 +405,90 @@ async fn sigterm_stops_after_in_flight_writes() {
             .into_iter()
             .collect();
     assert_eq!(stored, ok, "every 200 answer is stored, nothing else");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_refresh_a_new_certificate_reaches_portfolio_items_without_a_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("w.duckdb");
+    // The simulator needs the receiver's URL and the receiver the simulator's: pick the port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sim = sim_delivering_to(&format!("http://127.0.0.1:{port}/pluvo/webhook"), 4).await;
+    support::sync(&sim, &db, false).await;
+
+    let config = support::config_for(&sim, &db);
+    let client =
+        pluvo_warehouse::api::Client::new(&config.api().unwrap(), Default::default()).unwrap();
+    let receiver = Receiver::start(
+        Warehouse::open(&db).unwrap(),
+        Options {
+            bind: format!("127.0.0.1:{port}").parse().unwrap(),
+            path: "/pluvo/webhook".into(),
+            key: Secret::new(KEY),
+            max_body: 1 << 20,
+            refresh: Some(pluvo_warehouse::webhook::Refresh {
+                client,
+                debounce: Duration::from_millis(100),
+            }),
+        },
+    )
+    .await
+    .unwrap();
+
+    sim.reset_counters();
+    let (template, user_id, user_ref) = sim.with_data(|d| {
+        let u = d
+            .users
+            .iter()
+            .find(|u| !u.deleted && u.ref_.is_some())
+            .unwrap();
+        (
+            d.certificates[0].id.to_string(),
+            u.id.to_string(),
+            u.ref_.clone().unwrap(),
+        )
+    });
+    let token = support::token(&sim).await;
+    support::gql(&sim, &token,
+        "mutation($id: UUID!, $u: [UUID!]!) { generateCertificate(id: $id, title: \"Webhook refresh test\", userIds: $u) { bulkGenerate { succeededIds } } }",
+        json!({ "id": template, "u": [user_id] })).await;
+    let c = sim.webhooks_settled(Duration::from_secs(30)).await;
+    assert_eq!(
+        (c.webhooks_delivered, c.webhooks_given_up),
+        (2, 0),
+        "item created + certificate achieved: {c:?}"
+    );
+    for _ in 0..300 {
+        if receiver.stats().refreshes + receiver.stats().refresh_failures > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = receiver.stop().await.unwrap();
+    assert_eq!(
+        (stats.stored, stats.refreshes, stats.refresh_failures),
+        (2, 1, 0),
+        "{stats:?}"
+    );
+
+    // Only the targeted reads ran: one user, one certificate day; no full scan.
+    let ops: BTreeSet<String> = sim.counters().operations.into_keys().collect();
+    let allowed: BTreeSet<String> = ["-", "User", "PortfolioReport"].map(String::from).into();
+    assert!(ops.is_subset(&allowed), "{ops:?}");
+    let found = support::rows(
+        &db,
+        &format!(
+        "SELECT related_object_type, completion_date = now()::TIMESTAMP::DATE, _deleted_at IS NULL
+         FROM portfolio_items WHERE user_ref = '{user_ref}' AND title = 'Webhook refresh test'"),
+    );
+    assert_eq!(found, ["CERTIFICATE | true | true"]);
+    let runs = support::rows(
+        &db,
+        "SELECT streams FROM _runs ORDER BY run_id DESC LIMIT 1",
+    );
+    assert_eq!(runs, ["[refresh]"]);
 }

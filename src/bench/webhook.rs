@@ -34,6 +34,7 @@ pub async fn run(rate: u32, seconds: u64, in_flight: usize) -> anyhow::Result<()
             path: "/pluvo/webhook".into(),
             key: Secret::new(KEY),
             max_body: 1 << 20,
+            refresh: None,
         },
     )
     .await?;

@@ -10,6 +10,7 @@
 //! file fails at once with the "in use by another process" message while it runs.
 
 pub mod event;
+pub mod refresh;
 pub mod server;
 pub mod verify;
 mod writer;
@@ -17,13 +18,17 @@ mod writer;
 use std::future::Future;
 use std::net::SocketAddr;
 
+use std::time::Duration;
+
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
+use crate::api::{Client, ClientOptions};
 use crate::config::Config;
 use crate::error::{Exit, UsageError};
 use crate::store::Warehouse;
 
+pub use refresh::Refresh;
 pub use server::{Options, Receiver, Stats};
 
 /// Errors of the receiver.
@@ -61,6 +66,12 @@ pub struct ServeArgs {
     /// Largest body accepted, in bytes (larger ones are answered 413)
     #[arg(long, default_value_t = 1024 * 1024)]
     pub max_body: usize,
+    /// Re-read the users and certificate days that events name (needs the API settings)
+    #[arg(long)]
+    pub refresh: bool,
+    /// With --refresh: collect events this long after the first before refreshing, in ms
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub refresh_debounce_ms: u64,
 }
 
 /// Run a `webhook` command until `shutdown` resolves (SIGINT/SIGTERM in the CLI).
@@ -81,6 +92,14 @@ pub async fn run(
             UsageError::new(format!("`--path` must start with `/`, got `{}`", args.path)).into(),
         );
     }
+    let refresh = match args.refresh {
+        true => Some(Refresh {
+            client: Client::new(&config.api()?, ClientOptions::default())
+                .context("creating the API client for --refresh")?,
+            debounce: Duration::from_millis(args.refresh_debounce_ms),
+        }),
+        false => None,
+    };
     let warehouse = Warehouse::open(&config.db)
         .with_context(|| format!("opening the warehouse `{}`", config.db.display()))?;
     let options = Options {
@@ -88,6 +107,7 @@ pub async fn run(
         path: args.path,
         key,
         max_body: args.max_body,
+        refresh,
     };
     let receiver = Receiver::start(warehouse, options).await?;
     // The URL goes to stdout (scripts and tests read it); the rest to stderr.

@@ -16,15 +16,16 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use super::writer::{self, Job};
+use super::refresh::{self, Refresh};
+use super::writer::{self, Job, Work};
 use super::{Error, event, verify};
 use crate::config::Secret;
 use crate::store::Warehouse;
 
 /// How the receiver listens.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     pub bind: SocketAddr,
     /// URL path of the endpoint, e.g. `/pluvo/webhook`.
@@ -32,6 +33,8 @@ pub struct Options {
     pub key: Secret,
     /// Largest body accepted, in bytes.
     pub max_body: usize,
+    /// Refresh the rows that events name (`--refresh`).
+    pub refresh: Option<Refresh>,
 }
 
 /// What the receiver answered, by outcome.
@@ -47,15 +50,21 @@ pub struct Stats {
     pub malformed: u64,
     /// Answered 500/503 (the write failed or the receiver was stopping).
     pub failed: u64,
+    /// Targeted refreshes merged (`--refresh`).
+    pub refreshes: u64,
+    /// Targeted refreshes that failed (the next sync catches up).
+    pub refresh_failures: u64,
 }
 
 #[derive(Default)]
-struct Counts {
+pub(super) struct Counts {
     stored: AtomicU64,
     duplicates: AtomicU64,
     unauthorized: AtomicU64,
     malformed: AtomicU64,
     failed: AtomicU64,
+    pub(super) refreshes: AtomicU64,
+    pub(super) refresh_failures: AtomicU64,
 }
 
 impl Counts {
@@ -67,6 +76,8 @@ impl Counts {
             unauthorized: get(&self.unauthorized),
             malformed: get(&self.malformed),
             failed: get(&self.failed),
+            refreshes: get(&self.refreshes),
+            refresh_failures: get(&self.refresh_failures),
         }
     }
 }
@@ -74,7 +85,7 @@ impl Counts {
 #[derive(Clone)]
 struct App {
     key: Secret,
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Work>,
     counts: Arc<Counts>,
 }
 
@@ -85,6 +96,8 @@ pub struct Receiver {
     counts: Arc<Counts>,
     stop: Option<oneshot::Sender<()>>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop_refreshing: watch::Sender<bool>,
+    refreshing: Option<tokio::task::JoinHandle<()>>,
     writing: tokio::task::JoinHandle<Warehouse>,
 }
 
@@ -104,8 +117,23 @@ impl Receiver {
             source,
         })?;
         let (jobs, queue) = mpsc::channel(writer::MAX_BATCH * 4);
-        let writing = tokio::task::spawn_blocking(move || writer::run(warehouse, queue));
         let counts = Arc::new(Counts::default());
+        let (stop_refreshing, stopped_refreshing) = watch::channel(false);
+        let (targets, refreshing) = match options.refresh {
+            Some(refresh) => {
+                let (targets, queue) = mpsc::unbounded_channel();
+                let task = refresh::run(
+                    refresh,
+                    queue,
+                    jobs.clone(),
+                    stopped_refreshing,
+                    counts.clone(),
+                );
+                (Some(targets), Some(tokio::spawn(task)))
+            }
+            None => (None, None),
+        };
+        let writing = tokio::task::spawn_blocking(move || writer::run(warehouse, queue, targets));
         let app = App {
             key: options.key,
             jobs,
@@ -129,6 +157,8 @@ impl Receiver {
             counts,
             stop: Some(stop),
             serving,
+            stop_refreshing,
+            refreshing,
             writing,
         })
     }
@@ -149,8 +179,13 @@ impl Receiver {
             let _ = stop.send(());
         }
         let served = (&mut self.serving).await;
-        // The router (and with it the last job sender) is dropped when serving ends, so the
-        // writer finishes the jobs already queued and returns.
+        // Every answered event has handed its targets over: refresh what is pending, then stop.
+        let _ = self.stop_refreshing.send(true);
+        if let Some(refreshing) = self.refreshing.take() {
+            refreshing.await.map_err(|e| Error::Task(e.to_string()))?;
+        }
+        // The router and the refresh task held the last senders, so the writer finishes the
+        // work already queued and returns.
         let warehouse = (&mut self.writing)
             .await
             .map_err(|e| Error::Task(e.to_string()))?;
@@ -201,7 +236,7 @@ async fn receive(State(app): State<App>, headers: HeaderMap, body: Bytes) -> (St
         received_at: chrono::Utc::now(),
         done,
     };
-    if app.jobs.send(job).await.is_err() {
+    if app.jobs.send(Work::Store(job)).await.is_err() {
         app.counts.failed.fetch_add(1, Ordering::Relaxed);
         return (
             StatusCode::SERVICE_UNAVAILABLE,
