@@ -323,21 +323,26 @@ impl State {
         let Some(config) = &self.config.webhook else {
             return;
         };
+        let events = webhooks::events(&self.read(), change);
+        for (name, payload) in events {
+            if config.events.is_empty() || config.events.iter().any(|e| e == name) {
+                self.queue_webhook(webhooks::body(name, payload));
+            }
+        }
+    }
+
+    /// Hand one body to the delivery task; false when webhooks are off.
+    fn queue_webhook(&self, body: axum::body::Bytes) -> bool {
         let queue = self
             .webhook_queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let Some(queue) = queue else {
-            return;
+            return false;
         };
-        let events = webhooks::events(&self.read(), change);
-        for (name, payload) in events {
-            if config.events.is_empty() || config.events.iter().any(|e| e == name) {
-                self.count(|c| c.webhooks_queued += 1);
-                let _ = queue.send(webhooks::body(name, payload));
-            }
-        }
+        self.count(|c| c.webhooks_queued += 1);
+        queue.send(body).is_ok()
     }
 
     fn redeliver_webhooks(&self) -> usize {
@@ -346,19 +351,10 @@ impl State {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let queue = self
-            .webhook_queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let Some(queue) = queue else {
-            return 0;
-        };
-        for body in &bodies {
-            self.count(|c| c.webhooks_queued += 1);
-            let _ = queue.send(body.clone());
-        }
-        bodies.len()
+        bodies
+            .into_iter()
+            .filter(|b| self.queue_webhook(b.clone()))
+            .count()
     }
 
     fn count(&self, f: impl FnOnce(&mut Counters)) {
