@@ -56,6 +56,11 @@ pub enum Command {
         #[command(subcommand)]
         command: SimCommand,
     },
+    /// Receive Pluvo webhooks into the warehouse in real time
+    Webhook {
+        #[command(subcommand)]
+        command: crate::webhook::Command,
+    },
     /// Benchmarks that print figures (medians, ratios, memory)
     Bench {
         #[command(subcommand)]
@@ -121,6 +126,18 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
     },
+    /// Webhook receiver under load: signed events at a fixed rate, answer times, none lost
+    Webhook {
+        /// Events per second offered
+        #[arg(long, default_value_t = 2_000)]
+        rate: u32,
+        /// Seconds of load
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Most unanswered requests at once
+        #[arg(long, default_value_t = 256)]
+        in_flight: usize,
+    },
     /// API client vs a plain fetch loop: pages/s, rows/s, overhead
     Client {
         /// Users in the simulated organisation
@@ -141,7 +158,7 @@ pub enum BenchCommand {
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
     /// Serve a simulated organisation over HTTP (token endpoint + GraphQL)
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the GraphQL schema (SDL) the simulator serves
     Sdl,
 }
@@ -196,6 +213,18 @@ pub struct ServeArgs {
     /// Seconds between churn ticks
     #[arg(long, default_value_t = 10, value_name = "S")]
     pub tick_secs: u64,
+    /// Deliver signed webhooks of every change (mutations, churn) to this URL
+    #[arg(long, value_name = "URL")]
+    pub webhook_url: Option<String>,
+    /// Environment variable that holds the webhook signing key
+    #[arg(long, default_value = "PLUVO_WEBHOOK_KEY", value_name = "VAR")]
+    pub webhook_key_env: String,
+    /// Webhook events to deliver, comma-separated [default: all]
+    #[arg(long, value_delimiter = ',', value_name = "EVENTS")]
+    pub webhook_events: Vec<String>,
+    /// Wait before the first webhook retry, in milliseconds (doubles each attempt)
+    #[arg(long, default_value_t = 1_000, value_name = "MS")]
+    pub webhook_backoff_ms: u64,
 }
 
 impl ServeArgs {
@@ -233,6 +262,21 @@ impl ServeArgs {
             addr: SocketAddr::new(self.bind, self.port),
             ..SimConfig::default()
         };
+        if let Some(url) = &self.webhook_url {
+            let key = std::env::var(&self.webhook_key_env)
+                .ok()
+                .filter(|k| !k.is_empty())
+                .ok_or_else(|| {
+                    UsageError::new(format!(
+                        "`--webhook-url` needs the signing key in the environment variable `{}`",
+                        self.webhook_key_env
+                    ))
+                })?;
+            let mut webhook = sim::WebhookConfig::new(url.clone(), key);
+            webhook.events = self.webhook_events.clone();
+            webhook.backoff = Duration::from_millis(self.webhook_backoff_ms);
+            config.webhook = Some(webhook);
+        }
         if let Some(scopes) = &self.scopes {
             let unknown: Vec<&str> = scopes
                 .split_whitespace()
@@ -314,12 +358,15 @@ async fn run(cli: Cli) -> Result<Exit> {
             })
         }
         Command::Sim { command } => match command {
-            SimCommand::Serve(args) => serve(args).await,
+            SimCommand::Serve(args) => serve(*args).await,
             SimCommand::Sdl => {
                 print!("{}", sim::sdl());
                 Ok(Exit::Ok)
             }
         },
+        Command::Webhook { command } => {
+            crate::webhook::run(&Config::load(&flags)?, command, shutdown_signal(), quiet).await
+        }
         Command::Bench { command } => match command {
             BenchCommand::Sim {
                 start_users,
@@ -337,6 +384,14 @@ async fn run(cli: Cli) -> Result<Exit> {
             } => {
                 let latency = Duration::from_millis(latency_ms);
                 crate::bench::sync::run(users, latency, concurrency).await?;
+                Ok(Exit::Ok)
+            }
+            BenchCommand::Webhook {
+                rate,
+                seconds,
+                in_flight,
+            } => {
+                crate::bench::webhook::run(rate, seconds, in_flight).await?;
                 Ok(Exit::Ok)
             }
             BenchCommand::Client {
@@ -368,6 +423,12 @@ async fn serve(args: ServeArgs) -> Result<Exit> {
     );
     eprintln!("  token:   POST {url}/oauth/token/   graphql: POST {url}/graphql/");
     eprintln!("  admin:   GET {url}/_sim/counters   POST {url}/_sim/tick?changes=N");
+    if let Some(url) = &args.webhook_url {
+        eprintln!(
+            "  webhooks: POST {url} (signed with ${}; POST /_sim/webhooks/redeliver resends)",
+            args.webhook_key_env
+        );
+    }
     println!("export PLUVO_URL={url}");
     println!("export PLUVO_CLIENT_ID={}", args.client_id);
     println!("export PLUVO_CLIENT_SECRET={}", args.client_secret);

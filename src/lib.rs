@@ -13,3 +13,4 @@ pub mod error;
 pub mod sim;
 pub mod store;
 pub mod streams;
+pub mod webhook;

@@ -13,3 +13,6 @@ mod sync;
 
 /// A `sync` process killed with SIGKILL at several moments resumes to the same tables.
 mod resume;
+
+/// `webhook serve`: signed simulator events stored once, refusals, retries, graceful shutdown.
+mod webhook;

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod sim;
 pub mod sync;
+pub mod webhook;
 
 use std::time::Duration;
 

@@ -672,20 +672,21 @@ impl Dataset {
                 36..=75 => {
                     let rng = &mut self.rng;
                     let u = &mut self.users[pos as usize];
-                    let Some(item) = u
+                    let Some(index) = u
                         .items
-                        .iter_mut()
-                        .find(|i| i.kind == Kind::Training && i.progress < 100.0)
+                        .iter()
+                        .position(|i| i.kind == Kind::Training && i.progress < 100.0)
                     else {
                         continue;
                     };
+                    let item = &mut u.items[index];
                     item.progress = (item.progress + rng.random_range(10..60) as f64).min(100.0);
                     item.time_spent_secs += rng.random_range(60..3600);
                     if item.progress >= 100.0 {
                         item.completion_date = Some(today);
                         item.score = Some(rng.random_range(50..=100) as f64);
                     }
-                    Change::ItemChanged(pos)
+                    Change::ItemChanged(pos, ItemChange::Updated(index))
                 }
                 76..=87 => {
                     let mut item = self.random_item(&mut self.rng.clone());
@@ -703,8 +704,9 @@ impl Dataset {
                             .members
                             .insert((self.users[pos as usize].seq, "PARTICIPANT"));
                     }
-                    self.users[pos as usize].items.push(item);
-                    Change::ItemChanged(pos)
+                    let items = &mut self.users[pos as usize].items;
+                    items.push(item);
+                    Change::ItemChanged(pos, ItemChange::Created(items.len() - 1))
                 }
                 88..=91 => {
                     let u = &mut self.users[pos as usize];
@@ -712,8 +714,7 @@ impl Dataset {
                         continue;
                     }
                     let i = self.rng.random_range(0..u.items.len());
-                    u.items.remove(i);
-                    Change::ItemChanged(pos)
+                    Change::ItemChanged(pos, ItemChange::Deleted(u.items.remove(i)))
                 }
                 _ => {
                     let g = self.rng.random_range(0..self.groups.len() as u32);
@@ -743,8 +744,19 @@ pub enum Change {
     UserCreated(u32, Option<String>),
     UserUpdated(u32),
     UserDeleted(u32),
-    ItemChanged(u32),
+    ItemChanged(u32, ItemChange),
     MembershipChanged(u32, u32),
+    /// A user (position) was enrolled in an offer event (index into `offer_events`).
+    Enrolled(u32, u32),
+}
+
+/// What happened to one portfolio item; indexes point into the user's `items` at the time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ItemChange {
+    Created(usize),
+    Updated(usize),
+    /// The item as it was before it was removed.
+    Deleted(Item),
 }
 
 #[cfg(test)]

@@ -4,11 +4,13 @@
 //!
 //! It imports nothing else from this crate, so it cannot quietly share the client's bugs.
 //! `data` holds the organisation, `schema` the GraphQL types and resolvers, `server` the HTTP
-//! endpoints and faults. [`Sim`] is the handle tests hold: start, read counters, tick churn.
+//! endpoints and faults, `webhooks` signed deliveries of its changes to a configured URL.
+//! [`Sim`] is the handle tests hold: start, read counters, tick churn.
 
 pub mod data;
 pub mod schema;
 mod server;
+pub mod webhooks;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -19,8 +21,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use data::{Change, Dataset, Id, Item, Kind, Seed};
+pub use data::{Change, Dataset, Id, Item, ItemChange, Kind, Seed};
 use schema::{ItemFilter, UserFilter};
+pub use webhooks::WebhookConfig;
 
 /// Every scope the simulated API knows (pluvo-api.md).
 pub const ALL_SCOPES: [&str; 9] = [
@@ -79,6 +82,8 @@ pub struct SimConfig {
     pub faults: Faults,
     /// Bind address; port 0 picks a free port. Loopback by default.
     pub addr: SocketAddr,
+    /// Deliver signed webhooks for every change (mutations and churn ticks) here.
+    pub webhook: Option<WebhookConfig>,
 }
 
 impl Default for SimConfig {
@@ -94,6 +99,7 @@ impl Default for SimConfig {
             membership_delay: Duration::ZERO,
             faults: Faults::default(),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            webhook: None,
         }
     }
 }
@@ -116,6 +122,14 @@ pub struct Counters {
     pub applied: BTreeMap<String, u64>,
     /// Mutations sent with `sendInvite`/`sendInvites`/`sendMail` true.
     pub notifications: u64,
+    /// Webhook deliveries queued (one per event, plus forced redeliveries).
+    pub webhooks_queued: u64,
+    /// Webhook delivery attempts by the receiver's HTTP status (0 = no answer).
+    pub webhook_attempts: BTreeMap<u16, u64>,
+    /// Deliveries answered 2xx.
+    pub webhooks_delivered: u64,
+    /// Deliveries abandoned (attempts exhausted, or the subscription disabled by a 410).
+    pub webhooks_given_up: u64,
 }
 
 impl Counters {
@@ -127,6 +141,10 @@ impl Counters {
             .filter(|(k, _)| k.starts_with(&prefix))
             .map(|(_, v)| v)
             .sum()
+    }
+    /// Every queued webhook delivery has been answered 2xx or given up.
+    pub fn webhooks_settled(&self) -> bool {
+        self.webhooks_delivered + self.webhooks_given_up == self.webhooks_queued
     }
     /// HTTP answers with a 5xx status.
     pub fn server_errors(&self) -> u64 {
@@ -146,6 +164,12 @@ pub struct State {
     changes: Mutex<Vec<(DateTime<Utc>, Change)>>,
     rng: Mutex<rand_chacha::ChaCha8Rng>,
     limiter: Mutex<server::Bucket>,
+    /// Queue of the webhook delivery task (set by [`Sim::start`] when webhooks are configured).
+    webhook_queue: Mutex<Option<tokio::sync::mpsc::UnboundedSender<axum::body::Bytes>>>,
+    /// Set when the receiver answered 410: nothing more is delivered.
+    webhooks_disabled: AtomicBool,
+    /// Bodies answered 2xx, in delivery order (for forced redeliveries).
+    delivered: Mutex<Vec<axum::body::Bytes>>,
 }
 
 /// A filtered row list and the dataset version it was computed at.
@@ -170,6 +194,9 @@ impl State {
             changes: Mutex::new(Vec::new()),
             rng: Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(config.seed ^ 0xfa17)),
             limiter: Mutex::new(server::Bucket::default()),
+            webhook_queue: Mutex::new(None),
+            webhooks_disabled: AtomicBool::new(false),
+            delivered: Mutex::new(Vec::new()),
             config,
         }
     }
@@ -282,12 +309,52 @@ impl State {
         }
     }
 
+    /// Log a change and queue its webhook deliveries. Call without holding the data lock.
     pub(crate) fn record_change(&self, change: Change) {
+        self.queue_webhooks(&change);
         let mut log = self.changes.lock().unwrap_or_else(|e| e.into_inner());
         if log.len() > 100_000 {
             log.drain(..50_000);
         }
         log.push((Utc::now(), change));
+    }
+
+    fn queue_webhooks(&self, change: &Change) {
+        let Some(config) = &self.config.webhook else {
+            return;
+        };
+        let events = webhooks::events(&self.read(), change);
+        for (name, payload) in events {
+            if config.events.is_empty() || config.events.iter().any(|e| e == name) {
+                self.queue_webhook(webhooks::body(name, payload));
+            }
+        }
+    }
+
+    /// Hand one body to the delivery task; false when webhooks are off.
+    fn queue_webhook(&self, body: axum::body::Bytes) -> bool {
+        let queue = self
+            .webhook_queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(queue) = queue else {
+            return false;
+        };
+        self.count(|c| c.webhooks_queued += 1);
+        queue.send(body).is_ok()
+    }
+
+    fn redeliver_webhooks(&self) -> usize {
+        let bodies = self
+            .delivered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        bodies
+            .into_iter()
+            .filter(|b| self.queue_webhook(b.clone()))
+            .count()
     }
 
     fn count(&self, f: impl FnOnce(&mut Counters)) {
@@ -308,6 +375,7 @@ pub struct Sim {
     addr: SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    webhook_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Sim {
@@ -323,7 +391,16 @@ impl Sim {
             .map_err(std::io::Error::other)?;
         let listener = tokio::net::TcpListener::bind(config.addr).await?;
         let addr = listener.local_addr()?;
+        let webhook = config.webhook.clone();
         let state = Arc::new(State::new(config, data));
+        let webhook_task = webhook.map(|webhook| {
+            let (queue, rx) = tokio::sync::mpsc::unbounded_channel();
+            *state
+                .webhook_queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(queue);
+            tokio::spawn(webhooks::run(state.clone(), webhook, rx))
+        });
         let (tx, rx) = tokio::sync::oneshot::channel();
         let app = server::router(state.clone());
         let task = tokio::spawn(async move {
@@ -338,6 +415,7 @@ impl Sim {
             addr,
             shutdown: Some(tx),
             task: Some(task),
+            webhook_task,
         })
     }
 
@@ -419,8 +497,39 @@ impl Sim {
             .clone()
     }
 
+    /// Deliver every body answered 2xx so far once more, byte for byte (with a new salt), as
+    /// Pluvo does when it did not see an answer in time. Returns how many were queued.
+    pub fn redeliver_webhooks(&self) -> usize {
+        self.state.redeliver_webhooks()
+    }
+
+    /// Webhook bodies answered 2xx, in delivery order (redeliveries included).
+    pub fn webhook_bodies(&self) -> Vec<axum::body::Bytes> {
+        self.state
+            .delivered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Wait until every queued webhook was delivered or given up (at most `limit`); returns the
+    /// counters at that point.
+    pub async fn webhooks_settled(&self, limit: Duration) -> Counters {
+        let until = Instant::now() + limit;
+        loop {
+            let counters = self.counters();
+            if counters.webhooks_settled() || Instant::now() > until {
+                return counters;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stop serving and wait for the server task to end.
     pub async fn stop(mut self) {
+        if let Some(task) = self.webhook_task.take() {
+            task.abort();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -432,6 +541,9 @@ impl Sim {
 
 impl Drop for Sim {
     fn drop(&mut self) {
+        if let Some(task) = self.webhook_task.take() {
+            task.abort();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -19,7 +19,7 @@ use base64::Engine;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::State;
-use super::data::{Change, Dataset, Id, Item, Kind, Membership, ROLES};
+use super::data::{Change, Dataset, Id, Item, ItemChange, Kind, Membership, ROLES};
 
 /// The API's page-size maximum (pluvo-api.md: "Maximum `first` is 50").
 pub const MAX_PAGE: usize = 50;
@@ -1433,7 +1433,8 @@ impl Mutation {
                     end_date: None,
                     time_spent_secs: 0,
                 });
-                changes.push(Change::ItemChanged(pos));
+                let index = data.users[pos as usize].items.len() - 1;
+                changes.push(Change::ItemChanged(pos, ItemChange::Created(index)));
             }
             out.added_refs.push(r);
             st.record_mutation("addUsersToTraining", &key, true);
@@ -1463,6 +1464,7 @@ impl Mutation {
             .ok_or_else(|| not_found("OfferEvent"))?;
         let (known, _, _) = resolve_users(&data, &user_refs, &[]);
         let mut out = Vec::new();
+        let mut enrolled = Vec::new();
         let now = Instant::now();
         for (pos, r) in known {
             let seq = data.users[pos as usize].seq;
@@ -1482,6 +1484,7 @@ impl Mutation {
                     let status = if full { "WAITLISTED" } else { "ENROLLED" };
                     event.enrollments.insert(seq, (id, status));
                     st.record_mutation("createOfferEventEnrollments", &key, true);
+                    enrolled.push(Change::Enrolled(pos, e as u32));
                     (id, status)
                 }
             };
@@ -1494,6 +1497,7 @@ impl Mutation {
         data.version += 1;
         drop(data);
         st.record_notification(send_mail.unwrap_or(false));
+        enrolled.into_iter().for_each(|c| st.record_change(c));
         Ok(Some(out))
     }
 
@@ -1547,7 +1551,8 @@ impl Mutation {
                     });
                     out.succeeded_ids.push(uid);
                     st.record_mutation("generateCertificate", &key, true);
-                    changes.push(Change::ItemChanged(pos));
+                    let index = data.users[pos as usize].items.len() - 1;
+                    changes.push(Change::ItemChanged(pos, ItemChange::Created(index)));
                 }
                 None => out.failed_ids.push(uid),
             }

@@ -38,6 +38,7 @@ pub(super) fn router(state: Arc<State>) -> Router {
         .route("/_sim/tick", post(tick))
         .route("/_sim/faults", post(set_faults).get(get_faults))
         .route("/_sim/expire-tokens", post(expire_tokens))
+        .route("/_sim/webhooks/redeliver", post(redeliver_webhooks))
         .with_state(app)
 }
 
@@ -344,6 +345,11 @@ async fn expire_tokens(AxState(app): AxState<App>) -> StatusCode {
         .unwrap_or_else(|e| e.into_inner())
         .clear();
     StatusCode::NO_CONTENT
+}
+
+/// Deliver every webhook answered 2xx once more (a forced redelivery).
+async fn redeliver_webhooks(AxState(app): AxState<App>) -> Json<serde_json::Value> {
+    Json(json!({ "queued": app.state.redeliver_webhooks() }))
 }
 
 #[cfg(test)]

@@ -259,6 +259,11 @@ impl Warehouse {
         &self.conn
     }
 
+    /// The connection for writes of sibling modules (`webhooks.rs`), in their own transactions.
+    pub(super) fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

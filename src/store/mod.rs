@@ -30,6 +30,7 @@ mod batch;
 mod duckdb;
 mod schema;
 pub mod tables;
+mod webhooks;
 
 use std::path::PathBuf;
 
@@ -42,6 +43,7 @@ pub use duckdb::{
 };
 pub use schema::SCHEMA_VERSION;
 pub use tables::{Column, ColumnType, HistorySpec, TableSpec, portfolio_item_key};
+pub use webhooks::{WEBHOOK_VIEWS, WebhookRow};
 
 /// Errors of the warehouse. Messages name the file or table in backticks and say what to do.
 #[derive(Debug, thiserror::Error)]

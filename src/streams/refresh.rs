@@ -82,7 +82,7 @@ pub async fn fetch(api: &Client, targets: &Targets) -> Result<Fetched> {
         source: Box::new(source),
     };
     let before = api.stats().requests;
-    let users: Vec<UserNode> = futures_util::stream::iter(targets.users.iter())
+    let users: Vec<UserNode> = futures_util::stream::iter(targets.users.iter().cloned())
         .map(|r| api.query::<One>(&queries::USER, json!({ "ref": r })))
         .buffer_unordered(PARALLEL)
         .map_ok(|one| one.user)
