@@ -13,3 +13,7 @@ mod sync;
 
 /// A `sync` process killed with SIGKILL at several moments resumes to the same tables.
 mod resume;
+
+/// Publishing: Parquet export (types, partitions, atomic), analyst views vs the simulator's
+/// data, `query` formats and errors, readers during a sync, compliance export.
+mod publish;
