@@ -249,7 +249,7 @@ pub fn run(config: &Config, args: &QueryArgs) -> Result<Exit> {
     }
 
     let reader = if args.snapshot {
-        Reader::snapshot(&config.export_dir, "--snapshot".into())?
+        Reader::snapshot(&config.export_dir, "--snapshot was given".into())?
     } else {
         Reader::open(&config.db, &config.export_dir)?
     };

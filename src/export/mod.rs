@@ -280,22 +280,15 @@ pub fn export(conn: &Connection, options: &Options, now: DateTime<Utc>) -> Resul
     let tmp = snapshots.join(format!(".tmp-{id}"));
     fs::create_dir_all(&tmp).map_err(io("creating the snapshot folder", &tmp))?;
     let previous = current_snapshot(&options.out);
-    let previous_manifest = previous.as_deref().and_then(|p| Manifest::read(p).ok());
 
-    let mut tables = Vec::new();
-    let mut written = Vec::new();
-    for table in TABLES {
-        if selected.iter().any(|t| t.name == table.name) {
-            tables.push(write_table(conn, table, &tmp, options.row_group_size)?);
-            written.push(table.name.to_string());
-        } else if let (Some(prev), Some(entry)) = (
-            previous.as_deref(),
-            previous_manifest.as_ref().and_then(|m| m.table(table.name)),
-        ) {
-            link_tree(&prev.join(table.name), &tmp.join(table.name))?;
-            tables.push(entry.clone());
+    let written = write_snapshot(conn, options, &selected, &tmp, previous.as_deref());
+    let (tables, written) = match written {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp); // a killed export leaves it to the next one
+            return Err(e);
         }
-    }
+    };
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         snapshot: id.clone(),
@@ -322,6 +315,33 @@ pub fn export(conn: &Connection, options: &Options, now: DateTime<Utc>) -> Resul
         written,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Write the selected tables into `tmp` and carry the others over from `previous`: the
+/// manifest entries, and the names of the tables written.
+fn write_snapshot(
+    conn: &Connection,
+    options: &Options,
+    selected: &[&TableExport],
+    tmp: &Path,
+    previous: Option<&Path>,
+) -> Result<(Vec<ManifestTable>, Vec<String>)> {
+    let previous_manifest = previous.and_then(|p| Manifest::read(p).ok());
+    let mut tables = Vec::new();
+    let mut written = Vec::new();
+    for table in TABLES {
+        if selected.iter().any(|t| t.name == table.name) {
+            tables.push(write_table(conn, table, tmp, options.row_group_size)?);
+            written.push(table.name.to_string());
+        } else if let (Some(prev), Some(entry)) = (
+            previous,
+            previous_manifest.as_ref().and_then(|m| m.table(table.name)),
+        ) {
+            link_tree(&prev.join(table.name), &tmp.join(table.name))?;
+            tables.push(entry.clone());
+        }
+    }
+    Ok((tables, written))
 }
 
 /// One table → `<dir>/<table>/`, by DuckDB's Parquet writer (zstd). Returns its manifest entry.
@@ -431,7 +451,14 @@ fn point_current(out: &Path, id: &str) -> Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::symlink(&target, &tmp).map_err(io("linking the snapshot", &tmp))?;
     #[cfg(not(unix))]
-    compile_error!("the export publishes snapshots through a symlink; only Unix is supported");
+    return Err(io("linking the snapshot", &tmp)(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        format!(
+            "snapshots are published through a symlink, only on Unix; read `{}`",
+            target.display()
+        ),
+    )));
+    #[cfg(unix)]
     fs::rename(&tmp, &link).map_err(io("publishing the snapshot as", &link))
 }
 
@@ -490,7 +517,10 @@ fn link_tree(from: &Path, to: &Path) -> Result<()> {
         if entry.file_type().map_err(io("reading", &src))?.is_dir() {
             link_tree(&src, &dst)?;
         } else {
-            fs::hard_link(&src, &dst).map_err(io("linking", &dst))?;
+            // A hard link costs nothing; a file system without them gets a copy.
+            if fs::hard_link(&src, &dst).is_err() {
+                fs::copy(&src, &dst).map_err(io("copying", &dst))?;
+            }
         }
     }
     Ok(())
