@@ -290,3 +290,72 @@ pub fn run(config: &Config, args: &QueryArgs) -> Result<Exit> {
     }
     Ok(Exit::Ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(raw: &[&str]) -> Vec<(String, String)> {
+        let raw: Vec<String> = raw.iter().map(|s| s.to_string()).collect();
+        parse_params(&raw)
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name, p.literal))
+            .collect()
+    }
+
+    #[test]
+    fn params_get_sql_types_and_repeated_names_become_lists() {
+        assert_eq!(
+            params(&[
+                "days=30",
+                "rate=0.5",
+                "as_of=2026-06-01",
+                "name=O'Brien",
+                "certificates=BHV",
+                "certificates=VCA Basic"
+            ]),
+            [
+                ("days".into(), "30".into()),
+                ("rate".into(), "0.5::DOUBLE".into()),
+                ("as_of".into(), "DATE '2026-06-01'".into()),
+                ("name".into(), "'O''Brien'".into()),
+                ("certificates".into(), "['BHV', 'VCA Basic']".into()),
+            ]
+        );
+        // Text that only looks numeric in another language stays text.
+        assert_eq!(
+            params(&["x=1e5", "y=NaN"]),
+            [("x".into(), "'1e5'".into()), ("y".into(), "'NaN'".into())]
+        );
+    }
+
+    #[test]
+    fn bad_params_are_usage_errors_that_show_the_form() {
+        for (raw, says) in [
+            ("days", "must be NAME=VALUE"),
+            ("1days=3", "is not a variable name"),
+            ("days; DROP TABLE users=1", "is not a variable name"),
+        ] {
+            let err = parse_params(&[raw.to_string()]).unwrap_err().to_string();
+            assert!(err.contains(says), "{raw}: {err}");
+        }
+    }
+
+    #[test]
+    fn trailing_semicolons_and_comments_do_not_break_wrapping() {
+        assert_eq!(body("SELECT 1;\n  ;  "), "SELECT 1");
+        let conn = Connection::open_in_memory().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("a.csv");
+        let rows = copy_to(
+            &conn,
+            "SELECT 42 AS n -- the answer\n;",
+            &out,
+            "FORMAT csv, HEADER true",
+        )
+        .unwrap();
+        assert_eq!(rows, 1);
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "n\n42\n");
+    }
+}

@@ -140,6 +140,17 @@ pub enum ExportError {
         dir.display()
     )]
     NoSnapshot { dir: PathBuf },
+    #[error(
+        "no published snapshot in `{}` to read instead; let the running sync finish (it publishes one) or run `pluvo-warehouse export`",
+        dir.display()
+    )]
+    NoFallback {
+        dir: PathBuf,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("reading the manifest `{}`: {source}", path.display())]
     Manifest {
         path: PathBuf,

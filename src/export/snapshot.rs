@@ -65,35 +65,32 @@ pub struct Reader {
 impl Reader {
     /// Open `db` read-only; when it is locked by a writer or missing, open the snapshot
     /// published in `export_dir`. Other errors (a damaged or newer file) are returned as is.
-    pub fn open(db: &Path, export_dir: &Path) -> anyhow::Result<Reader> {
-        match Warehouse::open_read_only(db) {
-            Ok(warehouse) => Ok(Reader {
-                handle: Handle::Warehouse(warehouse),
-                source: Source::Warehouse {
-                    path: db.to_path_buf(),
-                },
-            }),
-            Err(err @ (StoreError::Locked { .. } | StoreError::Missing { .. })) => {
-                let reason = match &err {
-                    StoreError::Locked { pid, .. } => format!(
-                        "`{}` is being written by another process{}",
-                        db.display(),
-                        pid.map(|p| format!(" (PID {p})")).unwrap_or_default()
-                    ),
-                    _ => format!("`{}` does not exist", db.display()),
-                };
-                match Reader::snapshot(export_dir, reason) {
-                    Ok(reader) => Ok(reader),
-                    Err(ExportError::NoSnapshot { .. }) => {
-                        Err(anyhow::Error::new(err).context(format!(
-                            "and there is no published snapshot in `{}` to read instead",
-                            export_dir.display()
-                        )))
-                    }
-                    Err(e) => Err(e.into()),
-                }
+    pub fn open(db: &Path, export_dir: &Path) -> Result<Reader> {
+        let err = match Warehouse::open_read_only(db) {
+            Ok(warehouse) => {
+                return Ok(Reader {
+                    handle: Handle::Warehouse(warehouse),
+                    source: Source::Warehouse {
+                        path: db.to_path_buf(),
+                    },
+                });
             }
-            Err(err) => Err(err.into()),
+            Err(err @ (StoreError::Locked { .. } | StoreError::Missing { .. })) => err,
+            Err(err) => return Err(err.into()),
+        };
+        let reason = match &err {
+            StoreError::Locked { pid, .. } => format!(
+                "`{}` is being written by another process{}",
+                db.display(),
+                pid.map(|p| format!(" (PID {p})")).unwrap_or_default()
+            ),
+            _ => format!("`{}` does not exist", db.display()),
+        };
+        match Reader::snapshot(export_dir, reason) {
+            Err(ExportError::NoSnapshot { dir }) => {
+                Err(ExportError::NoFallback { dir, source: err })
+            }
+            other => other,
         }
     }
 
