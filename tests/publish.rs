@@ -241,6 +241,42 @@ async fn export_reads_back_equal_to_the_tables_with_their_types() {
             table.name
         );
     }
+    // --tables: one table re-exported, the others carried over as hard links (same files).
+    let report = export::export(
+        &read_only(&db),
+        &export::Options {
+            tables: vec!["users".into()],
+            ..export::Options::new(export_dir(&db))
+        },
+        Utc::now(),
+    )
+    .unwrap();
+    assert_eq!(report.written, ["users"]);
+    let next = export::current_snapshot(&export_dir(&db)).unwrap();
+    assert_ne!(next, current);
+    for table in TABLES {
+        let (old, new) = (
+            parquet_files(&current.join(table.name)),
+            parquet_files(&next.join(table.name)),
+        );
+        assert_eq!(old.len(), new.len(), "`{}` files", table.name);
+        for (a, b) in old.iter().zip(&new) {
+            use std::os::unix::fs::MetadataExt;
+            let same = std::fs::metadata(a).unwrap().ino() == std::fs::metadata(b).unwrap().ino();
+            assert_eq!(same, table.name != "users", "{}", b.display());
+        }
+    }
+    let rows_of = |m: &Manifest| {
+        m.tables
+            .iter()
+            .map(|t| (t.name.clone(), t.rows))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        rows_of(&assert_complete(&export_dir(&db))),
+        rows_of(&manifest)
+    );
+
     // Readers see real types, not strings.
     let (types, _) = table_via_duckdb(&db, "users");
     let types: BTreeMap<_, _> = types.into_iter().collect();
@@ -916,6 +952,20 @@ async fn query_formats_parse_back_and_errors_are_duckdbs() {
     let err = text(&out.stderr);
     assert!(err.contains("userz") && err.contains("LINE 2"), "{err}");
     assert!(out.stdout.is_empty());
+
+    // No warehouse and nothing published: an error that says both, exit 1.
+    let out = run(cli(
+        &config,
+        &dir.path().join("none.duckdb"),
+        sim.client_secret(),
+    )
+    .args(["query", "SELECT 1"]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("no published snapshot in") && err.contains("none.duckdb` does not exist"),
+        "{err}"
+    );
 }
 
 // Acceptance: `query` and a DuckDB read of the published data both succeed while a long sync

@@ -147,10 +147,10 @@ pub enum ExportError {
     NoFallback {
         dir: PathBuf,
         #[source]
-        source: crate::store::StoreError,
+        source: Box<crate::store::StoreError>,
     },
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(Box<crate::store::StoreError>),
     #[error("reading the manifest `{}`: {source}", path.display())]
     Manifest {
         path: PathBuf,
@@ -160,6 +160,12 @@ pub enum ExportError {
 }
 
 pub type Result<T, E = ExportError> = std::result::Result<T, E>;
+
+impl From<crate::store::StoreError> for ExportError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ExportError::Store(Box::new(e))
+    }
+}
 
 fn io(doing: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ExportError {
     let path = path.to_path_buf();

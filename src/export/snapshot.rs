@@ -87,9 +87,10 @@ impl Reader {
             _ => format!("`{}` does not exist", db.display()),
         };
         match Reader::snapshot(export_dir, reason) {
-            Err(ExportError::NoSnapshot { dir }) => {
-                Err(ExportError::NoFallback { dir, source: err })
-            }
+            Err(ExportError::NoSnapshot { dir }) => Err(ExportError::NoFallback {
+                dir,
+                source: Box::new(err),
+            }),
             other => other,
         }
     }
