@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use chrono::Utc;
 
 use crate::cli::{Format, SyncArgs, sync};
-use crate::config::{Config, Flags};
+use crate::demo::config_for_sim;
 use crate::export::{Options, export};
 use crate::sim::{Sim, SimConfig};
 use crate::store::Warehouse;
@@ -25,24 +25,7 @@ pub async fn run(users: usize, rounds: usize) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("pluvo-bench-export-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let db = dir.join("bench.duckdb");
-    let file = dir.join("pluvo-warehouse.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[pluvo]\nurl = \"{}\"\nclient_id = \"{}\"\n\n[warehouse]\ndb = \"{}\"\n",
-            sim.url(),
-            sim.client_id(),
-            db.display()
-        ),
-    )?;
-    let secret = sim.client_secret().to_string();
-    let config = Config::load_with(
-        &Flags {
-            config: Some(file),
-            ..Flags::default()
-        },
-        |name| (name == "PLUVO_CLIENT_SECRET").then(|| secret.clone()),
-    )?;
+    let config = config_for_sim(&sim, &dir.join("pluvo-warehouse.toml"), &db, "bench export")?;
     let args = SyncArgs {
         streams: Vec::new(),
         full_refresh: false,
