@@ -51,6 +51,12 @@ pub enum Command {
     Demo(DemoArgs),
     /// Extract Pluvo into the warehouse, incrementally (resumes after a crash)
     Sync(SyncArgs),
+    /// Publish every table as Parquet (atomic snapshot + manifest); `export compliance`
+    Export(crate::export::command::ExportArgs),
+    /// Run SQL against the warehouse (its published snapshot while a sync writes it)
+    Query(crate::query::QueryArgs),
+    /// Install the analyst views of sql/views/ into the warehouse and list them
+    Views,
     /// The built-in Pluvo simulator (tests, demos, benchmarks)
     Sim {
         #[command(subcommand)]
@@ -137,6 +143,15 @@ pub enum BenchCommand {
         /// Most unanswered requests at once
         #[arg(long, default_value_t = 256)]
         in_flight: usize,
+    },
+    /// Parquet export of a synced organisation: wall time, MB written, share of a sync
+    Export {
+        /// Users in the simulated organisation (about 5 portfolio items each)
+        #[arg(long, default_value_t = 100_000)]
+        users: usize,
+        /// Exports timed (the median is reported)
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// API client vs a plain fetch loop: pages/s, rows/s, overhead
     Client {
@@ -357,6 +372,9 @@ async fn run(cli: Cli) -> Result<Exit> {
                 Exit::Ok
             })
         }
+        Command::Export(args) => crate::export::command::run(&Config::load(&flags)?, &args),
+        Command::Query(args) => crate::query::run(&Config::load(&flags)?, &args),
+        Command::Views => crate::views::run(&Config::load(&flags)?),
         Command::Sim { command } => match command {
             SimCommand::Serve(args) => serve(*args).await,
             SimCommand::Sdl => {
@@ -392,6 +410,10 @@ async fn run(cli: Cli) -> Result<Exit> {
                 in_flight,
             } => {
                 crate::bench::webhook::run(rate, seconds, in_flight).await?;
+                Ok(Exit::Ok)
+            }
+            BenchCommand::Export { users, rounds } => {
+                crate::bench::export::run(users, rounds).await?;
                 Ok(Exit::Ok)
             }
             BenchCommand::Client {
@@ -495,9 +517,15 @@ pub async fn sync(config: &Config, args: &SyncArgs, quiet: bool) -> Result<strea
         full_refresh: args.full_refresh,
     };
     let progress = Bars::new(quiet);
-    let (_warehouse, outcome) = streams::run(&client, warehouse, &options, progress)
+    let (warehouse, outcome) = streams::run(&client, warehouse, &options, progress)
         .await
         .context("sync")?;
+    if !outcome.failed() {
+        // Readers are never locked out: they read this snapshot while the next sync writes.
+        let report = crate::export::command::after_sync(&warehouse, config)?;
+        tracing::info!(dir = %report.dir.display(), seconds = report.seconds, "Snapshot published.");
+    }
+    warehouse.close().context("closing the warehouse")?;
     Ok(outcome)
 }
 

@@ -58,6 +58,30 @@ pub fn answer(
     Ok((total, batches))
 }
 
+/// Write `file` (a configuration for the in-process `sim`, warehouse `db`) and load it, with
+/// the simulator's secret in place of the environment. Used by the demo and the benchmarks.
+pub fn config_for_sim(sim: &Sim, file: &Path, db: &Path, by: &str) -> Result<Config> {
+    std::fs::write(
+        file,
+        format!(
+            "# Written by `pluvo-warehouse {by}`: the in-process simulator it ran against.\n\
+             [pluvo]\nurl = \"{}\"\nclient_id = \"{}\"\n\n[warehouse]\ndb = \"{}\"\n",
+            sim.url(),
+            sim.client_id(),
+            db.display()
+        ),
+    )
+    .with_context(|| format!("writing `{}`", file.display()))?;
+    let secret = sim.client_secret().to_string();
+    Ok(Config::load_with(
+        &Flags {
+            config: Some(file.to_path_buf()),
+            ..Flags::default()
+        },
+        |name| (name == "PLUVO_CLIENT_SECRET").then(|| secret.clone()),
+    )?)
+}
+
 pub async fn run(dir: &Path, users: usize, quiet: bool) -> Result<Exit> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating the demo folder `{}`", dir.display()))?;
@@ -77,25 +101,7 @@ pub async fn run(dir: &Path, users: usize, quiet: bool) -> Result<Exit> {
     })
     .await
     .context("starting the simulator")?;
-    let config_file = dir.join("pluvo-warehouse.toml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "# Written by `pluvo-warehouse demo`: the in-process simulator it ran against.\n\
-             [pluvo]\nurl = \"{}\"\nclient_id = \"{}\"\n\n[warehouse]\ndb = \"{}\"\n",
-            sim.url(),
-            sim.client_id(),
-            db.display()
-        ),
-    )?;
-    let secret = sim.client_secret().to_string();
-    let config = Config::load_with(
-        &Flags {
-            config: Some(config_file.clone()),
-            ..Flags::default()
-        },
-        |name| (name == "PLUVO_CLIENT_SECRET").then(|| secret.clone()),
-    )?;
+    let config = config_for_sim(&sim, &dir.join("pluvo-warehouse.toml"), &db, "demo")?;
 
     eprintln!(
         "1. Started a simulated Pluvo organisation: {users} users at {} (seed 42).",

@@ -16,3 +16,7 @@ mod resume;
 
 /// `webhook serve`: signed simulator events stored once, refusals, retries, graceful shutdown.
 mod webhook;
+
+/// Publishing: Parquet export (types, partitions, atomic), analyst views vs the simulator's
+/// data, `query` formats and errors, readers during a sync, compliance export.
+mod publish;

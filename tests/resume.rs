@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pluvo_warehouse::sim::{Faults, SimConfig};
 
-use crate::support::{rows, sim_with, sync};
+use crate::support::{cli, rows, sim_with, sync};
 
 /// Data columns per table (bookkeeping excluded), as in `tests/sync.rs`.
 const TABLES: &[&str] = &[
@@ -22,24 +22,10 @@ const TABLES: &[&str] = &[
 
 // Multi-threaded: the simulator keeps serving while this thread waits for the child process.
 /// `pluvo-warehouse --quiet --config CONFIG --db DB sync`, with only the secret from the
-/// environment (PLUVO_* variables of the caller's environment removed).
+/// environment.
 fn sync_command(config: &Path, db: &Path, secret: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pluvo-warehouse"));
-    cmd.args(["--quiet", "--config"])
-        .arg(config)
-        .arg("--db")
-        .arg(db)
-        .arg("sync")
-        .env("PLUVO_CLIENT_SECRET", secret);
-    for var in [
-        "PLUVO_URL",
-        "PLUVO_CLIENT_ID",
-        "PLUVO_SCOPE",
-        "PLUVO_DB",
-        "PLUVO_CONFIG",
-    ] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = cli(config, db, secret);
+    cmd.arg("sync");
     cmd
 }
 

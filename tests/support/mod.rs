@@ -181,3 +181,39 @@ fn render(value: duckdb::types::Value) -> String {
         other => format!("{other:?}"),
     }
 }
+
+/// `pluvo-warehouse --quiet --config CONFIG --db DB` (add the command), with only the secret
+/// from the environment (PLUVO_* variables of the caller's environment removed).
+pub fn cli(config: &std::path::Path, db: &std::path::Path, secret: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pluvo-warehouse"));
+    cmd.args(["--quiet", "--config"])
+        .arg(config)
+        .arg("--db")
+        .arg(db)
+        .env("PLUVO_CLIENT_SECRET", secret);
+    for var in [
+        "PLUVO_URL",
+        "PLUVO_CLIENT_ID",
+        "PLUVO_SCOPE",
+        "PLUVO_DB",
+        "PLUVO_CONFIG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// A `pluvo-warehouse.toml` in `dir` pointing at `sim` (the secret comes from the environment).
+pub fn config_file(sim: &Sim, dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("pluvo-warehouse.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[pluvo]\nurl = \"{}\"\nclient_id = \"{}\"\n",
+            sim.url(),
+            sim.client_id()
+        ),
+    )
+    .unwrap();
+    path
+}

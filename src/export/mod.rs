@@ -1,0 +1,573 @@
+//! `export`: the warehouse's tables as Parquet, published as one immutable, always-readable
+//! snapshot with a manifest. Inputs: a DuckDB connection to the warehouse (the writer's at
+//! the end of `sync`, or a read-only one). Outputs, in the export folder:
+//!
+//! ```text
+//! pluvo-export/
+//!   current -> snapshots/20261123T125501.123Z-run3      (symlink, swapped atomically)
+//!   snapshots/20261123T125501.123Z-run3/
+//!     manifest.json                                     (tables, rows, run id, export time)
+//!     users/data_0.parquet
+//!     portfolio_items/related_object_type=TRAINING/completion_year=2024/data_0.parquet
+//!   .lock                                               (one exporter at a time)
+//! ```
+//!
+//! Publishing: every file is written by DuckDB's `COPY ... (FORMAT parquet)` into
+//! `snapshots/.tmp-<id>/`; the manifest is written last; the folder is renamed to its final
+//! name, then a new symlink replaces `current` by `rename(2)`, which is atomic. A reader that
+//! resolves `current` therefore sees either the previous snapshot or the new one, complete,
+//! never a mix and never a half-written file; a killed export leaves only a `.tmp-*` folder,
+//! removed by the next export. The previous snapshot is kept (readers pinned to it, like
+//! `query`, keep working through one more export); older ones are deleted.
+//!
+//! Does not open the warehouse itself and never calls HTTP; `query` and `export compliance`
+//! read snapshots through [`snapshot`].
+
+pub mod command;
+pub mod compliance;
+pub mod snapshot;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use duckdb::Connection;
+use serde::{Deserialize, Serialize};
+
+/// The symlink to the published snapshot, in the export folder.
+pub const CURRENT: &str = "current";
+/// The folder holding the snapshots, in the export folder.
+pub const SNAPSHOTS: &str = "snapshots";
+/// The manifest's file name, inside each snapshot.
+pub const MANIFEST: &str = "manifest.json";
+/// Version of the manifest's layout; bumped when a field changes meaning.
+pub const MANIFEST_FORMAT: u32 = 1;
+/// Rows per Parquet row group. A row group is the unit readers skip by its min/max
+/// statistics and read in parallel: ~100k rows keeps a users group near 10 MB uncompressed,
+/// small enough to prune, large enough for good compression (DuckDB's default is 122,880).
+pub const ROW_GROUP_SIZE: usize = 100_000;
+
+/// How one table is exported.
+#[derive(Debug, Clone, Copy)]
+pub struct TableExport {
+    pub name: &'static str,
+    /// Extra columns computed for partitioning (`expr AS name`), empty for none.
+    pub derived: &'static str,
+    /// Hive partition columns (`col=value/` folders); their values live in the folder names,
+    /// not in the files, as Spark, DuckDB, polars and pyarrow expect.
+    pub partition_by: &'static [&'static str],
+}
+
+/// Every exported table. Bookkeeping tables (`_seen_*`, `_checkpoints`, `_schema`) stay in the
+/// warehouse; `_runs` and `_run_streams` are exported so a snapshot says where it came from.
+pub const TABLES: &[TableExport] = &[
+    TableExport {
+        name: "users",
+        derived: "",
+        partition_by: &[],
+    },
+    // The big one (about 5 per user): readers filter by type and by completion year, so each
+    // (type, year) is one folder they can skip without opening it. Items without a completion
+    // date land in `completion_year=NULL`.
+    TableExport {
+        name: "portfolio_items",
+        derived: "year(completion_date) AS completion_year",
+        partition_by: &["related_object_type", "completion_year"],
+    },
+    TableExport {
+        name: "portfolio_item_history",
+        derived: "",
+        partition_by: &[],
+    },
+    TableExport {
+        name: "certificates",
+        derived: "",
+        partition_by: &[],
+    },
+    TableExport {
+        name: "groups",
+        derived: "",
+        partition_by: &[],
+    },
+    TableExport {
+        name: "group_members",
+        derived: "",
+        partition_by: &[],
+    },
+    TableExport {
+        name: "trainings",
+        derived: "",
+        partition_by: &[],
+    },
+    TableExport {
+        name: "_runs",
+        derived: "",
+        partition_by: &[],
+    },
+    TableExport {
+        name: "_run_streams",
+        derived: "",
+        partition_by: &[],
+    },
+];
+
+/// Errors of export and snapshot reading. Messages name the path or table in backticks.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{doing} `{}`: {source}", path.display())]
+    Io {
+        doing: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{doing}: {source}")]
+    Db {
+        doing: String,
+        #[source]
+        source: duckdb::Error,
+    },
+    #[error(
+        "another export is writing `{}`; wait for it to finish (exports take seconds)",
+        path.display()
+    )]
+    Busy { path: PathBuf },
+    #[error("unknown table `{name}`; exported tables: {known}")]
+    UnknownTable { name: String, known: String },
+    #[error(
+        "no published snapshot in `{}`; run `pluvo-warehouse sync` (it publishes one) or `pluvo-warehouse export`",
+        dir.display()
+    )]
+    NoSnapshot { dir: PathBuf },
+    #[error(
+        "no published snapshot in `{}` to read instead; let the running sync finish (it publishes one) or run `pluvo-warehouse export`",
+        dir.display()
+    )]
+    NoFallback {
+        dir: PathBuf,
+        #[source]
+        source: Box<crate::store::StoreError>,
+    },
+    #[error(transparent)]
+    Store(Box<crate::store::StoreError>),
+    #[error("reading the manifest `{}`: {source}", path.display())]
+    Manifest {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+pub type Result<T, E = ExportError> = std::result::Result<T, E>;
+
+impl From<crate::store::StoreError> for ExportError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ExportError::Store(Box::new(e))
+    }
+}
+
+fn io(doing: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ExportError {
+    let path = path.to_path_buf();
+    move |source| ExportError::Io {
+        doing,
+        path,
+        source,
+    }
+}
+
+fn db(doing: impl Into<String>) -> impl FnOnce(duckdb::Error) -> ExportError {
+    let doing = doing.into();
+    move |source| ExportError::Db { doing, source }
+}
+
+/// What a snapshot holds; `manifest.json` beside the table folders.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    /// The snapshot's folder name under `snapshots/`.
+    pub snapshot: String,
+    pub exported_at: DateTime<Utc>,
+    /// The last `sync` run that succeeded before the export (`_runs.run_id`), if any.
+    pub run_id: Option<i64>,
+    /// When that run ended.
+    pub run_ended_at: Option<DateTime<Utc>>,
+    pub schema_version: i64,
+    pub tool_version: String,
+    pub tables: Vec<ManifestTable>,
+}
+
+/// One table of a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestTable {
+    pub name: String,
+    pub rows: u64,
+    pub files: u64,
+    pub bytes: u64,
+    /// Hive partition columns, in folder order.
+    pub partition_by: Vec<String>,
+    /// Glob of the table's files, relative to the snapshot folder (for `read_parquet`).
+    pub glob: String,
+}
+
+impl Manifest {
+    /// Read `manifest.json` from a snapshot folder.
+    pub fn read(dir: &Path) -> Result<Manifest> {
+        let path = dir.join(MANIFEST);
+        let text = fs::read_to_string(&path).map_err(io("reading the manifest", &path))?;
+        serde_json::from_str(&text).map_err(|source| ExportError::Manifest { path, source })
+    }
+
+    pub fn table(&self, name: &str) -> Option<&ManifestTable> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+
+    /// Bytes of all files of the snapshot.
+    pub fn bytes(&self) -> u64 {
+        self.tables.iter().map(|t| t.bytes).sum()
+    }
+}
+
+/// What to export, and where.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The export folder (`current`, `snapshots/` inside).
+    pub out: PathBuf,
+    /// Tables to re-export; empty = all. The others are carried over from the current
+    /// snapshot (hard links, no copy).
+    pub tables: Vec<String>,
+    pub row_group_size: usize,
+}
+
+impl Options {
+    pub fn new(out: impl Into<PathBuf>) -> Options {
+        Options {
+            out: out.into(),
+            tables: Vec::new(),
+            row_group_size: ROW_GROUP_SIZE,
+        }
+    }
+}
+
+/// What an export did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The published snapshot folder.
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    /// Tables written by this export (the others were carried over).
+    pub written: Vec<String>,
+    pub seconds: f64,
+}
+
+/// The tables named in `names` (all when empty), or an error naming the unknown one.
+pub fn select(names: &[String]) -> Result<Vec<&'static TableExport>> {
+    if names.is_empty() {
+        return Ok(TABLES.iter().collect());
+    }
+    names
+        .iter()
+        .map(|name| {
+            TABLES
+                .iter()
+                .find(|t| t.name == name)
+                .ok_or_else(|| ExportError::UnknownTable {
+                    name: name.clone(),
+                    known: TABLES.iter().map(|t| t.name).collect::<Vec<_>>().join(", "),
+                })
+        })
+        .collect()
+}
+
+/// Export the tables of `conn` to `options.out` and publish them as the new `current`
+/// snapshot. `now` is the export time written into the manifest.
+pub fn export(conn: &Connection, options: &Options, now: DateTime<Utc>) -> Result<Report> {
+    let started = Instant::now();
+    let selected = select(&options.tables)?;
+    let snapshots = options.out.join(SNAPSHOTS);
+    fs::create_dir_all(&snapshots).map_err(io("creating the export folder", &snapshots))?;
+    let _lock = lock(&options.out)?;
+    remove_leftovers(&snapshots)?;
+
+    let (run_id, run_ended_at) = last_run(conn)?;
+    let schema_version: i64 = conn
+        .query_row("SELECT max(version) FROM _schema", [], |r| r.get(0))
+        .map_err(db("reading the schema version"))?;
+    let id = snapshot_id(&snapshots, now, run_id);
+    let tmp = snapshots.join(format!(".tmp-{id}"));
+    fs::create_dir_all(&tmp).map_err(io("creating the snapshot folder", &tmp))?;
+    let previous = current_snapshot(&options.out);
+
+    let written = write_snapshot(conn, options, &selected, &tmp, previous.as_deref());
+    let (tables, written) = match written {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp); // a killed export leaves it to the next one
+            return Err(e);
+        }
+    };
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        snapshot: id.clone(),
+        exported_at: now,
+        run_id,
+        run_ended_at,
+        schema_version,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        tables,
+    };
+    write_atomically(
+        &tmp.join(MANIFEST),
+        serde_json::to_string_pretty(&manifest)
+            .expect("manifest serialises")
+            .as_bytes(),
+    )?;
+    let dir = snapshots.join(&id);
+    fs::rename(&tmp, &dir).map_err(io("publishing the snapshot", &dir))?;
+    point_current(&options.out, &id)?;
+    prune(&snapshots, &id, previous.as_deref())?;
+    Ok(Report {
+        dir,
+        manifest,
+        written,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Write the selected tables into `tmp` and carry the others over from `previous`: the
+/// manifest entries, and the names of the tables written.
+fn write_snapshot(
+    conn: &Connection,
+    options: &Options,
+    selected: &[&TableExport],
+    tmp: &Path,
+    previous: Option<&Path>,
+) -> Result<(Vec<ManifestTable>, Vec<String>)> {
+    let previous_manifest = previous.and_then(|p| Manifest::read(p).ok());
+    let mut tables = Vec::new();
+    let mut written = Vec::new();
+    for table in TABLES {
+        if selected.iter().any(|t| t.name == table.name) {
+            tables.push(write_table(conn, table, tmp, options.row_group_size)?);
+            written.push(table.name.to_string());
+        } else if let (Some(prev), Some(entry)) = (
+            previous,
+            previous_manifest.as_ref().and_then(|m| m.table(table.name)),
+        ) {
+            link_tree(&prev.join(table.name), &tmp.join(table.name))?;
+            tables.push(entry.clone());
+        }
+    }
+    Ok((tables, written))
+}
+
+/// One table → `<dir>/<table>/`, by DuckDB's Parquet writer (zstd). Returns its manifest entry.
+fn write_table(
+    conn: &Connection,
+    table: &TableExport,
+    dir: &Path,
+    row_group_size: usize,
+) -> Result<ManifestTable> {
+    let folder = dir.join(table.name);
+    let select = if table.derived.is_empty() {
+        format!("SELECT * FROM \"{}\"", table.name)
+    } else {
+        format!("SELECT *, {} FROM \"{}\"", table.derived, table.name)
+    };
+    let (target, partition, glob) = if table.partition_by.is_empty() {
+        fs::create_dir_all(&folder).map_err(io("creating the table folder", &folder))?;
+        (
+            folder.join("data_0.parquet"),
+            String::new(),
+            format!("{}/*.parquet", table.name),
+        )
+    } else {
+        (
+            folder.clone(),
+            format!(", PARTITION_BY ({})", table.partition_by.join(", ")),
+            format!("{}/**/*.parquet", table.name),
+        )
+    };
+    let rows = conn
+        .execute(
+            &format!(
+                "COPY ({select}) TO '{}' (FORMAT parquet, COMPRESSION zstd, \
+                 ROW_GROUP_SIZE {row_group_size}{partition})",
+                sql_path(&target)
+            ),
+            [],
+        )
+        .map_err(db(format!("exporting `{}` to Parquet", table.name)))?;
+    let (files, bytes) = tree_size(&folder)?;
+    Ok(ManifestTable {
+        name: table.name.to_string(),
+        rows: rows as u64,
+        files,
+        bytes,
+        partition_by: table.partition_by.iter().map(|c| c.to_string()).collect(),
+        glob,
+    })
+}
+
+/// A path as the body of a SQL string literal.
+pub(crate) fn sql_path(path: &Path) -> String {
+    path.display().to_string().replace('\'', "''")
+}
+
+/// The last successful run: (id, end time).
+fn last_run(conn: &Connection) -> Result<(Option<i64>, Option<DateTime<Utc>>)> {
+    conn.query_row(
+        "SELECT max(run_id), max(ended_at)::TIMESTAMP::VARCHAR FROM _runs
+         WHERE run_id = (SELECT max(run_id) FROM _runs WHERE status = 'succeeded')",
+        [],
+        |r| {
+            let ended: Option<String> = r.get(1)?;
+            Ok((
+                r.get(0)?,
+                ended.and_then(|t| {
+                    chrono::NaiveDateTime::parse_from_str(&t, "%Y-%m-%d %H:%M:%S%.f")
+                        .ok()
+                        .map(|n| n.and_utc())
+                }),
+            ))
+        },
+    )
+    .map_err(db("reading the last run"))
+}
+
+/// A new snapshot name: export time (ms) and source run, unique in `snapshots`.
+fn snapshot_id(snapshots: &Path, now: DateTime<Utc>, run: Option<i64>) -> String {
+    let base = format!(
+        "{}-run{}",
+        now.format("%Y%m%dT%H%M%S%.3fZ"),
+        run.map_or("none".to_string(), |r| r.to_string())
+    );
+    let mut id = base.clone();
+    let mut n = 1;
+    while snapshots.join(&id).exists() || snapshots.join(format!(".tmp-{id}")).exists() {
+        n += 1;
+        id = format!("{base}-{n}");
+    }
+    id
+}
+
+/// The folder `current` points to, if there is one.
+pub fn current_snapshot(out: &Path) -> Option<PathBuf> {
+    let target = fs::read_link(out.join(CURRENT)).ok()?;
+    let dir = out.join(target);
+    dir.is_dir().then_some(dir)
+}
+
+/// Point `current` at `snapshots/<id>`: a new symlink under a temporary name, renamed over
+/// the old one (rename replaces a symlink atomically; readers never see `current` missing).
+fn point_current(out: &Path, id: &str) -> Result<()> {
+    let link = out.join(CURRENT);
+    let tmp = out.join(format!(".{CURRENT}.tmp"));
+    let _ = fs::remove_file(&tmp);
+    let target = Path::new(SNAPSHOTS).join(id);
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&target, &tmp).map_err(io("linking the snapshot", &tmp))?;
+    #[cfg(not(unix))]
+    return Err(io("linking the snapshot", &tmp)(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        format!(
+            "snapshots are published through a symlink, only on Unix; read `{}`",
+            target.display()
+        ),
+    )));
+    #[cfg(unix)]
+    fs::rename(&tmp, &link).map_err(io("publishing the snapshot as", &link))
+}
+
+/// Take the export folder's lock (released when the file is dropped).
+fn lock(out: &Path) -> Result<fs::File> {
+    let path = out.join(".lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io("opening the export lock", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(ExportError::Busy {
+            path: out.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(io("locking the export folder", &path)(e)),
+    }
+}
+
+/// Remove `.tmp-*` folders of killed exports (we hold the lock: no export is running).
+fn remove_leftovers(snapshots: &Path) -> Result<()> {
+    for entry in fs::read_dir(snapshots).map_err(io("listing", snapshots))? {
+        let entry = entry.map_err(io("listing", snapshots))?;
+        if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            let path = entry.path();
+            fs::remove_dir_all(&path).map_err(io("removing an interrupted export", &path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Keep the new snapshot and the one it replaced; delete older ones.
+fn prune(snapshots: &Path, keep: &str, previous: Option<&Path>) -> Result<()> {
+    let previous = previous.and_then(|p| p.file_name().map(|n| n.to_os_string()));
+    for entry in fs::read_dir(snapshots).map_err(io("listing", snapshots))? {
+        let entry = entry.map_err(io("listing", snapshots))?;
+        let name = entry.file_name();
+        let hidden = name.to_string_lossy().starts_with('.');
+        if hidden || name == keep || Some(&name) == previous.as_ref() {
+            continue;
+        }
+        let path = entry.path();
+        fs::remove_dir_all(&path).map_err(io("removing an old snapshot", &path))?;
+    }
+    Ok(())
+}
+
+/// Hard-link every file of `from` into `to` (same tree), for tables carried over unchanged.
+fn link_tree(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to).map_err(io("creating", to))?;
+    for entry in fs::read_dir(from).map_err(io("listing", from))? {
+        let entry = entry.map_err(io("listing", from))?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type().map_err(io("reading", &src))?.is_dir() {
+            link_tree(&src, &dst)?;
+        } else {
+            // A hard link costs nothing; a file system without them gets a copy.
+            if fs::hard_link(&src, &dst).is_err() {
+                fs::copy(&src, &dst).map_err(io("copying", &dst))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// (files, bytes) under `dir`.
+pub(crate) fn tree_size(dir: &Path) -> Result<(u64, u64)> {
+    let mut total = (0, 0);
+    if !dir.exists() {
+        return Ok(total);
+    }
+    for entry in fs::read_dir(dir).map_err(io("listing", dir))? {
+        let entry = entry.map_err(io("listing", dir))?;
+        let meta = entry.metadata().map_err(io("reading", &entry.path()))?;
+        if meta.is_dir() {
+            let (f, b) = tree_size(&entry.path())?;
+            total = (total.0 + f, total.1 + b);
+        } else {
+            total = (total.0 + 1, total.1 + meta.len());
+        }
+    }
+    Ok(total)
+}
+
+/// Write `bytes` to `path` through a temporary file and a rename, synced to disk.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut file = fs::File::create(&tmp).map_err(io("writing", &tmp))?;
+    file.write_all(bytes).map_err(io("writing", &tmp))?;
+    file.sync_all().map_err(io("syncing", &tmp))?;
+    fs::rename(&tmp, path).map_err(io("renaming into place", path))
+}

@@ -1,0 +1,139 @@
+//! Reading the warehouse without ever being locked out: [`Reader::open`] opens the DuckDB file
+//! read-only, and when a writer (a running `sync`) holds it, or it is missing, answers from
+//! the published Parquet snapshot instead: an in-memory DuckDB with one view per table over
+//! `read_parquet`, plus the analyst views. `query`, `export compliance` (and later `status`)
+//! read through it.
+//!
+//! The snapshot is pinned when it is opened: the views name the snapshot's own folder (the
+//! target of `current`), not `current`, so an export that publishes a newer snapshot meanwhile
+//! does not change what an open reader sees (the previous snapshot is kept one export longer).
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use duckdb::{AccessMode, Connection};
+
+use super::{ExportError, Manifest, Result, current_snapshot, db, sql_path};
+use crate::store::{StoreError, Warehouse, duckdb_config};
+
+/// Where a reader's answers come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// The warehouse file itself (the newest data).
+    Warehouse { path: PathBuf },
+    /// A published snapshot, because the warehouse was locked by a writer or missing.
+    Snapshot {
+        dir: PathBuf,
+        run_id: Option<i64>,
+        exported_at: DateTime<Utc>,
+        /// Why the warehouse was not read (the lock or missing-file error).
+        reason: String,
+    },
+}
+
+impl Source {
+    /// A one-line note for stderr when the answer comes from a snapshot.
+    pub fn note(&self) -> Option<String> {
+        match self {
+            Source::Warehouse { .. } => None,
+            Source::Snapshot {
+                dir,
+                run_id,
+                exported_at,
+                reason,
+            } => Some(format!(
+                "note: {reason}; answering from the published snapshot `{}` (run {}, exported {})",
+                dir.display(),
+                run_id.map_or("none".to_string(), |r| r.to_string()),
+                exported_at.format("%Y-%m-%d %H:%M:%S UTC")
+            )),
+        }
+    }
+}
+
+enum Handle {
+    Warehouse(Warehouse),
+    Snapshot(Connection),
+}
+
+/// A read-only view of the warehouse: the file, or its published snapshot.
+pub struct Reader {
+    handle: Handle,
+    pub source: Source,
+}
+
+impl Reader {
+    /// Open `db` read-only; when it is locked by a writer or missing, open the snapshot
+    /// published in `export_dir`. Other errors (a damaged or newer file) are returned as is.
+    pub fn open(db: &Path, export_dir: &Path) -> Result<Reader> {
+        let err = match Warehouse::open_read_only(db) {
+            Ok(warehouse) => {
+                return Ok(Reader {
+                    handle: Handle::Warehouse(warehouse),
+                    source: Source::Warehouse {
+                        path: db.to_path_buf(),
+                    },
+                });
+            }
+            Err(err @ (StoreError::Locked { .. } | StoreError::Missing { .. })) => err,
+            Err(err) => return Err(err.into()),
+        };
+        let reason = match &err {
+            StoreError::Locked { pid, .. } => format!(
+                "`{}` is being written by another process{}",
+                db.display(),
+                pid.map(|p| format!(" (PID {p})")).unwrap_or_default()
+            ),
+            _ => format!("`{}` does not exist", db.display()),
+        };
+        match Reader::snapshot(export_dir, reason) {
+            Err(ExportError::NoSnapshot { dir }) => Err(ExportError::NoFallback {
+                dir,
+                source: Box::new(err),
+            }),
+            other => other,
+        }
+    }
+
+    /// Open the snapshot `current` points to in `export_dir`.
+    pub fn snapshot(export_dir: &Path, reason: String) -> Result<Reader> {
+        let dir = current_snapshot(export_dir).ok_or_else(|| ExportError::NoSnapshot {
+            dir: export_dir.to_path_buf(),
+        })?;
+        let manifest = Manifest::read(&dir)?;
+        let conn = open_snapshot(&dir, &manifest)?;
+        Ok(Reader {
+            handle: Handle::Snapshot(conn),
+            source: Source::Snapshot {
+                dir,
+                run_id: manifest.run_id,
+                exported_at: manifest.exported_at,
+                reason,
+            },
+        })
+    }
+
+    pub fn connection(&self) -> &Connection {
+        match &self.handle {
+            Handle::Warehouse(w) => w.connection(),
+            Handle::Snapshot(c) => c,
+        }
+    }
+}
+
+/// An in-memory DuckDB with a view per table of the snapshot in `dir` and the analyst views.
+pub fn open_snapshot(dir: &Path, manifest: &Manifest) -> Result<Connection> {
+    let config = duckdb_config(AccessMode::ReadWrite).map_err(db("configuring DuckDB"))?;
+    let conn = Connection::open_in_memory_with_flags(config).map_err(db("opening DuckDB"))?;
+    for table in &manifest.tables {
+        let hive = !table.partition_by.is_empty();
+        conn.execute_batch(&format!(
+            "CREATE VIEW \"{name}\" AS SELECT * FROM read_parquet('{glob}', hive_partitioning = {hive})",
+            name = table.name,
+            glob = sql_path(&dir.join(&table.glob)),
+        ))
+        .map_err(db(format!("reading `{}` from the snapshot", table.name)))?;
+    }
+    crate::views::install(&conn).map_err(db("installing the analyst views on the snapshot"))?;
+    Ok(conn)
+}

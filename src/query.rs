@@ -1,0 +1,361 @@
+//! `query`: run SQL against the warehouse (or, while a `sync` holds it, the published
+//! snapshot; see `export::snapshot`) and print the answer: a table on a terminal, CSV or
+//! JSON lines for pipes, Parquet to a file.
+//!
+//! Parameters (`--param days=30`) become DuckDB variables (`SET VARIABLE days = 30`) that the
+//! analyst views read with `getvariable`. The SQL is prepared first, so a mistake reports
+//! DuckDB's own message with its `LINE n:` context, positions as in the user's text. Machine
+//! formats are written by DuckDB's `COPY (sql) TO` (its CSV and JSON writers handle lists,
+//! dates and quoting), into a temporary file renamed into place, or copied to stdout.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use duckdb::Connection;
+
+use crate::config::Config;
+use crate::error::{Exit, UsageError};
+use crate::export::snapshot::Reader;
+use crate::export::sql_path;
+
+#[derive(Debug, Clone, Args)]
+pub struct QueryArgs {
+    /// The SQL to run (or --file)
+    #[arg(conflicts_with = "file", required_unless_present = "file")]
+    pub sql: Option<String>,
+    /// Read the SQL from a file
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// A view parameter, NAME=VALUE (repeatable; a name given twice becomes a list).
+    /// Values: integer, decimal, date (YYYY-MM-DD) or text
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Output format [default: table on a terminal, csv otherwise; from --out's extension]
+    #[arg(long, value_enum)]
+    pub format: Option<QueryFormat>,
+    /// Write the answer to FILE (atomically) instead of stdout
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Always read the published snapshot, even when the warehouse is free
+    #[arg(long)]
+    pub snapshot: bool,
+}
+
+/// How `query` writes its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueryFormat {
+    /// Aligned columns for people
+    Table,
+    /// CSV with a header row
+    Csv,
+    /// JSON lines: one object per row
+    Json,
+    /// Parquet (zstd); needs --out
+    Parquet,
+}
+
+impl QueryFormat {
+    fn from_extension(path: &Path) -> Option<QueryFormat> {
+        match path.extension()?.to_str()? {
+            "csv" => Some(QueryFormat::Csv),
+            "json" | "jsonl" | "ndjson" => Some(QueryFormat::Json),
+            "parquet" => Some(QueryFormat::Parquet),
+            "txt" => Some(QueryFormat::Table),
+            _ => None,
+        }
+    }
+
+    /// DuckDB `COPY` options for the machine formats.
+    pub(crate) fn copy_options(self) -> Option<&'static str> {
+        match self {
+            QueryFormat::Table => None,
+            QueryFormat::Csv => Some("FORMAT csv, HEADER true"),
+            QueryFormat::Json => Some("FORMAT json"),
+            QueryFormat::Parquet => Some("FORMAT parquet, COMPRESSION zstd"),
+        }
+    }
+}
+
+/// A parsed `--param`: the variable name and its value as a SQL literal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    pub name: String,
+    pub literal: String,
+}
+
+/// Parse `NAME=VALUE` pairs; a name given more than once becomes a list of its values.
+pub fn parse_params(raw: &[String]) -> Result<Vec<Param>, UsageError> {
+    let mut values: Vec<(String, Vec<String>)> = Vec::new();
+    for item in raw {
+        let Some((name, value)) = item.split_once('=') else {
+            return Err(UsageError::new(format!(
+                "`--param {item}` must be NAME=VALUE, e.g. `--param days=30`"
+            )));
+        };
+        let name = name.trim();
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(UsageError::new(format!(
+                "`--param {item}`: `{name}` is not a variable name (letters, digits, _)"
+            )));
+        }
+        let literal = literal(value);
+        match values.iter_mut().find(|(n, _)| n == name) {
+            Some((_, list)) => list.push(literal),
+            None => values.push((name.to_string(), vec![literal])),
+        }
+    }
+    Ok(values
+        .into_iter()
+        .map(|(name, list)| Param {
+            name,
+            literal: if list.len() == 1 {
+                list.into_iter().next().unwrap_or_default()
+            } else {
+                format!("[{}]", list.join(", "))
+            },
+        })
+        .collect())
+}
+
+/// A value as a typed SQL literal: integer, decimal, DATE, or quoted text.
+fn literal(value: &str) -> String {
+    let v = value.trim();
+    if v.parse::<i64>().is_ok() {
+        v.to_string()
+    } else if v.parse::<f64>().is_ok_and(f64::is_finite) && !v.contains(['e', 'E']) {
+        format!("{v}::DOUBLE")
+    } else if chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok() {
+        format!("DATE '{v}'")
+    } else {
+        format!("'{}'", value.replace('\'', "''"))
+    }
+}
+
+/// `SET VARIABLE` each parameter on `conn`.
+pub fn set_params(conn: &Connection, params: &[Param]) -> duckdb::Result<()> {
+    for p in params {
+        conn.execute_batch(&format!("SET VARIABLE {} = {}", p.name, p.literal))?;
+    }
+    Ok(())
+}
+
+/// The SQL without trailing semicolons, on its own lines so a trailing comment cannot
+/// swallow the closing parenthesis when it is wrapped.
+pub(crate) fn body(sql: &str) -> String {
+    sql.trim()
+        .trim_end_matches(|c: char| c == ';' || c.is_whitespace())
+        .to_string()
+}
+
+/// `COPY (sql) TO path (options)`; returns the rows written.
+pub(crate) fn copy_to(
+    conn: &Connection,
+    sql: &str,
+    path: &Path,
+    options: &str,
+) -> duckdb::Result<usize> {
+    conn.execute(
+        &format!(
+            "COPY (\n{}\n) TO '{}' ({options})",
+            body(sql),
+            sql_path(path)
+        ),
+        [],
+    )
+}
+
+/// Write the answer of `sql` to `out` in `format`, atomically (temporary name, then rename).
+pub(crate) fn write_file(
+    conn: &Connection,
+    sql: &str,
+    format: QueryFormat,
+    out: &Path,
+) -> Result<usize> {
+    let tmp = temp_beside(out);
+    let rows = match format.copy_options() {
+        Some(options) => copy_to(conn, sql, &tmp, options),
+        None => {
+            let text = table_text(conn, sql)?;
+            std::fs::write(&tmp, text).with_context(|| format!("writing `{}`", tmp.display()))?;
+            Ok(0)
+        }
+    };
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e).with_context(|| format!("writing `{}`", out.display()));
+        }
+    };
+    std::fs::rename(&tmp, out).with_context(|| format!("renaming into `{}`", out.display()))?;
+    Ok(rows)
+}
+
+/// `<dir>/.<name>.tmp-<pid>`: beside the target, so the rename stays on one file system.
+fn temp_beside(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    out.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+fn table_text(conn: &Connection, sql: &str) -> Result<String> {
+    let mut stmt = conn.prepare(sql)?;
+    let batches: Vec<_> = stmt.query_arrow([])?.collect();
+    Ok(format!(
+        "{}\n",
+        arrow::util::pretty::pretty_format_batches(&batches)?
+    ))
+}
+
+/// `query`: read the SQL, open the warehouse (or its snapshot), run, print.
+pub fn run(config: &Config, args: &QueryArgs) -> Result<Exit> {
+    let sql = match (&args.sql, &args.file) {
+        (Some(sql), None) => sql.clone(),
+        (None, Some(file)) => std::fs::read_to_string(file).map_err(|e| {
+            UsageError::new(format!(
+                "cannot read the SQL file `{}`: {e}",
+                file.display()
+            ))
+        })?,
+        _ => bail!(UsageError::new(
+            "give the SQL as an argument or with --file"
+        )),
+    };
+    let params = parse_params(&args.params)?;
+    let format = match (args.format, &args.out) {
+        (Some(f), _) => f,
+        (None, Some(out)) => QueryFormat::from_extension(out).ok_or_else(|| {
+            UsageError::new(format!(
+                "cannot tell the format of `{}` from its extension; pass --format csv|json|parquet|table",
+                out.display()
+            ))
+        })?,
+        (None, None) if std::io::stdout().is_terminal() => QueryFormat::Table,
+        (None, None) => QueryFormat::Csv,
+    };
+    if format == QueryFormat::Parquet && args.out.is_none() {
+        bail!(UsageError::new(
+            "Parquet is a binary file format: pass --out FILE.parquet"
+        ));
+    }
+
+    let reader = if args.snapshot {
+        Reader::snapshot(&config.export_dir, "--snapshot was given".into())?
+    } else {
+        Reader::open(&config.db, &config.export_dir)?
+    };
+    if let Some(note) = reader.source.note() {
+        eprintln!("{note}");
+    }
+    let conn = reader.connection();
+    set_params(conn, &params).context("setting the parameters")?;
+    // Prepare first: DuckDB's parser and binder errors then point into the user's own text.
+    if let Err(e) = conn.prepare(&sql) {
+        bail!("the query failed: {e}");
+    }
+    match (&args.out, format) {
+        (Some(out), _) => {
+            let rows = write_file(conn, &sql, format, out)?;
+            if format != QueryFormat::Table {
+                eprintln!("{rows} rows written to {}", out.display());
+            }
+        }
+        (None, QueryFormat::Table) => {
+            print!("{}", table_text(conn, &sql)?);
+        }
+        (None, _) => {
+            // DuckDB writes files, not streams: answer into a private file, then copy it out.
+            let tmp = std::env::temp_dir().join(format!("pluvo-query-{}.out", std::process::id()));
+            let options = format.copy_options().unwrap_or_default();
+            let copied = copy_to(conn, &sql, &tmp, options)
+                .map_err(|e| anyhow::anyhow!("the query failed: {e}"))
+                .and_then(|_| {
+                    let mut file = std::fs::File::open(&tmp).context("reading the answer")?;
+                    let mut stdout = std::io::stdout().lock();
+                    std::io::copy(&mut file, &mut stdout).context("writing to stdout")?;
+                    stdout.flush().context("writing to stdout")
+                });
+            let _ = std::fs::remove_file(&tmp);
+            copied?;
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(raw: &[&str]) -> Vec<(String, String)> {
+        let raw: Vec<String> = raw.iter().map(|s| s.to_string()).collect();
+        parse_params(&raw)
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name, p.literal))
+            .collect()
+    }
+
+    #[test]
+    fn params_get_sql_types_and_repeated_names_become_lists() {
+        assert_eq!(
+            params(&[
+                "days=30",
+                "rate=0.5",
+                "as_of=2026-06-01",
+                "name=O'Brien",
+                "certificates=BHV",
+                "certificates=VCA Basic"
+            ]),
+            [
+                ("days".into(), "30".into()),
+                ("rate".into(), "0.5::DOUBLE".into()),
+                ("as_of".into(), "DATE '2026-06-01'".into()),
+                ("name".into(), "'O''Brien'".into()),
+                ("certificates".into(), "['BHV', 'VCA Basic']".into()),
+            ]
+        );
+        // Text that only looks numeric in another language stays text.
+        assert_eq!(
+            params(&["x=1e5", "y=NaN"]),
+            [("x".into(), "'1e5'".into()), ("y".into(), "'NaN'".into())]
+        );
+    }
+
+    #[test]
+    fn bad_params_are_usage_errors_that_show_the_form() {
+        for (raw, says) in [
+            ("days", "must be NAME=VALUE"),
+            ("1days=3", "is not a variable name"),
+            ("days; DROP TABLE users=1", "is not a variable name"),
+        ] {
+            let err = parse_params(&[raw.to_string()]).unwrap_err().to_string();
+            assert!(err.contains(says), "{raw}: {err}");
+        }
+    }
+
+    #[test]
+    fn trailing_semicolons_and_comments_do_not_break_wrapping() {
+        assert_eq!(body("SELECT 1;\n  ;  "), "SELECT 1");
+        let conn = Connection::open_in_memory().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("a.csv");
+        let rows = copy_to(
+            &conn,
+            "SELECT 42 AS n -- the answer\n;",
+            &out,
+            "FORMAT csv, HEADER true",
+        )
+        .unwrap();
+        assert_eq!(rows, 1);
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "n\n42\n");
+    }
+}
