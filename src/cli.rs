@@ -51,6 +51,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Extract Pluvo into the warehouse, incrementally (resumes after a crash)
     Sync(SyncArgs),
+    /// Write back: apply an action to the users a SQL query selects (plan first, exactly once)
+    Push(crate::push::PushArgs),
     /// The built-in Pluvo simulator (tests, demos, benchmarks)
     Sim {
         #[command(subcommand)]
@@ -313,6 +315,7 @@ async fn run(cli: Cli) -> Result<Exit> {
                 Exit::Ok
             })
         }
+        Command::Push(args) => crate::push::run(&Config::load(&flags)?, &args, quiet).await,
         Command::Sim { command } => match command {
             SimCommand::Serve(args) => serve(args).await,
             SimCommand::Sdl => {

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod push;
 pub mod sim;
 pub mod store;
 pub mod streams;

@@ -20,10 +20,16 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, oldest first. Add a file and a line here; never edit a released one.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("../../sql/schema/001_init.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("../../sql/schema/001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        sql: include_str!("../../sql/schema/002_push.sql"),
+    },
+];
 
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
