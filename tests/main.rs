@@ -13,3 +13,6 @@ mod sync;
 
 /// A `sync` process killed with SIGKILL at several moments resumes to the same tables.
 mod resume;
+
+/// `push`: plans send nothing, each action, validation, exactly once under kills and faults.
+mod push;

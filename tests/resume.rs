@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pluvo_warehouse::sim::{Faults, SimConfig};
 
-use crate::support::{rows, sim_with, sync};
+use crate::support::{command, rows, sim_with, sync, write_config};
 
 /// Data columns per table (bookkeeping excluded), as in `tests/sync.rs`.
 const TABLES: &[&str] = &[
@@ -21,26 +21,9 @@ const TABLES: &[&str] = &[
 ];
 
 // Multi-threaded: the simulator keeps serving while this thread waits for the child process.
-/// `pluvo-warehouse --quiet --config CONFIG --db DB sync`, with only the secret from the
-/// environment (PLUVO_* variables of the caller's environment removed).
+/// `pluvo-warehouse --quiet --config CONFIG --db DB sync`, secret from the environment only.
 fn sync_command(config: &Path, db: &Path, secret: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pluvo-warehouse"));
-    cmd.args(["--quiet", "--config"])
-        .arg(config)
-        .arg("--db")
-        .arg(db)
-        .arg("sync")
-        .env("PLUVO_CLIENT_SECRET", secret);
-    for var in [
-        "PLUVO_URL",
-        "PLUVO_CLIENT_ID",
-        "PLUVO_SCOPE",
-        "PLUVO_DB",
-        "PLUVO_CONFIG",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
+    command(config, db, secret, &["sync"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,16 +44,7 @@ async fn a_killed_sync_resumes_to_the_same_tables() {
         ..Faults::default()
     });
     let db = dir.path().join("killed.duckdb");
-    let config = dir.path().join("pluvo-warehouse.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[pluvo]\nurl = \"{}\"\nclient_id = \"{}\"\n",
-            sim.url(),
-            sim.client_id()
-        ),
-    )
-    .unwrap();
+    let config = write_config(&sim, dir.path());
     let run = || {
         sync_command(&config, &db, sim.client_secret())
             .stdout(Stdio::null())
@@ -136,12 +110,7 @@ async fn a_second_sync_fails_at_once_while_one_runs() {
     });
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("busy.duckdb");
-    let config = dir.path().join("pluvo-warehouse.toml");
-    std::fs::write(
-        &config,
-        format!("[pluvo]\nurl = \"{}\"\nclient_id = \"demo\"\n", sim.url()),
-    )
-    .unwrap();
+    let config = write_config(&sim, dir.path());
     let second = || sync_command(&config, &db, sim.client_secret());
     let mut first = second()
         .stdout(Stdio::null())

@@ -181,3 +181,45 @@ fn render(value: duckdb::types::Value) -> String {
         other => format!("{other:?}"),
     }
 }
+
+/// `pluvo-warehouse --quiet --config CONFIG --db DB ARGS...`, with only the secret from the
+/// environment (PLUVO_* variables of the caller's environment removed).
+pub fn command(
+    config: &std::path::Path,
+    db: &std::path::Path,
+    secret: &str,
+    args: &[&str],
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pluvo-warehouse"));
+    cmd.args(["--quiet", "--config"])
+        .arg(config)
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env("PLUVO_CLIENT_SECRET", secret);
+    for var in [
+        "PLUVO_URL",
+        "PLUVO_CLIENT_ID",
+        "PLUVO_SCOPE",
+        "PLUVO_DB",
+        "PLUVO_CONFIG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Write `dir/pluvo-warehouse.toml` pointing at `sim`; returns its path.
+pub fn write_config(sim: &Sim, dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("pluvo-warehouse.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[pluvo]\nurl = \"{}\"\nclient_id = \"{}\"\n",
+            sim.url(),
+            sim.client_id()
+        ),
+    )
+    .unwrap();
+    config
+}
