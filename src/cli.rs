@@ -123,6 +123,18 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
     },
+    /// Write-back: archive and add-to-group of N users, batched vs one mutation per request
+    Push {
+        /// Rows per action
+        #[arg(long, default_value_t = 10_000)]
+        rows: usize,
+        /// Latency the simulator adds to every answer, in milliseconds
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
+        /// Requests in flight
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
     /// API client vs a plain fetch loop: pages/s, rows/s, overhead
     Client {
         /// Users in the simulated organisation
@@ -340,6 +352,15 @@ async fn run(cli: Cli) -> Result<Exit> {
             } => {
                 let latency = Duration::from_millis(latency_ms);
                 crate::bench::sync::run(users, latency, concurrency).await?;
+                Ok(Exit::Ok)
+            }
+            BenchCommand::Push {
+                rows,
+                latency_ms,
+                concurrency,
+            } => {
+                let latency = Duration::from_millis(latency_ms);
+                crate::bench::push::run(rows, latency, concurrency).await?;
                 Ok(Exit::Ok)
             }
             BenchCommand::Client {

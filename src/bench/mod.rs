@@ -2,6 +2,7 @@
 //! repeated runs, never pass/fail assertions. Each benchmark starts its own simulator.
 
 pub mod client;
+pub mod push;
 pub mod sim;
 pub mod sync;
 

@@ -314,8 +314,9 @@ async fn settle_certificates(
 }
 
 /// Bring the warehouse in line with what the server confirmed, so the next plan sees the new
-/// state (`streams::refresh` is not available on this branch yet; a later `sync` re-reads the
-/// rows anyway). Rows written here get `_hash = 0`, so the next sync rewrites them from Pluvo.
+/// state: archived flags, group memberships, extra fields. (`streams::refresh` is not on this
+/// branch yet; upserted users, enrollments, training members and certificates show after the
+/// next `sync`.) Rows written here get `_hash = 0`, so the next sync rewrites them from Pluvo.
 fn refresh(conn: &duckdb::Connection, plan_id: i64, action: &Action) -> Result<()> {
     let done = "SELECT row_key FROM _push_ledger
                 WHERE plan_id = ? AND status IN ('succeeded', 'already')";
@@ -329,23 +330,43 @@ fn refresh(conn: &duckdb::Connection, plan_id: i64, action: &Action) -> Result<(
             None,
         ),
         Action::AddToGroup { group } => (
+            // A membership row soft-deleted earlier comes back; otherwise a new row.
             format!(
-                "INSERT INTO group_members (group_id, user_id, role, group_ref, user_ref, _hash,
-                     _first_seen_at, _updated_at, _deleted_at, _run_id)
-                 SELECT g.id, u.id, 'participant', g.ref, u.ref, 0, now(), now(), NULL, 0
-                 FROM users u, groups g
-                 WHERE g.ref = ? AND g._deleted_at IS NULL AND u._deleted_at IS NULL
-                   AND u.ref IN ({done})
-                   AND NOT EXISTS (SELECT 1 FROM group_members m WHERE m.group_id = g.id
-                       AND m.user_id = u.id AND m.role = 'participant' AND m._deleted_at IS NULL)"
+                "MERGE INTO group_members m
+                 USING (SELECT g.id AS group_id, u.id AS user_id, g.ref AS group_ref,
+                               u.ref AS user_ref
+                        FROM users u, groups g
+                        WHERE g.ref = ? AND g._deleted_at IS NULL AND u._deleted_at IS NULL
+                          AND u.ref IN ({done})) s
+                 ON m.group_id = s.group_id AND m.user_id = s.user_id AND m.role = 'participant'
+                 WHEN MATCHED AND m._deleted_at IS NOT NULL THEN
+                     UPDATE SET _deleted_at = NULL, _hash = 0, _updated_at = now()
+                 WHEN NOT MATCHED THEN
+                     INSERT (group_id, user_id, role, group_ref, user_ref, _hash, _first_seen_at,
+                             _updated_at, _deleted_at, _run_id)
+                     VALUES (s.group_id, s.user_id, 'participant', s.group_ref, s.user_ref, 0,
+                             now(), now(), NULL, 0)"
             ),
             Some(group.clone()),
         ),
+        Action::SetExtraField { category } => (
+            format!(
+                "UPDATE users SET _hash = 0, _updated_at = now(),
+                     extra_fields = json_merge_patch(coalesce(extra_fields, '{{}}'),
+                         json_object(?, (SELECT l.input->'value' FROM _push_ledger l
+                                         WHERE l.plan_id = ? AND l.row_key = users.ref)))
+                 WHERE _deleted_at IS NULL AND ref IN ({done})"
+            ),
+            Some(category.clone()),
+        ),
         _ => return Ok(()),
     };
-    let result = match extra {
-        Some(group) => conn.execute(&sql, duckdb::params![group, plan_id]),
-        None => conn.execute(&sql, duckdb::params![plan_id]),
+    let result = match (extra, action) {
+        (Some(category), Action::SetExtraField { .. }) => {
+            conn.execute(&sql, duckdb::params![category, plan_id, plan_id])
+        }
+        (Some(group), _) => conn.execute(&sql, duckdb::params![group, plan_id]),
+        (None, _) => conn.execute(&sql, duckdb::params![plan_id]),
     };
     result.map_err(|source| Error::Ledger {
         doing: "refreshing the warehouse after apply",
