@@ -5,9 +5,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use pluvo_warehouse::sim::{Faults, Kind, SimConfig};
+use chrono::{Days, NaiveDate};
+use pluvo_warehouse::sim::{Faults, Item, Kind, SimConfig};
+use pluvo_warehouse::streams::portfolio::LOOKBACK_DAYS;
+use pluvo_warehouse::streams::refresh::{Targets, refresh};
+use pluvo_warehouse::streams::{Outcome, StreamOutcome};
 
-use crate::support::{rows, sim, sim_with, sync};
+use crate::support::{self, rows, sim, sim_with, sync};
 
 /// Data columns of every table (no `_` bookkeeping columns), in key order: two warehouses
 /// with equal answers hold the same data.
@@ -117,7 +121,15 @@ async fn a_full_sync_equals_the_simulator_row_for_row() {
         .users
         .iter()
         .map(|u| {
-            let titles: Vec<_> = u.items.iter().map(|i| (i.kind, i.title.clone())).collect();
+            // Certificates are numbered per issue day, trainings per title.
+            let titles: Vec<_> = u
+                .items
+                .iter()
+                .map(|i| {
+                    let issued = (i.kind == Kind::Certificate).then_some(i.completion_date);
+                    (i.kind, i.title.clone(), issued)
+                })
+                .collect();
             titles.len() - titles.iter().collect::<BTreeSet<_>>().len()
         })
         .sum::<usize>();
@@ -248,4 +260,210 @@ async fn a_sync_under_faults_gives_the_same_tables() {
     for (table, sql) in TABLES {
         assert_eq!(rows(&clean, sql), rows(&faulty, sql), "table `{table}`");
     }
+}
+
+/// A certificate item issued on `day` (test set-up).
+fn certificate(title: &str, day: NaiveDate) -> Item {
+    Item {
+        kind: Kind::Certificate,
+        title: title.into(),
+        training: None,
+        progress: 100.0,
+        score: None,
+        completion_date: Some(day),
+        end_date: Some(day + Days::new(365)),
+        time_spent_secs: 0,
+    }
+}
+
+fn portfolio(outcome: &Outcome) -> &StreamOutcome {
+    outcome
+        .streams
+        .iter()
+        .find(|s| s.stream == "portfolio")
+        .expect("portfolio ran")
+}
+
+#[tokio::test]
+async fn certificate_windows_keep_every_item_exactly_once() {
+    const TITLE: &str = "Window Boundary Certificate";
+    let sim = sim(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("w.duckdb");
+    let full = portfolio(&sync(&sim, &db, false).await).pages;
+    let state: serde_json::Value = serde_json::from_str(
+        &rows(
+            &db,
+            "SELECT state FROM _checkpoints WHERE stream = 'portfolio'",
+        )[0],
+    )
+    .unwrap();
+    let watermark: NaiveDate = state["state"]["watermark"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let from = watermark - Days::new(LOOKBACK_DAYS);
+    let titled = |db: &std::path::Path| {
+        rows(
+            db,
+            &format!(
+                "SELECT user_id || ' ' || completion_date FROM portfolio_items \
+                 WHERE title = '{TITLE}' AND _deleted_at IS NULL ORDER BY ALL"
+            ),
+        )
+    };
+    let ids: Vec<String> =
+        sim.with_data(|d| d.users[..4].iter().map(|u| u.id.to_string()).collect());
+
+    // Issued on the window's first and last day: read by the windowed scan.
+    sim.edit(|d| {
+        d.users[0].items.push(certificate(TITLE, from));
+        d.users[1].items.push(certificate(TITLE, watermark));
+    });
+    let windowed = sync(&sim, &db, false).await;
+    let p = portfolio(&windowed);
+    assert_eq!((p.new, p.changed, p.deleted), (2, 0, 0), "{p:?}");
+    assert!(p.pages < full, "windowed: {} pages < full {full}", p.pages);
+    let mut want = vec![
+        format!("{} {from}", ids[0]),
+        format!("{} {watermark}", ids[1]),
+    ];
+    want.sort();
+    assert_eq!(titled(&db), want);
+
+    // Back-dated to the day before the window: the count check outside the window sees it,
+    // and the scan widens to everything.
+    let before = from - Days::new(1);
+    sim.edit(|d| d.users[2].items.push(certificate(TITLE, before)));
+    let widened = portfolio(&sync(&sim, &db, false).await).clone();
+    assert_eq!((widened.new, widened.deleted), (1, 0), "{widened:?}");
+    assert!(widened.pages >= full, "widened to a full scan");
+    want.push(format!("{} {before}", ids[2]));
+    want.sort();
+    assert_eq!(titled(&db), want);
+
+    // An old certificate deleted outside the window: found the same way.
+    let removed = sim.edit(|d| {
+        let items = &mut d.users[3].items;
+        let i = items
+            .iter()
+            .position(|i| i.kind == Kind::Certificate && i.completion_date < Some(from));
+        i.map(|i| items.remove(i))
+    });
+    let next = portfolio(&sync(&sim, &db, false).await).clone();
+    assert_eq!(next.deleted, u64::from(removed.is_some()), "{next:?}");
+
+    let fresh = dir.path().join("fresh.duckdb");
+    sync(&sim, &fresh, true).await;
+    let (table, sql) = TABLES[1];
+    assert_eq!(live(&db, table, sql), live(&fresh, table, sql));
+}
+
+#[tokio::test]
+async fn refresh_rereads_named_users_and_certificate_days_only() {
+    let sim = sim(120).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("w.duckdb");
+    sync(&sim, &db, false).await;
+    let day = NaiveDate::from_ymd_opt(2026, 5, 20).unwrap();
+    let refs: Vec<String> = sim.with_data(|d| {
+        d.users[..4]
+            .iter()
+            .map(|u| u.ref_.clone().unwrap())
+            .collect()
+    });
+    sim.edit(|d| {
+        d.users[0].archived = !d.users[0].archived;
+        d.users[1].name = "Renamed By Admin".into();
+        d.users[1].memberships.clear();
+        d.users[2].deleted = true;
+        // Changed too, but not named: the refresh must leave it alone.
+        d.users[3].name = "Not Refreshed".into();
+        d.users[3]
+            .items
+            .push(certificate("Refreshed Certificate", day));
+    });
+    let config = support::config_for(&sim, &db);
+    let api =
+        pluvo_warehouse::api::Client::new(&config.api().unwrap(), Default::default()).unwrap();
+    let mut warehouse = pluvo_warehouse::store::Warehouse::open(&db).unwrap();
+    let targets = Targets {
+        users: refs[..3].iter().cloned().collect(),
+        certificate_days: [day].into(),
+    };
+    let done = refresh(&api, &mut warehouse, &targets).await.unwrap();
+    warehouse.close().unwrap();
+    assert_eq!(done.users.changed, 2, "{done:?}");
+    assert_eq!(done.portfolio_items.new, 1, "{done:?}");
+    // User 2 is gone, and so are user 1's memberships.
+    assert!(done.deleted >= 1, "{done:?}");
+
+    let user = |r: &str| {
+        rows(
+            &db,
+            &format!("SELECT name, archived, _deleted_at IS NOT NULL FROM users WHERE ref = '{r}'"),
+        )
+    };
+    let (name0, archived0, archived1, name3) = sim.with_data(|d| {
+        let u = &d.users;
+        (
+            u[0].name.clone(),
+            u[0].archived,
+            u[1].archived,
+            u[3].name.clone(),
+        )
+    });
+    assert_eq!(
+        user(&refs[0]),
+        vec![format!("{name0} | {archived0} | false")]
+    );
+    assert_eq!(
+        user(&refs[1]),
+        vec![format!("Renamed By Admin | {archived1} | false")]
+    );
+    assert_eq!(user(&refs[2]).len(), 1);
+    assert!(
+        user(&refs[2])[0].ends_with("| true"),
+        "deleted user soft-deleted"
+    );
+    assert_ne!(
+        user(&refs[3])[0],
+        format!("{name3} | false | false"),
+        "user 3 untouched"
+    );
+    assert_eq!(
+        rows(
+            &db,
+            &format!(
+                "SELECT count(*) FROM group_members WHERE user_ref = '{}' AND _deleted_at IS NULL",
+                refs[1]
+            )
+        ),
+        vec!["0"]
+    );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT count(*) FROM portfolio_items WHERE title = 'Refreshed Certificate'"
+        ),
+        vec!["1"]
+    );
+    assert_eq!(
+        rows(
+            &db,
+            &format!("SELECT status FROM _runs WHERE run_id = {}", done.run_id)
+        ),
+        vec!["succeeded"]
+    );
+
+    // The next sync finds only what the refresh did not cover.
+    let next = sync(&sim, &db, false).await;
+    let users = next.streams.iter().find(|s| s.stream == "users").unwrap();
+    assert_eq!(
+        (users.new, users.changed, users.deleted),
+        (0, 1, 0),
+        "only user 3: {users:?}"
+    );
+    assert_eq!(portfolio(&next).new, 0, "the certificate was already there");
 }

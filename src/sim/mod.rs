@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use data::{Change, Dataset, Id, Kind, Seed};
+pub use data::{Change, Dataset, Id, Item, Kind, Seed};
 use schema::{ItemFilter, UserFilter};
 
 /// Every scope the simulated API knows (pluvo-api.md).

@@ -128,6 +128,8 @@ pub enum Scope<'a> {
         from: NaiveDate,
         to: NaiveDate,
     },
+    /// Rows in every one of these scopes (e.g. certificates completed in a window).
+    And(Vec<Scope<'a>>),
 }
 
 /// How a stream's scan ended; see [`Warehouse::finish_scan`].
@@ -135,7 +137,8 @@ pub enum Scope<'a> {
 pub struct ScanEnd<'a> {
     /// True only when every page of the scan was read. A partial scan deletes nothing.
     pub complete: bool,
-    /// The tables the stream filled, each with the part of it the scan covered.
+    /// The tables the stream filled, each with the part of it the scan covered. A table may
+    /// be listed more than once: the scan covered the union of its scopes.
     pub tables: Vec<(&'a TableSpec, Scope<'a>)>,
     /// State to keep for the next run (e.g. a completion-date watermark); `None` removes the
     /// checkpoint so the next run starts from the beginning.
@@ -517,8 +520,8 @@ impl Warehouse {
         let mut deleted = 0;
         if end.complete {
             for (spec, scope) in &end.tables {
-                let (predicate, param) = scope_sql(spec, scope)?;
-                deleted += soft_delete_unseen(&tx, spec, stream, run, now, &predicate, param)
+                let (predicate, params) = scope_sql(spec, scope)?;
+                deleted += soft_delete_unseen(&tx, spec, stream, run, now, &predicate, params)
                     .map_err(|source| StoreError::FinishScan {
                         table: spec.table,
                         source,
@@ -783,7 +786,8 @@ fn merge_staged(
 }
 
 /// The scope as a predicate on alias `t`, with its one optional text parameter.
-fn scope_sql(spec: &TableSpec, scope: &Scope<'_>) -> Result<(String, Option<String>)> {
+/// The SQL predicate (over alias `t`) of a scope, and its parameters in order.
+fn scope_sql(spec: &TableSpec, scope: &Scope<'_>) -> Result<(String, Vec<String>)> {
     let column = |name: &str, want: ColumnType| {
         spec.column(name)
             .filter(|c| c.ty == want)
@@ -793,7 +797,7 @@ fn scope_sql(spec: &TableSpec, scope: &Scope<'_>) -> Result<(String, Option<Stri
             })
     };
     Ok(match scope {
-        Scope::All => ("TRUE".into(), None),
+        Scope::All => ("TRUE".into(), Vec::new()),
         Scope::In {
             column: name,
             values,
@@ -804,7 +808,7 @@ fn scope_sql(spec: &TableSpec, scope: &Scope<'_>) -> Result<(String, Option<Stri
                     "t.{} IN (SELECT unnest(CAST(CAST(? AS JSON) AS VARCHAR[])))",
                     q(c.name)
                 ),
-                Some(serde_json::to_string(values).expect("strings serialise")),
+                vec![serde_json::to_string(values).expect("strings serialise")],
             )
         }
         Scope::Between {
@@ -820,8 +824,18 @@ fn scope_sql(spec: &TableSpec, scope: &Scope<'_>) -> Result<(String, Option<Stri
                     from.format("%Y-%m-%d"),
                     to.format("%Y-%m-%d")
                 ),
-                None,
+                Vec::new(),
             )
+        }
+        Scope::And(scopes) => {
+            let mut predicates = vec!["TRUE".to_owned()];
+            let mut params = Vec::new();
+            for scope in scopes {
+                let (predicate, more) = scope_sql(spec, scope)?;
+                predicates.push(format!("({predicate})"));
+                params.extend(more);
+            }
+            (predicates.join(" AND "), params)
         }
     })
 }
@@ -833,7 +847,7 @@ fn soft_delete_unseen(
     run: RunId,
     now: Now,
     predicate: &str,
-    param: Option<String>,
+    params: Vec<String>,
 ) -> duckdb::Result<u64> {
     let target = q(spec.table);
     let select = format!(
@@ -845,10 +859,8 @@ fn soft_delete_unseen(
         seen = q(&spec.seen_table()),
         on = key_match(spec, "s", "t"),
     );
-    match param {
-        Some(p) => tx.execute(&select, params![p, stream])?,
-        None => tx.execute(&select, params![stream])?,
-    };
+    let values = params.iter().map(String::as_str).chain([stream]);
+    tx.execute(&select, duckdb::params_from_iter(values))?;
     let gone: i64 = tx.query_row("SELECT count(*) FROM temp._gone", [], |r| r.get(0))?;
     if gone > 0 {
         tx.execute_batch(&format!(

@@ -245,16 +245,28 @@ pub const ALL: &[&TableSpec] = &[
 ];
 
 /// The stable key of a portfolio item, whose API node has no id: lower-case hex of the first
-/// 128 bits of SHA-256 over `user_id`, `related_object_type`, `title` and `occurrence`, joined
-/// by U+001F. `occurrence` is 1 for the first item of that user, type and title, 2 for the
-/// next, and so on, in an order the stream keeps stable between runs.
+/// 128 bits of SHA-256 over `user_id`, `related_object_type`, `title`, the issue date when
+/// given, and `occurrence`, joined by U+001F.
+///
+/// Certificates pass their issue date (`completionDate`, fixed once issued): `occurrence` then
+/// numbers certificates of one title issued to one user on the same day, so every item of a
+/// completion-date window gets the same key as in a full scan, and deleting one issue of a
+/// certificate does not renumber the others. Trainings pass `None` (their completion date
+/// changes as they are completed): `occurrence` is 1 for the first item of that user and
+/// title, 2 for the next, in the order the API lists them, which is stable between runs.
 pub fn portfolio_item_key(
     user_id: &str,
     related_object_type: &str,
     title: &str,
+    issued: Option<chrono::NaiveDate>,
     occurrence: u32,
 ) -> String {
-    let text = format!("{user_id}\u{1f}{related_object_type}\u{1f}{title}\u{1f}{occurrence}");
+    let text = match issued {
+        None => format!("{user_id}\u{1f}{related_object_type}\u{1f}{title}\u{1f}{occurrence}"),
+        Some(day) => format!(
+            "{user_id}\u{1f}{related_object_type}\u{1f}{title}\u{1f}{day}\u{1f}{occurrence}"
+        ),
+    };
     let digest = Sha256::digest(text.as_bytes());
     hex::encode(&digest[..16])
 }
@@ -268,21 +280,24 @@ mod tests {
         // A fixed vector: changing the key function would orphan every stored item.
         let key = portfolio_item_key(
             "3f1c2a9e-0000-4000-8000-000000000001",
-            "CERTIFICATE",
+            "TRAINING",
             "First aid",
+            None,
             1,
         );
         assert_eq!(key.len(), 32);
-        // printf '3f1c…0001\x1fCERTIFICATE\x1fFirst aid\x1f1' | sha256sum | cut -c1-32
-        assert_eq!(key, "d0ca46238a4a538e45bbaee99e80ec8e");
+        // printf '3f1c…0001\x1fTRAINING\x1fFirst aid\x1f1' | sha256sum | cut -c1-32
+        assert_eq!(key, "cefc9c0ede47ef723924d798b2b1a09e");
+        let user = "3f1c2a9e-0000-4000-8000-000000000001";
         assert_ne!(
             key,
-            portfolio_item_key(
-                "3f1c2a9e-0000-4000-8000-000000000001",
-                "CERTIFICATE",
-                "First aid",
-                2
-            )
+            portfolio_item_key(user, "TRAINING", "First aid", None, 2)
+        );
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 3, 1);
+        // printf '3f1c…0001\x1fCERTIFICATE\x1fFirst aid\x1f2026-03-01\x1f1' | sha256sum | cut -c1-32
+        assert_eq!(
+            portfolio_item_key(user, "CERTIFICATE", "First aid", day, 1),
+            "a0d480ec4679cf59d66b7ac561f0038d"
         );
     }
 

@@ -9,6 +9,7 @@
 pub mod certificates;
 pub mod groups;
 pub mod portfolio;
+pub mod refresh;
 mod sync;
 pub mod trainings;
 pub mod users;
@@ -49,6 +50,15 @@ pub struct Part {
     pub label: &'static str,
     pub op: Operation,
     pub variables: Value,
+}
+
+/// See [`Extract::check`]: `op` with `variables` (its `count`) must equal the warehouse's
+/// answer to `sql` (one BIGINT).
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub op: Operation,
+    pub variables: Value,
+    pub sql: String,
 }
 
 /// Batches for the warehouse, by table.
@@ -106,6 +116,33 @@ pub trait Extract: Send + 'static {
     /// have no identity (portfolio items: two identical items are legitimate), leaving the
     /// completeness check to `count`.
     fn key(node: &Self::Node) -> Option<String>;
+
+    /// Decide what this scan covers, before [`Extract::parts`]: from `state`, what the last
+    /// complete scan left (`None` on the first run and with `--full-refresh`), or, when a
+    /// scan resumes, from `resumed`, the plan it stored. Returns the plan to store with
+    /// every checkpoint of the scan. Streams that always scan everything keep the default.
+    fn plan(&mut self, _state: Option<Value>, _resumed: Option<Value>) -> Option<Value> {
+        None
+    }
+
+    /// For a plan that skips part of the source (a window): what the skipped part should hold,
+    /// checked before the scan. The driver compares the API's `count` for the check's filter
+    /// with the warehouse's count; when they differ (a deletion or a back-dated item outside
+    /// the window), it calls [`Extract::widen`] and the scan reads everything.
+    fn check(&self) -> Option<Check> {
+        None
+    }
+
+    /// Give up the window: plan a full scan; returns the new plan.
+    fn widen(&mut self) -> Option<Value> {
+        None
+    }
+
+    /// State for the next scan's [`Extract::plan`], stored when this scan ends (`complete`:
+    /// every page was read).
+    fn next_state(&self, _complete: bool) -> Option<Value> {
+        None
+    }
 
     /// Called once before the first page, with the warehouse, when the scan resumes from a
     /// checkpoint (`resumed`) or starts anew; streams with per-scan state rebuild it here.

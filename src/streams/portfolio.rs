@@ -7,32 +7,94 @@
 //! re-taken certificate) in the order the API lists them, which is stable between runs. The
 //! numbering is kept for the whole scan and rebuilt from the scan's seen keys on resume.
 //!
-//! Strategy: full scan each run, one scan per `relatedObjectTypes` (the node does not say its
-//! type). The API has no changed-since filter, and in-progress trainings have no completion
-//! date to window on, so only a full scan sees progress; unchanged rows are not written.
+//! Strategy, one scan per `relatedObjectTypes` (the node does not say its type):
+//! - TRAINING: full scan each run. The API has no changed-since filter, and in-progress
+//!   trainings have no completion date to window on, so only a full scan sees progress.
+//! - CERTIFICATE: a certificate item appears when it is issued and its `completionDate` (the
+//!   issue date) does not change, so the scan is a `completionDateFrom` window starting
+//!   [`LOOKBACK_DAYS`] before the latest issue date seen (capped at today); every
+//!   [`FULL_EVERY_DAYS`] days, on the first run and with `--full-refresh` it is a full scan,
+//!   which also catches deleted or back-dated certificates older than the window.
+//!
+//! Unchanged rows are not written either way, and a complete scan soft-deletes only within
+//! what it covered (all trainings; the certificates of the window).
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::LazyLock;
 
-use serde::Deserialize;
-use serde_json::json;
+use chrono::{Days, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
-use super::{Batches, Extract, Part, Result, StreamSpec, date};
+use super::{Batches, Check, Extract, Part, Result, StreamSpec, date};
 use crate::api::queries;
-use crate::store::BatchBuilder;
-use crate::store::Warehouse;
-use crate::store::tables::{PORTFOLIO_ITEMS, portfolio_item_key};
+use crate::store::tables::{PORTFOLIO_ITEMS, TableSpec, portfolio_item_key};
+use crate::store::{BatchBuilder, Scope, Warehouse};
 
 pub const STREAM: StreamSpec = StreamSpec {
     name: "portfolio",
     tables: &[&PORTFOLIO_ITEMS],
-    strategy: "full scan per type (TRAINING, CERTIFICATE) each run; unchanged rows are not \
-               written; changes versioned in portfolio_item_history; missing items \
-               soft-deleted after a complete scan",
+    strategy: "trainings: full scan each run; certificates: completionDateFrom window from 7 \
+               days before the latest issue date seen, full scan weekly and with \
+               --full-refresh; unchanged rows are not written; changes versioned in \
+               portfolio_item_history; missing items soft-deleted within what a complete scan \
+               covered",
 };
+
+/// Days a certificate window reaches back before the latest issue date seen, for
+/// certificates issued late or with a slightly earlier issue date.
+pub const LOOKBACK_DAYS: u64 = 7;
+
+/// A full certificate scan at least this often (days), for deletions and back-dated issues.
+pub const FULL_EVERY_DAYS: u64 = 7;
+
+/// What a certificate scan covers; stored with each checkpoint, so a resumed scan keeps it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct Plan {
+    /// Window start (inclusive); `None` = full scan.
+    certificates_from: Option<NaiveDate>,
+    /// The day (UTC) the scan was planned.
+    day: Option<NaiveDate>,
+    /// Day of the last complete full certificate scan before this one.
+    last_full: Option<NaiveDate>,
+    /// Latest issue date known before this scan.
+    watermark: Option<NaiveDate>,
+}
+
+/// What a complete scan leaves for the next one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct State {
+    last_full: Option<NaiveDate>,
+    watermark: Option<NaiveDate>,
+}
+
+/// The end of an open window (a date DuckDB and every reader accept).
+const OPEN_END: NaiveDate = NaiveDate::from_ymd_opt(9999, 12, 31).expect("valid date");
+
+static TRAINING: LazyLock<Vec<String>> = LazyLock::new(|| vec!["TRAINING".into()]);
+static CERTIFICATE: LazyLock<Vec<String>> = LazyLock::new(|| vec!["CERTIFICATE".into()]);
+
+/// Certificate items issued in `from..=to` (what a certificate window covers).
+pub(crate) fn certificates_between(from: NaiveDate, to: NaiveDate) -> Scope<'static> {
+    Scope::And(vec![
+        Scope::In {
+            column: "related_object_type",
+            values: &CERTIFICATE,
+        },
+        Scope::Between {
+            column: "completion_date",
+            from,
+            to,
+        },
+    ])
+}
 
 /// The two scans, in order; the index is the part number.
 const TYPES: [&str; 2] = ["TRAINING", "CERTIFICATE"];
+
+/// The part number of the certificate scan.
+pub(crate) const CERTIFICATE_PART: usize = 1;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -61,13 +123,25 @@ pub struct TimeSpent {
 
 #[derive(Debug, Default)]
 pub struct Portfolio {
-    /// Items seen so far in this scan per (user id, type, title) hash.
+    /// Items seen so far in this scan per (user id, type, title, issue date) hash.
     occurrences: HashMap<u64, u32>,
+    plan: Plan,
+    /// Latest certificate issue date seen in this scan.
+    latest: Option<NaiveDate>,
 }
 
-fn pair_hash(user_id: &str, kind: &str, title: &str) -> u64 {
+/// The issue date that is part of a certificate's key (`None` for trainings).
+fn issued(kind: &str, completion: Option<NaiveDate>) -> Option<NaiveDate> {
+    if kind == "CERTIFICATE" {
+        completion
+    } else {
+        None
+    }
+}
+
+fn occurrence_hash(user_id: &str, kind: &str, title: &str, issued: Option<NaiveDate>) -> u64 {
     let mut h = DefaultHasher::new();
-    (user_id, kind, title).hash(&mut h);
+    (user_id, kind, title, issued).hash(&mut h);
     h.finish()
 }
 
@@ -78,19 +152,107 @@ impl Extract for Portfolio {
         &STREAM
     }
 
+    fn plan(&mut self, state: Option<Value>, resumed: Option<Value>) -> Option<Value> {
+        let today = Utc::now().date_naive();
+        self.plan = match resumed.and_then(|p| serde_json::from_value(p).ok()) {
+            Some(plan) => plan,
+            None => {
+                let state: Option<State> = state.and_then(|s| serde_json::from_value(s).ok());
+                let (last_full, watermark) =
+                    state.map_or((None, None), |s| (s.last_full, s.watermark));
+                let full_due = last_full
+                    .and_then(|day| day.checked_add_days(Days::new(FULL_EVERY_DAYS)))
+                    .is_none_or(|due| due <= today);
+                Plan {
+                    certificates_from: watermark
+                        .filter(|_| !full_due)
+                        .and_then(|mark| mark.checked_sub_days(Days::new(LOOKBACK_DAYS))),
+                    day: Some(today),
+                    last_full,
+                    watermark,
+                }
+            }
+        };
+        Some(serde_json::to_value(&self.plan).expect("plan serializes"))
+    }
+
+    fn check(&self) -> Option<Check> {
+        let from = self.plan.certificates_from?;
+        let before = from.pred_opt()?;
+        Some(Check {
+            op: queries::PORTFOLIO,
+            variables: json!({
+                "relatedObjectTypes": ["CERTIFICATE"],
+                "completionDateTo": before.to_string(),
+            }),
+            sql: format!(
+                "SELECT count(*) FROM portfolio_items WHERE _deleted_at IS NULL \
+                 AND related_object_type = 'CERTIFICATE' AND completion_date <= DATE '{before}'"
+            ),
+        })
+    }
+
+    fn widen(&mut self) -> Option<Value> {
+        self.plan.certificates_from = None;
+        Some(serde_json::to_value(&self.plan).expect("plan serializes"))
+    }
+
+    fn next_state(&self, complete: bool) -> Option<Value> {
+        let plan = &self.plan;
+        let full = plan.certificates_from.is_none();
+        let today = Utc::now().date_naive();
+        let state = State {
+            last_full: if complete && full {
+                plan.day
+            } else {
+                plan.last_full
+            },
+            watermark: if complete {
+                plan.watermark.max(self.latest.map(|d| d.min(today)))
+            } else {
+                plan.watermark
+            },
+        };
+        Some(serde_json::to_value(state).expect("state serializes"))
+    }
+
     fn parts(&self) -> Vec<Part> {
         TYPES
             .iter()
-            .map(|t| Part {
-                label: if *t == "TRAINING" {
-                    "trainings"
-                } else {
-                    "certificates"
-                },
-                op: queries::PORTFOLIO,
-                variables: json!({ "relatedObjectTypes": [t] }),
+            .map(|t| {
+                let mut variables = json!({ "relatedObjectTypes": [t] });
+                if *t == "CERTIFICATE"
+                    && let Some(from) = self.plan.certificates_from
+                {
+                    variables["completionDateFrom"] = json!(from.to_string());
+                }
+                Part {
+                    label: if *t == "TRAINING" {
+                        "trainings"
+                    } else {
+                        "certificates"
+                    },
+                    op: queries::PORTFOLIO,
+                    variables,
+                }
             })
             .collect()
+    }
+
+    fn scopes(&self) -> Vec<(&'static TableSpec, Scope<'static>)> {
+        match self.plan.certificates_from {
+            None => vec![(&PORTFOLIO_ITEMS, Scope::All)],
+            Some(from) => vec![
+                (
+                    &PORTFOLIO_ITEMS,
+                    Scope::In {
+                        column: "related_object_type",
+                        values: &TRAINING,
+                    },
+                ),
+                (&PORTFOLIO_ITEMS, certificates_between(from, OPEN_END)),
+            ],
+        }
     }
 
     fn key(_node: &ItemNode) -> Option<String> {
@@ -111,7 +273,10 @@ impl Extract for Portfolio {
         let mut stmt = warehouse
             .connection()
             .prepare(
-                "SELECT p.user_id, p.related_object_type, p.title, max(p.occurrence)
+                "SELECT p.user_id, p.related_object_type, p.title,
+                        CASE WHEN p.related_object_type = 'CERTIFICATE'
+                             THEN p.completion_date END,
+                        max(p.occurrence)
                  FROM portfolio_items p JOIN _seen_portfolio_items s USING (item_key)
                  WHERE s.stream = 'portfolio' GROUP BY ALL",
             )
@@ -122,14 +287,15 @@ impl Extract for Portfolio {
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<NaiveDate>>(3)?,
+                    r.get::<_, i64>(4)?,
                 ))
             })
             .map_err(db)?;
         for row in rows {
-            let (user, kind, title, n) = row.map_err(db)?;
+            let (user, kind, title, day, n) = row.map_err(db)?;
             self.occurrences
-                .insert(pair_hash(&user, &kind, &title), n as u32);
+                .insert(occurrence_hash(&user, &kind, &title, day), n as u32);
         }
         Ok(())
     }
@@ -139,12 +305,17 @@ impl Extract for Portfolio {
         let kind = TYPES[part];
         let mut batch = BatchBuilder::with_capacity(&PORTFOLIO_ITEMS, nodes.len());
         for node in nodes {
+            let completion = date(node.completion_date.as_deref());
+            let issued = issued(kind, completion);
+            if issued.is_some() {
+                self.latest = self.latest.max(issued);
+            }
             let n = self
                 .occurrences
-                .entry(pair_hash(&node.user.id, kind, &node.title))
+                .entry(occurrence_hash(&node.user.id, kind, &node.title, issued))
                 .or_default();
             *n += 1;
-            let key = portfolio_item_key(&node.user.id, kind, &node.title, *n);
+            let key = portfolio_item_key(&node.user.id, kind, &node.title, issued, *n);
             let spent = node
                 .time_spent
                 .as_ref()
@@ -158,7 +329,7 @@ impl Extract for Portfolio {
                 .and_then(|r| r.set("occurrence", *n as i64))
                 .and_then(|r| r.set("progress", node.progress))
                 .and_then(|r| r.set("score", node.score))
-                .and_then(|r| r.set("completion_date", date(node.completion_date.as_deref())))
+                .and_then(|r| r.set("completion_date", completion))
                 .and_then(|r| r.set("end_date", date(node.end_date.as_deref())))
                 .and_then(|r| r.set("time_spent_seconds", spent))
                 .map_err(store)?;

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
@@ -69,13 +70,28 @@ impl Outcome {
     }
 }
 
-/// The checkpoint of a stream between pages.
+/// A stream's checkpoint: during a scan, where it is (`part`, `next_page`) and its plan;
+/// between scans, only the `state` the next scan plans from.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 struct Checkpoint {
-    /// The part being scanned.
-    part: usize,
+    /// The part being scanned; `None` between scans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    part: Option<usize>,
     /// The first page of that part not yet committed.
+    #[serde(default)]
     next_page: usize,
+    /// What the scan covers ([`Extract::plan`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    plan: Option<Value>,
+    /// Left by the last scan for the next ([`Extract::next_state`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state: Option<Value>,
+}
+
+impl Checkpoint {
+    fn text(&self) -> String {
+        serde_json::to_string(self).expect("checkpoint serializes")
+    }
 }
 
 /// Work for the writer thread.
@@ -261,15 +277,28 @@ async fn drive<S: Extract>(
             .await?
             .map_err(store)?
     };
-    let checkpoint: Option<Checkpoint> =
-        saved.as_deref().and_then(|s| serde_json::from_str(s).ok());
-    if checkpoint.is_none() {
+    let saved: Checkpoint = saved
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    let resumed = saved.part.is_some();
+    if !resumed {
         writer
             .call(move |w| w.reset_scan(name))
             .await?
             .map_err(store)?;
     }
-    let resumed = checkpoint.is_some();
+    let mut plan = if resumed {
+        stream.plan(None, saved.plan.clone())
+    } else {
+        stream.plan(saved.state.clone(), None)
+    };
+    if !resumed
+        && let Some(check) = stream.check()
+        && !check_holds(api, writer, name, check).await?
+    {
+        plan = stream.widen();
+    }
     let (stream, prepared) = writer
         .call(move |w| {
             let r = stream.prepare(w, resumed);
@@ -278,15 +307,24 @@ async fn drive<S: Extract>(
         .await?;
     let mut stream = stream;
     prepared?;
-    let start = checkpoint.clone().unwrap_or_default();
+    let (start_part, start_page) = (saved.part.unwrap_or(0), saved.next_page);
     if resumed {
         info!(
             stream = name,
-            part = start.part,
-            page = start.next_page,
+            part = start_part,
+            page = start_page,
             "Resuming from checkpoint."
         );
     }
+    let at = |part: usize, next_page: usize| {
+        Checkpoint {
+            part: Some(part),
+            next_page,
+            plan: plan.clone(),
+            state: None,
+        }
+        .text()
+    };
 
     let mut outcome = StreamOutcome {
         stream: name,
@@ -295,12 +333,8 @@ async fn drive<S: Extract>(
         ..StreamOutcome::default()
     };
     let parts = stream.parts();
-    for (index, part) in parts.iter().enumerate().skip(start.part) {
-        let first_page = if index == start.part {
-            start.next_page
-        } else {
-            0
-        };
+    for (index, part) in parts.iter().enumerate().skip(start_part) {
+        let first_page = if index == start_part { start_page } else { 0 };
         let mut pages = if part.op.offset {
             let unique = std::sync::atomic::AtomicU64::new(0);
             let key = move |node: &S::Node| {
@@ -353,11 +387,7 @@ async fn drive<S: Extract>(
             if buffered > 0 && (done || buffered >= PAGES_PER_COMMIT) {
                 let batches = std::mem::take(&mut buffer);
                 buffered = 0;
-                let cp = Checkpoint {
-                    part: index,
-                    next_page: if part.op.offset { last_page } else { 0 },
-                };
-                let text = serde_json::to_string(&cp).expect("checkpoint serializes");
+                let text = at(index, if part.op.offset { last_page } else { 0 });
                 // At most one commit in flight per stream: wait for the previous one, then
                 // queue this one and go on fetching while it runs.
                 if let Some(previous) = in_flight.take() {
@@ -374,11 +404,7 @@ async fn drive<S: Extract>(
         }
         // Moving to the next part: checkpoint its start so a crash does not redo this part.
         if index + 1 < parts.len() {
-            let text = serde_json::to_string(&Checkpoint {
-                part: index + 1,
-                next_page: 0,
-            })
-            .expect("checkpoint serializes");
+            let text = at(index + 1, 0);
             writer
                 .call(move |w| w.commit(name, run, &text, Vec::new()))
                 .await?
@@ -388,6 +414,13 @@ async fn drive<S: Extract>(
 
     let complete = outcome.complete;
     let scopes = stream.scopes();
+    let next = stream.next_state(complete).map(|state| {
+        Checkpoint {
+            state: Some(state),
+            ..Checkpoint::default()
+        }
+        .text()
+    });
     let deleted = writer
         .call(move |w| {
             w.finish_scan(
@@ -396,7 +429,7 @@ async fn drive<S: Extract>(
                 ScanEnd {
                     complete,
                     tables: scopes,
-                    next_checkpoint: None,
+                    next_checkpoint: next.as_deref(),
                 },
             )
         })
@@ -406,6 +439,51 @@ async fn drive<S: Extract>(
     outcome.schema_drift = stream.drift();
     outcome.seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
+}
+
+/// Does the part of the source a windowed plan skips still match the warehouse?
+async fn check_holds(
+    api: &Client,
+    writer: &Writer,
+    name: &'static str,
+    check: super::Check,
+) -> Result<bool> {
+    #[derive(Deserialize)]
+    struct Counted {
+        count: u64,
+    }
+    let mut variables = check.variables;
+    variables["first"] = serde_json::json!(1);
+    let api_count = api
+        .query_at::<Counted>(&check.op, &variables, check.op.connection)
+        .await
+        .map_err(|source| Error::Api {
+            stream: name,
+            source: Box::new(source),
+        })?
+        .count;
+    let sql = check.sql;
+    let stored = writer
+        .call(move |w| {
+            w.connection()
+                .query_row(&sql, [], |r| r.get::<_, i64>(0))
+                .map_err(|source| crate::store::StoreError::Db {
+                    doing: "counting rows outside a window",
+                    source,
+                })
+        })
+        .await?
+        .map_err(super::store_error(name))?;
+    let holds = stored == api_count as i64;
+    if !holds {
+        info!(
+            stream = name,
+            api = api_count,
+            warehouse = stored,
+            "Rows outside the window changed; scanning everything."
+        );
+    }
+    Ok(holds)
 }
 
 /// The answer of one page-group commit.

@@ -104,7 +104,7 @@ fn item(user: &str, title: &str, progress: f64, completion: Option<NaiveDate>) -
 }
 
 fn key_of(i: &Item) -> String {
-    portfolio_item_key(&i.user, "TRAINING", &i.title, 1)
+    portfolio_item_key(&i.user, "TRAINING", &i.title, None, 1)
 }
 
 fn items_batch(items: &[Item]) -> RecordBatch {
@@ -543,6 +543,38 @@ fn scope_limits_what_a_complete_scan_deletes() {
     assert_eq!(
         w.checkpoint("portfolio").unwrap().as_deref(),
         Some(r#"{"completed_through":"2026-01-10"}"#)
+    );
+
+    // Both at once: titles B and C that were completed in January. C has no completion
+    // date, so only B is in scope and gone.
+    w.commit_page(&PORTFOLIO_ITEMS, items_batch(&[]), "portfolio", "1", run)
+        .unwrap();
+    let titles = vec!["B".to_string(), "C".to_string()];
+    let end = ScanEnd {
+        complete: true,
+        tables: vec![(
+            &PORTFOLIO_ITEMS,
+            Scope::And(vec![
+                Scope::In {
+                    column: "title",
+                    values: &titles,
+                },
+                Scope::Between {
+                    column: "completion_date",
+                    from: jan(1).unwrap(),
+                    to: jan(31).unwrap(),
+                },
+            ]),
+        )],
+        next_checkpoint: None,
+    };
+    assert_eq!(w.finish_scan("portfolio", run, end).unwrap(), 1);
+    assert_eq!(
+        dump(
+            &w,
+            "SELECT title FROM portfolio_items WHERE _deleted_at IS NULL"
+        ),
+        [r#"Text("C")"#]
     );
 
     // A scope on a column the table lacks is refused before anything happens.
