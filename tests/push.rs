@@ -465,6 +465,17 @@ async fn every_action_applies_its_mutation() {
         }
     });
 
+    // The issue day was re-read into the warehouse after the apply.
+    let issued = rows(
+        &env.db,
+        &format!(
+            "SELECT count(DISTINCT user_ref) FROM portfolio_items WHERE related_object_type = 'CERTIFICATE'
+               AND title = '{}' AND completion_date = DATE '2026-07-20' AND _deleted_at IS NULL",
+            template.title
+        ),
+    );
+    assert_eq!(issued, vec![active.len().to_string()]);
+
     let extra = format!(
         "SELECT ref, 'Dept ' || ref AS value FROM ({})",
         values(&active)
@@ -487,6 +498,18 @@ async fn every_action_applies_its_mutation() {
         }
     });
 
+    assert_eq!(
+        rows(
+            &env.db,
+            &format!(
+                "SELECT extra_fields->>'department' FROM users WHERE ref = '{}'",
+                active[1]
+            )
+        ),
+        vec![format!("Dept {}", active[1])],
+        "the warehouse shows the new value"
+    );
+
     // HR sync from a CSV file: one existing user renamed, one new user.
     let csv = env.path("people.csv");
     std::fs::write(
@@ -508,6 +531,11 @@ async fn every_action_applies_its_mutation() {
         assert_eq!(new.role_names(), vec!["TRAINER", "USER"]);
     });
     assert_eq!(env.sim.counters().notifications, 0, "no --notify, no mail");
+    assert_eq!(
+        rows(&env.db, "SELECT name, email FROM users WHERE ref = 'NEW-1'"),
+        vec!["New One | new.one@example.com"],
+        "upserted users were re-read into the warehouse"
+    );
 
     // Every plan is complete in the ledger.
     let open = rows(

@@ -60,7 +60,9 @@ pub async fn run(rows: usize, latency: Duration, concurrency: usize) -> Result<(
         concurrency: 4,
         format: Format::Json,
     };
-    sync(&config, &args, true).await.context("syncing the bench org")?;
+    sync(&config, &args, true)
+        .await
+        .context("syncing the bench org")?;
     sim.set_faults(Faults {
         latency,
         ..Faults::default()

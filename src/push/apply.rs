@@ -228,7 +228,7 @@ pub async fn apply(
         "done"
     };
     ledger::set_status(conn, plan_id, status)?;
-    refresh(conn, plan_id, action)?;
+    update_from_outcomes(conn, plan_id, action)?;
     outcome.seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
 }
@@ -313,11 +313,39 @@ async fn settle_certificates(
     Ok(found.len() as u64)
 }
 
+/// Users re-read after an upsert at most; a bigger HR sync is left to the next `sync` (a
+/// targeted refresh reads users one request each).
+pub const REFRESH_USERS_MAX: usize = 1000;
+
+/// What [`crate::streams::refresh`] should re-read after an apply: the certificate's issue
+/// day, or the upserted users (up to [`REFRESH_USERS_MAX`]). Other actions are brought up to
+/// date from the confirmed outcomes without a request ([`update_from_outcomes`]), or show after
+/// the next `sync` (training members: portfolio progress; enrollments: not in the warehouse).
+pub fn refresh_targets(
+    conn: &duckdb::Connection,
+    plan_id: i64,
+    action: &Action,
+) -> Result<crate::streams::refresh::Targets> {
+    let mut targets = crate::streams::refresh::Targets::default();
+    match action {
+        Action::GenerateCertificate { issue_date, .. } => {
+            targets.certificate_days.insert(*issue_date);
+        }
+        Action::UpsertUsers => {
+            let done = ledger::rows(conn, plan_id, &[ledger::SUCCEEDED])?;
+            if done.len() <= REFRESH_USERS_MAX {
+                targets.users = done.into_iter().map(|r| r.key).collect();
+            }
+        }
+        _ => {}
+    }
+    Ok(targets)
+}
+
 /// Bring the warehouse in line with what the server confirmed, so the next plan sees the new
-/// state: archived flags, group memberships, extra fields. (`streams::refresh` is not on this
-/// branch yet; upserted users, enrollments, training members and certificates show after the
-/// next `sync`.) Rows written here get `_hash = 0`, so the next sync rewrites them from Pluvo.
-fn refresh(conn: &duckdb::Connection, plan_id: i64, action: &Action) -> Result<()> {
+/// state: archived flags, group memberships, extra fields — no request needed. Rows written
+/// here get `_hash = 0`, so the next sync rewrites them from Pluvo.
+fn update_from_outcomes(conn: &duckdb::Connection, plan_id: i64, action: &Action) -> Result<()> {
     let done = "SELECT row_key FROM _push_ledger
                 WHERE plan_id = ? AND status IN ('succeeded', 'already')";
     let (sql, extra): (String, Option<String>) = match action {

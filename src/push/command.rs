@@ -179,9 +179,9 @@ fn client(config: &Config, run: &RunArgs) -> Result<Client> {
 pub async fn run(config: &Config, args: &PushArgs, quiet: bool) -> Result<Exit> {
     let (action, select) = match &args.command {
         PushCommand::Apply { plan, run } | PushCommand::Resume { plan, run } => {
-            let warehouse = open(config)?;
+            let mut warehouse = open(config)?;
             let client = client(config, run)?;
-            return apply_and_print(&client, &warehouse, *plan, run, quiet).await;
+            return apply_and_print(&client, &mut warehouse, *plan, run, quiet).await;
         }
         PushCommand::Status { plan, format } => return status(config, *plan, *format),
         PushCommand::ArchiveUsers(s) => (Action::ArchiveUsers, s),
@@ -241,7 +241,7 @@ pub async fn run(config: &Config, args: &PushArgs, quiet: bool) -> Result<Exit> 
     } else {
         None
     };
-    let warehouse = open(config)?;
+    let mut warehouse = open(config)?;
     let conn = warehouse.connection();
     let action = super::plan::resolve(conn, action).map_err(usage)?;
     if let Some(client) = &client {
@@ -259,7 +259,7 @@ pub async fn run(config: &Config, args: &PushArgs, quiet: bool) -> Result<Exit> 
                     "Resuming plan {plan_id}: same action and selection, not finished (settled rows are not sent again)."
                 );
             }
-            return apply_and_print(client, &warehouse, plan_id, &select.run, quiet).await;
+            return apply_and_print(client, &mut warehouse, plan_id, &select.run, quiet).await;
         }
     }
     let planned = super::plan(conn, &action, select.notify, &selection).map_err(usage)?;
@@ -275,7 +275,7 @@ pub async fn run(config: &Config, args: &PushArgs, quiet: bool) -> Result<Exit> 
             Ok(Exit::Ok)
         }
         Some(client) => {
-            apply_and_print(client, &warehouse, planned.plan_id, &select.run, quiet).await
+            apply_and_print(client, &mut warehouse, planned.plan_id, &select.run, quiet).await
         }
     }
 }
@@ -372,7 +372,7 @@ fn print_plan(action: &Action, planned: &Planned, run: &RunArgs) {
 
 async fn apply_and_print(
     client: &Client,
-    warehouse: &Warehouse,
+    warehouse: &mut Warehouse,
     plan_id: i64,
     run: &RunArgs,
     quiet: bool,
@@ -382,6 +382,27 @@ async fn apply_and_print(
         .map_err(usage)?;
     let failures = ledger::failures(warehouse.connection(), plan_id, 10).map_err(usage)?;
     print_outcome(&outcome, &failures, client, run.format);
+    // Re-read what the outcomes alone cannot tell (new users' ids, issued certificates).
+    let action = ledger::plan(warehouse.connection(), plan_id)
+        .map_err(usage)?
+        .action;
+    let targets =
+        super::apply::refresh_targets(warehouse.connection(), plan_id, &action).map_err(usage)?;
+    if !targets.is_empty() {
+        match crate::streams::refresh::refresh(client, warehouse, &targets).await {
+            Ok(r) if !quiet => eprintln!(
+                "Refreshed the warehouse: {} users, {} portfolio items re-read ({} requests).",
+                targets.users.len(),
+                r.portfolio_items.new + r.portfolio_items.changed + r.portfolio_items.unchanged,
+                r.requests
+            ),
+            Ok(_) => {}
+            // The push itself is done and recorded; a stale warehouse is fixed by `sync`.
+            Err(e) => eprintln!(
+                "warning: the push is complete, but refreshing the warehouse failed ({e:#}); run `pluvo-warehouse sync`"
+            ),
+        }
+    }
     if outcome.unfinished > 0 {
         if !quiet {
             eprintln!(
