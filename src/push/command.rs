@@ -360,12 +360,12 @@ fn print_plan(action: &Action, planned: &Planned, run: &RunArgs) {
     if !planned.first.is_empty() {
         println!("  first rows:");
         for r in &planned.first {
-            let input = if r.input.is_empty() {
-                String::new()
+            if r.input.is_empty() {
+                println!("    {}", r.key);
             } else {
-                serde_json::Value::Object(r.input.clone()).to_string()
-            };
-            println!("    {:<16} {input}", r.key);
+                let input = serde_json::Value::Object(r.input.clone());
+                println!("    {:<16} {input}", r.key);
+            }
         }
     }
 }
