@@ -545,9 +545,17 @@ async fn every_action_applies_its_mutation() {
     assert!(open.is_empty(), "{open:?}");
 }
 
-/// A certificate template id and the refs of `n` users, for the kill and fault tests.
-fn certificate_case(sim: &Sim, n: usize) -> (String, BTreeSet<String>, String) {
-    sim.with_data(|d| {
+/// A certificate case: the template, the refs of the first `n` users, and the SQL selecting
+/// them.
+struct CertificateCase {
+    template: String,
+    title: String,
+    refs: BTreeSet<String>,
+    query: String,
+}
+
+fn certificate_case(sim: &Sim, n: usize) -> CertificateCase {
+    let (template, title, refs): (String, String, BTreeSet<String>) = sim.with_data(|d| {
         let t = &d.certificates[1];
         let refs = d
             .users
@@ -555,8 +563,24 @@ fn certificate_case(sim: &Sim, n: usize) -> (String, BTreeSet<String>, String) {
             .take(n)
             .filter_map(|u| u.ref_.clone())
             .collect();
-        (t.id.to_string(), refs, t.title.to_string())
-    })
+        (t.id.to_string(), t.title.to_string(), refs)
+    });
+    let list: Vec<String> = refs.iter().map(|r| format!("'{r}'")).collect();
+    let query = format!("SELECT ref FROM users WHERE ref IN ({})", list.join(", "));
+    CertificateCase {
+        template,
+        title,
+        refs,
+        query,
+    }
+}
+
+/// `title:ref` keys of the simulator's `generateCertificate` counters.
+fn certificate_targets(case: &CertificateCase) -> BTreeSet<String> {
+    case.refs
+        .iter()
+        .map(|r| format!("{}:{r}", case.title))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -636,21 +660,15 @@ async fn a_killed_apply_resumes_and_applies_each_row_exactly_once() {
     );
 
     // generateCertificate is not idempotent: an answer lost to a kill must not issue twice.
-    let (template, refs, _) = certificate_case(&env.sim, 60);
-    let list = refs
-        .iter()
-        .map(|r| format!("'{r}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let query = format!("SELECT ref FROM users WHERE ref IN ({list})");
+    let case = certificate_case(&env.sim, 60);
     let certify = [
         "generate-certificate",
         "--certificate",
-        &template,
+        &case.template,
         "--issue-date",
         "2026-07-21",
         "--query",
-        &query,
+        &case.query,
         "--apply",
         "--batch-size",
         "10",
@@ -663,12 +681,13 @@ async fn a_killed_apply_resumes_and_applies_each_row_exactly_once() {
     assert_ne!(out.status.code(), Some(0), "{}", text(&out));
     let out = env.push(&certify);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let targets: BTreeSet<String> = {
-        let title = env.sim.with_data(|d| d.certificates[1].title.to_string());
-        refs.iter().map(|r| format!("{title}:{r}")).collect()
-    };
+    let targets = certificate_targets(&case);
     let processed = applied_once(&env.sim, "generateCertificate", &targets);
-    assert_eq!(processed, refs.len() as u64, "no certificate issued twice");
+    assert_eq!(
+        processed,
+        case.refs.len() as u64,
+        "no certificate issued twice"
+    );
     let verified = rows(
         &env.db,
         "SELECT count(*) FROM _push_ledger WHERE plan_id = 2 AND answer->>'verified' = 'portfolio'",
@@ -680,7 +699,7 @@ async fn a_killed_apply_resumes_and_applies_each_row_exactly_once() {
     );
     assert_eq!(
         ledger(&env.db, 2),
-        vec![format!("succeeded | {}", refs.len())]
+        vec![format!("succeeded | {}", case.refs.len())]
     );
 }
 
@@ -710,31 +729,30 @@ async fn faults_do_not_break_exactly_once() {
         vec![format!("succeeded | {}", selected.len())]
     );
 
-    let (template, refs, title) = certificate_case(&env.sim, 200);
-    let list = refs
-        .iter()
-        .map(|r| format!("'{r}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let case = certificate_case(&env.sim, 200);
     let out = env.push(&[
         "generate-certificate",
         "--certificate",
-        &template,
+        &case.template,
         "--issue-date",
         "2026-07-22",
         "--query",
-        &format!("SELECT ref FROM users WHERE ref IN ({list})"),
+        &case.query,
         "--apply",
         "--batch-size",
         "10",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let targets: BTreeSet<String> = refs.iter().map(|r| format!("{title}:{r}")).collect();
+    let targets = certificate_targets(&case);
     let processed = applied_once(&env.sim, "generateCertificate", &targets);
-    assert_eq!(processed, refs.len() as u64, "no certificate issued twice");
+    assert_eq!(
+        processed,
+        case.refs.len() as u64,
+        "no certificate issued twice"
+    );
     assert_eq!(
         ledger(&env.db, 2),
-        vec![format!("succeeded | {}", refs.len())]
+        vec![format!("succeeded | {}", case.refs.len())]
     );
     let faults = env.sim.counters().faults;
     assert!(

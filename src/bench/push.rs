@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 
 use crate::api::{Client, ClientOptions};
 use crate::cli::{Format, SyncArgs, sync};
-use crate::config::{Config, Flags};
+use crate::config::Config;
 use crate::push::{self, Action, Options, Selection};
 use crate::sim::{Faults, Sim, SimConfig};
 use crate::store::Warehouse;
@@ -35,25 +35,7 @@ pub async fn run(rows: usize, latency: Duration, concurrency: usize) -> Result<(
     .await?;
     let dir = std::env::temp_dir().join(format!("pluvo-bench-push-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let db = dir.join("bench.duckdb");
-    let config_file = dir.join("pluvo-warehouse.toml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "[pluvo]\nurl = \"{}\"\nclient_id = \"{}\"\n\n[warehouse]\ndb = \"{}\"\n",
-            sim.url(),
-            sim.client_id(),
-            db.display()
-        ),
-    )?;
-    let secret = sim.client_secret().to_string();
-    let config = Config::load_with(
-        &Flags {
-            config: Some(config_file),
-            ..Flags::default()
-        },
-        |name| (name == "PLUVO_CLIENT_SECRET").then(|| secret.clone()),
-    )?;
+    let (_, config) = super::sim_config(&sim, &dir)?;
     let args = SyncArgs {
         streams: vec!["users".into(), "groups".into()],
         full_refresh: false,

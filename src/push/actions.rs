@@ -472,38 +472,39 @@ fn aliased(kind: AliasKind, n: usize) -> Operation {
     Operation::new(name, document)
 }
 
+/// Text of alias `i` (its variables, or its field).
+type AliasText = fn(usize) -> String;
+
 fn alias_document(kind: AliasKind, n: usize) -> String {
-    let mut vars = Vec::new();
-    let mut fields = Vec::new();
-    match kind {
-        AliasKind::User => {
-            vars.push("$n: Boolean".to_string());
-            for i in 0..n {
-                vars.push(format!("$r{i}: String, $u{i}: UserInput!"));
-                fields.push(format!(
+    let (name, mut vars, var, field): (_, Vec<String>, AliasText, AliasText) = match kind {
+        AliasKind::User => (
+            "UpdateOrCreateUsers",
+            vec!["$n: Boolean".to_string()],
+            |i| format!("$r{i}: String, $u{i}: UserInput!"),
+            |i| {
+                format!(
                     "  a{i}: updateOrCreateUser(ref: $r{i}, sendInvite: $n, user: $u{i}) {{ created user {{ id ref archived }} }}"
-                ));
-            }
-            format!(
-                "mutation UpdateOrCreateUsers({}) {{\n{}\n}}",
-                vars.join(", "),
-                fields.join("\n")
-            )
-        }
-        AliasKind::Extra => {
-            for i in 0..n {
-                vars.push(format!("$r{i}: String, $v{i}: [ExtraCategoryValueInput!]!"));
-                fields.push(format!(
+                )
+            },
+        ),
+        AliasKind::Extra => (
+            "UpdateExtraCategoryValuesBatch",
+            Vec::new(),
+            |i| format!("$r{i}: String, $v{i}: [ExtraCategoryValueInput!]!"),
+            |i| {
+                format!(
                     "  a{i}: updateExtraCategoryValues(contentType: USER, modelRef: $r{i}, values: $v{i}) {{ extraCategoryValues {{ __typename }} }}"
-                ));
-            }
-            format!(
-                "mutation UpdateExtraCategoryValuesBatch({}) {{\n{}\n}}",
-                vars.join(", "),
-                fields.join("\n")
-            )
-        }
-    }
+                )
+            },
+        ),
+    };
+    vars.extend((0..n).map(var));
+    let fields: Vec<String> = (0..n).map(field).collect();
+    format!(
+        "mutation {name}({}) {{\n{}\n}}",
+        vars.join(", "),
+        fields.join("\n")
+    )
 }
 
 #[cfg(test)]
