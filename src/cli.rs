@@ -57,6 +57,8 @@ pub enum Command {
     Query(crate::query::QueryArgs),
     /// Install the analyst views of sql/views/ into the warehouse and list them
     Views,
+    /// Write back: apply an action to the users a SQL query selects (plan first, exactly once)
+    Push(crate::push::PushArgs),
     /// The built-in Pluvo simulator (tests, demos, benchmarks)
     Sim {
         #[command(subcommand)]
@@ -152,6 +154,18 @@ pub enum BenchCommand {
         /// Exports timed (the median is reported)
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+    },
+    /// Write-back: archive and add-to-group of N users, batched vs one mutation per request
+    Push {
+        /// Rows per action
+        #[arg(long, default_value_t = 10_000)]
+        rows: usize,
+        /// Latency the simulator adds to every answer, in milliseconds
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
+        /// Requests in flight
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
     },
     /// API client vs a plain fetch loop: pages/s, rows/s, overhead
     Client {
@@ -375,6 +389,7 @@ async fn run(cli: Cli) -> Result<Exit> {
         Command::Export(args) => crate::export::command::run(&Config::load(&flags)?, &args),
         Command::Query(args) => crate::query::run(&Config::load(&flags)?, &args),
         Command::Views => crate::views::run(&Config::load(&flags)?),
+        Command::Push(args) => crate::push::run(&Config::load(&flags)?, &args, quiet).await,
         Command::Sim { command } => match command {
             SimCommand::Serve(args) => serve(*args).await,
             SimCommand::Sdl => {
@@ -414,6 +429,15 @@ async fn run(cli: Cli) -> Result<Exit> {
             }
             BenchCommand::Export { users, rounds } => {
                 crate::bench::export::run(users, rounds).await?;
+                Ok(Exit::Ok)
+            }
+            BenchCommand::Push {
+                rows,
+                latency_ms,
+                concurrency,
+            } => {
+                let latency = Duration::from_millis(latency_ms);
+                crate::bench::push::run(rows, latency, concurrency).await?;
                 Ok(Exit::Ok)
             }
             BenchCommand::Client {

@@ -20,3 +20,6 @@ mod webhook;
 /// Publishing: Parquet export (types, partitions, atomic), analyst views vs the simulator's
 /// data, `query` formats and errors, readers during a sync, compliance export.
 mod publish;
+
+/// `push`: plans send nothing, each action, validation, exactly once under kills and faults.
+mod push;

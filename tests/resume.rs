@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pluvo_warehouse::sim::{Faults, SimConfig};
 
-use crate::support::{cli, rows, sim_with, sync};
+use crate::support::{command, config_file, rows, sim_with, sync};
 
 /// Data columns per table (bookkeeping excluded), as in `tests/sync.rs`.
 const TABLES: &[&str] = &[
@@ -21,12 +21,9 @@ const TABLES: &[&str] = &[
 ];
 
 // Multi-threaded: the simulator keeps serving while this thread waits for the child process.
-/// `pluvo-warehouse --quiet --config CONFIG --db DB sync`, with only the secret from the
-/// environment.
+/// `pluvo-warehouse --quiet --config CONFIG --db DB sync`, secret from the environment only.
 fn sync_command(config: &Path, db: &Path, secret: &str) -> Command {
-    let mut cmd = cli(config, db, secret);
-    cmd.arg("sync");
-    cmd
+    command(config, db, secret, &["sync"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,16 +44,7 @@ async fn a_killed_sync_resumes_to_the_same_tables() {
         ..Faults::default()
     });
     let db = dir.path().join("killed.duckdb");
-    let config = dir.path().join("pluvo-warehouse.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[pluvo]\nurl = \"{}\"\nclient_id = \"{}\"\n",
-            sim.url(),
-            sim.client_id()
-        ),
-    )
-    .unwrap();
+    let config = config_file(&sim, dir.path());
     let run = || {
         sync_command(&config, &db, sim.client_secret())
             .stdout(Stdio::null())
@@ -125,12 +113,7 @@ async fn a_second_sync_fails_at_once_while_one_runs() {
     });
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("busy.duckdb");
-    let config = dir.path().join("pluvo-warehouse.toml");
-    std::fs::write(
-        &config,
-        format!("[pluvo]\nurl = \"{}\"\nclient_id = \"demo\"\n", sim.url()),
-    )
-    .unwrap();
+    let config = config_file(&sim, dir.path());
     let second = || sync_command(&config, &db, sim.client_secret());
     let mut first = second()
         .stdout(Stdio::null())

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod export;
+pub mod push;
 pub mod sim;
 pub mod sync;
 pub mod webhook;
@@ -78,4 +79,32 @@ pub async fn sim_token(http: &reqwest::Client, sim: &crate::sim::Sim) -> anyhow:
         .as_str()
         .map(str::to_string)
         .ok_or_else(|| anyhow::anyhow!("the simulator answered no token: {answer}"))
+}
+
+/// Write `dir/pluvo-warehouse.toml` pointing at `sim` with the warehouse `dir/bench.duckdb`,
+/// and load it with the simulator's secret (as a user's environment would give it).
+pub fn sim_config(
+    sim: &crate::sim::Sim,
+    dir: &std::path::Path,
+) -> anyhow::Result<(std::path::PathBuf, crate::config::Config)> {
+    let db = dir.join("bench.duckdb");
+    let file = dir.join("pluvo-warehouse.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[pluvo]\nurl = \"{}\"\nclient_id = \"{}\"\n\n[warehouse]\ndb = \"{}\"\n",
+            sim.url(),
+            sim.client_id(),
+            db.display()
+        ),
+    )?;
+    let secret = sim.client_secret().to_string();
+    let config = crate::config::Config::load_with(
+        &crate::config::Flags {
+            config: Some(file.clone()),
+            ..Default::default()
+        },
+        |name| (name == "PLUVO_CLIENT_SECRET").then(|| secret.clone()),
+    )?;
+    Ok((file, config))
 }

@@ -36,16 +36,8 @@ pub async fn run(users: usize, latency: Duration, concurrency: usize) -> Result<
     });
     let dir = std::env::temp_dir().join(format!("pluvo-bench-sync-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let db = dir.join("bench.duckdb");
-    let config = dir.join("pluvo-warehouse.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[pluvo]\nurl = \"{}\"\nclient_id = \"{}\"\n",
-            sim.url(),
-            sim.client_id()
-        ),
-    )?;
+    let (config, settings) = super::sim_config(&sim, &dir)?;
+    let db = settings.db;
 
     let plain = plain_fetch(&sim, concurrency).await?;
     let full = child_sync(&sim, &config, &db, concurrency).await?;

@@ -1149,6 +1149,19 @@ impl Mutation {
             let u = &data.users[pos as usize];
             (u.ref_.clone(), u.email.clone())
         };
+        // What the user looked like before: `applied` counts only real changes, so a repeated
+        // upsert (safe to repeat) shows as processed twice but applied once.
+        let snapshot = |u: &super::data::User| {
+            (
+                u.name.clone(),
+                u.email.clone(),
+                u.ref_.clone(),
+                u.roles,
+                u.language,
+                u.archived,
+            )
+        };
+        let before = snapshot(&data.users[pos as usize]);
         {
             let u = &mut data.users[pos as usize];
             if let Some(n) = user.name {
@@ -1170,11 +1183,12 @@ impl Mutation {
                 u.archived = a;
             }
         }
+        let changed = created || snapshot(&data.users[pos as usize]) != before;
         data.reindex(pos, old_ref, old_email);
         let key = user_key(&data, pos);
         let node = user_node(&data, pos, Instant::now());
         drop(data);
-        st.record_mutation("updateOrCreateUser", &key, true);
+        st.record_mutation("updateOrCreateUser", &key, changed);
         st.record_notification(send_invite.unwrap_or(false));
         st.record_change(if created {
             Change::UserCreated(pos, Some(key))
@@ -1205,6 +1219,8 @@ impl Mutation {
             .or_else(|| model_ref.as_deref().and_then(|r| data.user_by_ref(r)))
             .ok_or_else(|| not_found("User"))?;
         let mut out = Vec::new();
+        // `applied` counts real changes only (a repeat is processed, not applied).
+        let mut changed = false;
         for v in values {
             let cat = data
                 .categories
@@ -1262,15 +1278,16 @@ impl Mutation {
                     cat.ref_
                 )));
             };
-            data.users[pos as usize]
+            let previous = data.users[pos as usize]
                 .extra
-                .insert(cat.ref_.clone(), json);
+                .insert(cat.ref_.clone(), json.clone());
+            changed |= previous.as_ref() != Some(&json);
             out.push(value);
         }
         data.version += 1;
         let key = user_key(&data, pos);
         drop(data);
-        st.record_mutation("updateExtraCategoryValues", &key, true);
+        st.record_mutation("updateExtraCategoryValues", &key, changed);
         st.record_change(Change::UserUpdated(pos));
         Ok(Some(UpdateExtraCategoryValuesPayload {
             extra_category_values: out,

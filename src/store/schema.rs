@@ -26,6 +26,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../sql/schema/001_init.sql"),
     },
     Migration {
+        version: 2,
+        sql: include_str!("../../sql/schema/002_push.sql"),
+    },
+    Migration {
         version: 3,
         sql: include_str!("../../sql/schema/003_webhooks.sql"),
     },

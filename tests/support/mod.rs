@@ -203,6 +203,18 @@ pub fn cli(config: &std::path::Path, db: &std::path::Path, secret: &str) -> std:
     cmd
 }
 
+/// [`cli`] with the command and its arguments.
+pub fn command(
+    config: &std::path::Path,
+    db: &std::path::Path,
+    secret: &str,
+    args: &[&str],
+) -> std::process::Command {
+    let mut cmd = cli(config, db, secret);
+    cmd.args(args);
+    cmd
+}
+
 /// A `pluvo-warehouse.toml` in `dir` pointing at `sim` (the secret comes from the environment).
 pub fn config_file(sim: &Sim, dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("pluvo-warehouse.toml");
