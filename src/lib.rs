@@ -11,5 +11,6 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod sim;
+pub mod status;
 pub mod store;
 pub mod streams;

@@ -13,3 +13,6 @@ mod sync;
 
 /// A `sync` process killed with SIGKILL at several moments resumes to the same tables.
 mod resume;
+
+/// `status`: runs, checkpoints, counts, push plans; read-only, a locked or missing file named.
+mod status;
