@@ -51,6 +51,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Extract Pluvo into the warehouse, incrementally (resumes after a crash)
     Sync(SyncArgs),
+    /// Write a commented pluvo-warehouse.toml and list the OAuth scopes the client needs
+    Init(crate::init::InitArgs),
     /// Last run per stream, checkpoints, row counts, pending push plans (read-only)
     Status(crate::status::StatusArgs),
     /// The built-in Pluvo simulator (tests, demos, benchmarks)
@@ -315,6 +317,7 @@ async fn run(cli: Cli) -> Result<Exit> {
                 Exit::Ok
             })
         }
+        Command::Init(args) => crate::init::run(&args, &flags),
         Command::Status(args) => crate::status::run(&Config::load(&flags)?, &args),
         Command::Sim { command } => match command {
             SimCommand::Serve(args) => serve(args).await,

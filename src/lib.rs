@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod init;
 pub mod sim;
 pub mod status;
 pub mod store;

@@ -16,3 +16,6 @@ mod resume;
 
 /// `status`: runs, checkpoints, counts, push plans; read-only, a locked or missing file named.
 mod status;
+
+/// Getting started: `init` (a loadable file, no secret), shell completions.
+mod setup;
