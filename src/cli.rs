@@ -53,6 +53,8 @@ pub enum Command {
     Sync(SyncArgs),
     /// Write a commented pluvo-warehouse.toml and list the OAuth scopes the client needs
     Init(crate::init::InitArgs),
+    /// Check configuration, token endpoint, credentials, scopes and the database file
+    Doctor,
     /// Last run per stream, checkpoints, row counts, pending push plans (read-only)
     Status(crate::status::StatusArgs),
     /// The built-in Pluvo simulator (tests, demos, benchmarks)
@@ -318,6 +320,7 @@ async fn run(cli: Cli) -> Result<Exit> {
             })
         }
         Command::Init(args) => crate::init::run(&args, &flags),
+        Command::Doctor => crate::doctor::run(&flags).await,
         Command::Status(args) => crate::status::run(&Config::load(&flags)?, &args),
         Command::Sim { command } => match command {
             SimCommand::Serve(args) => serve(args).await,

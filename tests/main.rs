@@ -17,5 +17,8 @@ mod resume;
 /// `status`: runs, checkpoints, counts, push plans; read-only, a locked or missing file named.
 mod status;
 
+/// `doctor`: wrong secret, unreachable URL, missing scope, locked database; each with its fix.
+mod doctor;
+
 /// Getting started: `init` (a loadable file, no secret), shell completions.
 mod setup;
