@@ -55,6 +55,8 @@ pub enum Command {
     Init(crate::init::InitArgs),
     /// Check configuration, token endpoint, credentials, scopes and the database file
     Doctor,
+    /// Print a shell completion script (bash, zsh, fish, ...)
+    Completions(crate::completions::CompletionsArgs),
     /// Last run per stream, checkpoints, row counts, pending push plans (read-only)
     Status(crate::status::StatusArgs),
     /// The built-in Pluvo simulator (tests, demos, benchmarks)
@@ -321,6 +323,7 @@ async fn run(cli: Cli) -> Result<Exit> {
         }
         Command::Init(args) => crate::init::run(&args, &flags),
         Command::Doctor => crate::doctor::run(&flags).await,
+        Command::Completions(args) => crate::completions::run(&args),
         Command::Status(args) => crate::status::run(&Config::load(&flags)?, &args),
         Command::Sim { command } => match command {
             SimCommand::Serve(args) => serve(args).await,

@@ -1,4 +1,5 @@
-//! Getting started: `init` writes a configuration that loads and holds no secret.
+//! Getting started: `init` writes a configuration that loads and holds no secret; shell
+//! completions come from the real command definitions.
 
 use pluvo_warehouse::config::{Config, DEFAULT_SCOPE, Flags};
 
@@ -83,4 +84,22 @@ async fn init_writes_a_loadable_file_without_the_secret_and_refuses_to_overwrite
         "{text}"
     );
     Config::load_with(&flags, |_| None).expect("the placeholder file loads too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bash_completions_know_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_bin(dir.path(), &["completions", "bash"], &[]).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stdout.contains("complete -F _pluvo__warehouse"),
+        "{}",
+        run.stdout
+    );
+    for command in ["sync", "status", "doctor", "init"] {
+        let mut words = run.stdout.split(|c: char| !c.is_alphanumeric() && c != '-');
+        assert!(words.any(|w| w == command), "bash script lacks `{command}`");
+    }
+    let unknown = run_bin(dir.path(), &["completions", "tcsh"], &[]).await;
+    assert_eq!(unknown.code, Some(2), "{unknown:?}");
 }
