@@ -143,6 +143,22 @@ fn db(doing: &'static str) -> impl Fn(duckdb::Error) -> StoreError {
     move |source| StoreError::Db { doing, source }
 }
 
+/// Every row of `sql`, mapped by `row`; errors say what was being read (`doing`).
+fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    doing: &'static str,
+    row: impl FnMut(&duckdb::Row<'_>) -> duckdb::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare(sql).map_err(db(doing))?;
+    let rows = stmt
+        .query_map([], row)
+        .map_err(db(doing))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db(doing))?;
+    Ok(rows)
+}
+
 /// Read the status of an open warehouse.
 pub fn collect(warehouse: &Warehouse) -> Result<Status, StoreError> {
     let conn = warehouse.connection();
@@ -168,20 +184,17 @@ fn last_run(conn: &Connection) -> Result<Option<RunStatus>, StoreError> {
         iso("ended_at"),
         seconds("started_at", "ended_at"),
     );
-    let mut stmt = conn.prepare(&sql).map_err(db("reading `_runs`"))?;
-    let mut rows = stmt
-        .query_map([], |r| {
-            Ok(RunStatus {
-                run_id: r.get(0)?,
-                status: r.get(1)?,
-                started_at: r.get(2)?,
-                ended_at: r.get(3)?,
-                seconds: r.get(4)?,
-                error: r.get(5)?,
-            })
+    let runs = query_all(conn, &sql, "reading `_runs`", |r| {
+        Ok(RunStatus {
+            run_id: r.get(0)?,
+            status: r.get(1)?,
+            started_at: r.get(2)?,
+            ended_at: r.get(3)?,
+            seconds: r.get(4)?,
+            error: r.get(5)?,
         })
-        .map_err(db("reading `_runs`"))?;
-    rows.next().transpose().map_err(db("reading `_runs`"))
+    })?;
+    Ok(runs.into_iter().next())
 }
 
 fn stream_runs(conn: &Connection) -> Result<Vec<StreamStatus>, StoreError> {
@@ -200,29 +213,24 @@ fn stream_runs(conn: &Connection) -> Result<Vec<StreamStatus>, StoreError> {
         seconds("s.started_at", "s.ended_at"),
     );
     let doing = "reading `_run_streams`";
-    let mut stmt = conn.prepare(&sql).map_err(db(doing))?;
-    let mut out = stmt
-        .query_map([], |r| {
-            Ok(StreamStatus {
-                stream: r.get(0)?,
-                run_id: r.get(1)?,
-                status: r.get(2)?,
-                started_at: r.get(3)?,
-                ended_at: r.get(4)?,
-                seconds: r.get(5)?,
-                rows_new: r.get(6)?,
-                rows_changed: r.get(7)?,
-                rows_unchanged: r.get(8)?,
-                rows_deleted: r.get(9)?,
-                requests: r.get(10)?,
-                retries: r.get(11)?,
-                error: r.get(12)?,
-                schema_drift: r.get(13)?,
-            })
+    let mut out = query_all(conn, &sql, doing, |r| {
+        Ok(StreamStatus {
+            stream: r.get(0)?,
+            run_id: r.get(1)?,
+            status: r.get(2)?,
+            started_at: r.get(3)?,
+            ended_at: r.get(4)?,
+            seconds: r.get(5)?,
+            rows_new: r.get(6)?,
+            rows_changed: r.get(7)?,
+            rows_unchanged: r.get(8)?,
+            rows_deleted: r.get(9)?,
+            requests: r.get(10)?,
+            retries: r.get(11)?,
+            error: r.get(12)?,
+            schema_drift: r.get(13)?,
         })
-        .map_err(db(doing))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(db(doing))?;
+    })?;
     out.sort_by_key(|s| registry_order(&s.stream));
     Ok(out)
 }
@@ -242,19 +250,14 @@ fn checkpoints(conn: &Connection) -> Result<Vec<CheckpointStatus>, StoreError> {
         iso("updated_at")
     );
     let doing = "reading `_checkpoints`";
-    let mut stmt = conn.prepare(&sql).map_err(db(doing))?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })
-        .map_err(db(doing))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(db(doing))?;
+    let rows = query_all(conn, &sql, doing, |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
     let mut out: Vec<CheckpointStatus> = rows
         .into_iter()
         .map(|(stream, text, run_id, updated_at)| {
@@ -329,22 +332,17 @@ fn push_plans(conn: &Connection) -> Result<Vec<PushPlanStatus>, StoreError> {
         iso("p.created_at")
     );
     let doing = "reading `_push_plans`";
-    let mut stmt = conn.prepare(&sql).map_err(db(doing))?;
-    let plans = stmt
-        .query_map([], |r| {
-            Ok(PushPlanStatus {
-                plan_id: r.get(0)?,
-                action: r.get(1)?,
-                status: r.get(2)?,
-                created_at: r.get(3)?,
-                rows_planned: r.get(4)?,
-                rows_pending: r.get(5)?,
-                rows_failed: r.get(6)?,
-            })
+    let plans = query_all(conn, &sql, doing, |r| {
+        Ok(PushPlanStatus {
+            plan_id: r.get(0)?,
+            action: r.get(1)?,
+            status: r.get(2)?,
+            created_at: r.get(3)?,
+            rows_planned: r.get(4)?,
+            rows_pending: r.get(5)?,
+            rows_failed: r.get(6)?,
         })
-        .map_err(db(doing))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(db(doing))?;
+    })?;
     Ok(plans)
 }
 

@@ -30,6 +30,16 @@ fn line<'a>(run: &'a Run, name: &str) -> (&'a str, &'a str) {
     (lines[i], lines.get(i + 1).copied().unwrap_or(""))
 }
 
+/// Check `name` has `verdict` (`ok`, `FAIL`, `skip`).
+fn verdict(run: &Run, name: &str, verdict: &str) {
+    let (check, _) = line(run, name);
+    assert!(
+        check.starts_with(verdict),
+        "`{name}` is not {verdict}:\n{}",
+        run.stdout
+    );
+}
+
 fn secret(sim: &Sim) -> String {
     sim.client_secret().to_string()
 }
@@ -49,11 +59,7 @@ async fn healthy_setup_passes_and_a_locked_database_names_the_pid() {
         "{}",
         ok.stdout
     );
-    assert!(
-        line(&ok, "scope for portfolio").0.starts_with("ok"),
-        "{}",
-        ok.stdout
-    );
+    verdict(&ok, "scope for portfolio", "ok");
     assert!(!ok.stdout.contains(&secret(&sim)) && !ok.stderr.contains(&secret(&sim)));
 
     let db = dir.path().join("w.duckdb");
@@ -83,10 +89,7 @@ async fn healthy_setup_passes_and_a_locked_database_names_the_pid() {
         fix.contains(&format!("fix: wait for process {pid}")),
         "{fix}"
     );
-    assert!(
-        line(&locked, "credentials").0.starts_with("ok"),
-        "the API checks still run"
-    );
+    verdict(&locked, "credentials", "ok"); // the API checks still run
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,11 +98,7 @@ async fn wrong_secret_names_the_client_and_the_variable() {
     let dir = tempfile::tempdir().unwrap();
     let run = doctor(dir.path(), &sim.url(), "not-the-secret", None).await;
     assert_eq!(run.code, Some(1), "{run:?}");
-    assert!(
-        line(&run, "token endpoint").0.starts_with("ok"),
-        "{}",
-        run.stdout
-    );
+    verdict(&run, "token endpoint", "ok");
     let (check, fix) = line(&run, "credentials");
     assert!(
         check.starts_with("FAIL") && check.contains("the token endpoint rejected client_id `demo`"),
@@ -107,7 +106,7 @@ async fn wrong_secret_names_the_client_and_the_variable() {
     );
     assert!(fix.contains("check PLUVO_CLIENT_SECRET"), "{fix}");
     assert!(!run.stdout.contains("not-the-secret") && !run.stderr.contains("not-the-secret"));
-    assert!(line(&run, "scopes").0.starts_with("skip"), "{}", run.stdout);
+    verdict(&run, "scopes", "skip");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,11 +123,7 @@ async fn unreachable_url_names_the_token_endpoint() {
         "{check}"
     );
     assert!(fix.contains("check pluvo.url / PLUVO_URL"), "{fix}");
-    assert!(
-        line(&run, "credentials").0.starts_with("skip"),
-        "{}",
-        run.stdout
-    );
+    verdict(&run, "credentials", "skip");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,16 +158,8 @@ async fn a_missing_scope_names_the_scope_and_the_streams() {
     let requested = granted.join(" ");
     let fewer = doctor(dir.path(), &sim.url(), &secret(&sim), Some(&requested)).await;
     assert_eq!(fewer.code, Some(1), "{fewer:?}");
-    assert!(
-        line(&fewer, "credentials").0.starts_with("ok"),
-        "{}",
-        fewer.stdout
-    );
-    assert!(
-        line(&fewer, "scope for users").0.starts_with("ok"),
-        "{}",
-        fewer.stdout
-    );
+    verdict(&fewer, "credentials", "ok");
+    verdict(&fewer, "scope for users", "ok");
     for stream in ["portfolio", "certificates", "trainings"] {
         let (check, fix) = line(&fewer, &format!("scope for {stream}"));
         assert!(

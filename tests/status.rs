@@ -5,7 +5,9 @@ use serde_json::Value;
 
 use crate::support::{rows, run_bin, sim, sync};
 
-fn json(run: &crate::support::Run) -> Value {
+/// `status --format json` of `db`, which must succeed.
+async fn status_json(dir: &std::path::Path, db: &str) -> Value {
+    let run = run_bin(dir, &["--db", db, "status", "--format", "json"], &[]).await;
     assert_eq!(run.code, Some(0), "status failed: {run:?}");
     serde_json::from_str(&run.stdout).expect("status --format json prints JSON")
 }
@@ -18,14 +20,7 @@ async fn status_reports_runs_checkpoints_counts_and_push_plans() {
     let first = sync(&sim, &db, false).await;
     let db_text = db.to_str().unwrap();
 
-    let status = json(
-        &run_bin(
-            dir.path(),
-            &["--db", db_text, "status", "--format", "json"],
-            &[],
-        )
-        .await,
-    );
+    let status = status_json(dir.path(), db_text).await;
     assert_eq!(status["last_run"]["run_id"], first.run_id);
     assert_eq!(status["last_run"]["status"], "succeeded");
     let streams = status["streams"].as_array().unwrap();
@@ -94,14 +89,7 @@ async fn status_reports_runs_checkpoints_counts_and_push_plans() {
         )
         .unwrap();
     }
-    let status = json(
-        &run_bin(
-            dir.path(),
-            &["--db", db_text, "status", "--format", "json"],
-            &[],
-        )
-        .await,
-    );
+    let status = status_json(dir.path(), db_text).await;
     assert_eq!(status["last_run"]["run_id"], second.run_id);
     let users = &status["tables"][0];
     assert_eq!(
