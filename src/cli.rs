@@ -59,6 +59,14 @@ pub enum Command {
     Views,
     /// Write back: apply an action to the users a SQL query selects (plan first, exactly once)
     Push(crate::push::PushArgs),
+    /// Write a commented pluvo-warehouse.toml and list the OAuth scopes the client needs
+    Init(crate::init::InitArgs),
+    /// Check configuration, token endpoint, credentials, scopes and the database file
+    Doctor,
+    /// Print a shell completion script (bash, zsh, fish, ...)
+    Completions(crate::completions::CompletionsArgs),
+    /// Last run per stream, checkpoints, row counts, pending push plans (read-only)
+    Status(crate::status::StatusArgs),
     /// The built-in Pluvo simulator (tests, demos, benchmarks)
     Sim {
         #[command(subcommand)]
@@ -390,6 +398,10 @@ async fn run(cli: Cli) -> Result<Exit> {
         Command::Query(args) => crate::query::run(&Config::load(&flags)?, &args),
         Command::Views => crate::views::run(&Config::load(&flags)?),
         Command::Push(args) => crate::push::run(&Config::load(&flags)?, &args, quiet).await,
+        Command::Init(args) => crate::init::run(&args, &flags),
+        Command::Doctor => crate::doctor::run(&flags).await,
+        Command::Completions(args) => crate::completions::run(&args),
+        Command::Status(args) => crate::status::run(&Config::load(&flags)?, &args),
         Command::Sim { command } => match command {
             SimCommand::Serve(args) => serve(*args).await,
             SimCommand::Sdl => {

@@ -74,6 +74,28 @@ pub const ENV_VARS: &[EnvVar] = &[
 pub const DEFAULT_SCOPE: &str = "users.read users.write trainings.read trainings.write \
      events.read events.write groups.read groups.write extra_categories.write";
 
+/// The scope each stream's queries need (pluvo-api.md; the simulator's `require` calls).
+/// Portfolio report and certificates are not documented: assumed `trainings.read`.
+pub const STREAM_SCOPES: &[(&str, &str)] = &[
+    ("users", "users.read"),
+    ("portfolio", "trainings.read"),
+    ("certificates", "trainings.read"),
+    ("groups", "groups.read"),
+    ("trainings", "trainings.read"),
+];
+
+/// The scope each write-back operation needs (`push`), by GraphQL field.
+pub const PUSH_SCOPES: &[(&str, &str)] = &[
+    ("updateOrCreateUser", "users.write"),
+    ("updateExtraCategoryValues", "extra_categories.write"),
+    ("addUsersToGroup", "groups.write"),
+    ("removeUsersFromGroup", "groups.write"),
+    ("addUsersToTraining", "trainings.write"),
+    ("generateCertificate", "trainings.write"),
+    ("offerEvent", "events.read"),
+    ("createOfferEventEnrollments", "events.write"),
+];
+
 pub const DEFAULT_CONFIG_FILE: &str = "pluvo-warehouse.toml";
 pub const DEFAULT_DB_FILE: &str = "pluvo.duckdb";
 
@@ -545,6 +567,16 @@ pub fn documented_keys() -> BTreeMap<&'static str, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_scope_covers_every_stream_and_push_operation() {
+        for (what, scope) in STREAM_SCOPES.iter().chain(PUSH_SCOPES) {
+            assert!(
+                DEFAULT_SCOPE.split_whitespace().any(|s| s == *scope),
+                "`{what}` needs `{scope}`, missing from DEFAULT_SCOPE"
+            );
+        }
+    }
     use std::collections::HashMap;
 
     fn load(file: Option<&str>, env: &[(&str, &str)], flags: Flags) -> Result<Config, ConfigError> {

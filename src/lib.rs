@@ -7,13 +7,17 @@
 pub mod api;
 pub mod bench;
 pub mod cli;
+pub mod completions;
 pub mod config;
 pub mod demo;
+pub mod doctor;
 pub mod error;
 pub mod export;
+pub mod init;
 pub mod push;
 pub mod query;
 pub mod sim;
+pub mod status;
 pub mod store;
 pub mod streams;
 pub mod views;

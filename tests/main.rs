@@ -23,3 +23,12 @@ mod publish;
 
 /// `push`: plans send nothing, each action, validation, exactly once under kills and faults.
 mod push;
+
+/// `status`: runs, checkpoints, counts, push plans; read-only, a locked or missing file named.
+mod status;
+
+/// `doctor`: wrong secret, unreachable URL, missing scope, locked database; each with its fix.
+mod doctor;
+
+/// Getting started: `init` (a loadable file, no secret), shell completions.
+mod setup;

@@ -229,3 +229,31 @@ pub fn config_file(sim: &Sim, dir: &std::path::Path) -> std::path::PathBuf {
     .unwrap();
     path
 }
+
+/// What a run of the binary printed and how it ended.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `pluvo-warehouse ARGS` in `dir` with only the `env` given of the PLUVO_* variables
+/// (the caller's are removed), `NO_COLOR` set, and wait for it without blocking the runtime.
+pub async fn run_bin(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pluvo-warehouse"));
+    cmd.current_dir(dir).args(args).env("NO_COLOR", "1");
+    for var in pluvo_warehouse::config::ENV_VARS {
+        cmd.env_remove(var.name);
+    }
+    cmd.env_remove("PLUVO_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.expect("the binary runs");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

@@ -1,0 +1,105 @@
+//! Getting started: `init` writes a configuration that loads and holds no secret; shell
+//! completions come from the real command definitions.
+
+use pluvo_warehouse::config::{Config, DEFAULT_SCOPE, Flags};
+
+use crate::support::run_bin;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_writes_a_loadable_file_without_the_secret_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "s3cret-from-the-environment";
+    let env = [("PLUVO_CLIENT_SECRET", secret)];
+    let run = run_bin(
+        dir.path(),
+        &[
+            "--url",
+            "https://acme.pluvo.com",
+            "init",
+            "--client-id",
+            "warehouse",
+        ],
+        &env,
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stdout.contains("export PLUVO_CLIENT_SECRET=..."),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("trainings.read           sync portfolio, certificates, trainings"),
+        "{}",
+        run.stdout
+    );
+    let path = dir.path().join("pluvo-warehouse.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains(secret) && !run.stdout.contains(secret));
+    assert!(
+        !text.lines().any(|l| l.starts_with("client_secret")),
+        "{text}"
+    );
+
+    let flags = Flags {
+        config: Some(path.clone()),
+        ..Flags::default()
+    };
+    let config = Config::load_with(&flags, |name| {
+        (name == "PLUVO_CLIENT_SECRET").then(|| "x".to_string())
+    })
+    .expect("the written file loads");
+    let api = config.api().expect("url and client id were written");
+    assert_eq!(api.base_url.as_str(), "https://acme.pluvo.com/");
+    assert_eq!(api.client_id, "warehouse");
+    assert_eq!(
+        api.scope,
+        DEFAULT_SCOPE
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    assert_eq!(config.db, std::path::PathBuf::from("pluvo.duckdb"));
+    assert_eq!(api.http.max_attempts, 8);
+
+    std::fs::write(&path, "# edited by hand\n").unwrap();
+    let again = run_bin(dir.path(), &["init"], &[]).await;
+    assert_eq!(again.code, Some(2), "{again:?}");
+    assert!(
+        again.stderr.contains("already exists; pass --force"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "# edited by hand\n",
+        "nothing overwritten"
+    );
+    let forced = run_bin(dir.path(), &["init", "--force"], &[]).await;
+    assert_eq!(forced.code, Some(0), "{forced:?}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains("# url = \"https://acme.pluvo.com\""),
+        "{text}"
+    );
+    Config::load_with(&flags, |_| None).expect("the placeholder file loads too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bash_completions_know_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_bin(dir.path(), &["completions", "bash"], &[]).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stdout.contains("complete -F _pluvo__warehouse"),
+        "{}",
+        run.stdout
+    );
+    for command in ["sync", "status", "doctor", "init"] {
+        let mut words = run.stdout.split(|c: char| !c.is_alphanumeric() && c != '-');
+        assert!(words.any(|w| w == command), "bash script lacks `{command}`");
+    }
+    let unknown = run_bin(dir.path(), &["completions", "tcsh"], &[]).await;
+    assert_eq!(unknown.code, Some(2), "{unknown:?}");
+}

@@ -1,0 +1,195 @@
+//! `status`: last run per stream, checkpoints, row counts and push plans, read-only; a locked
+//! or missing warehouse is named with what to do.
+
+use serde_json::Value;
+
+use crate::support::{rows, run_bin, sim, sync};
+
+/// `status --format json` of `db`, which must succeed.
+async fn status_json(dir: &std::path::Path, db: &str) -> Value {
+    let run = run_bin(dir, &["--db", db, "status", "--format", "json"], &[]).await;
+    assert_eq!(run.code, Some(0), "status failed: {run:?}");
+    serde_json::from_str(&run.stdout).expect("status --format json prints JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_runs_checkpoints_counts_and_push_plans() {
+    let sim = sim(120).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("w.duckdb");
+    let first = sync(&sim, &db, false).await;
+    let db_text = db.to_str().unwrap();
+
+    let status = status_json(dir.path(), db_text).await;
+    assert_eq!(status["last_run"]["run_id"], first.run_id);
+    assert_eq!(status["last_run"]["status"], "succeeded");
+    let streams = status["streams"].as_array().unwrap();
+    let names: Vec<&str> = streams
+        .iter()
+        .map(|s| s["stream"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["users", "portfolio", "certificates", "groups", "trainings"]
+    );
+    for (s, o) in streams.iter().zip(&first.streams) {
+        assert_eq!(s["stream"], o.stream);
+        assert_eq!(s["status"], "succeeded", "{s}");
+        assert_eq!(s["rows_new"], o.new, "{s}");
+        assert_eq!(s["requests"], o.requests, "{s}");
+        assert!(s["requests"].as_i64().unwrap() > 0, "{s}");
+    }
+    let users_live: i64 = rows(&db, "SELECT count(*) FROM users")[0].parse().unwrap();
+    assert_eq!(users_live, 120);
+    let users = &status["tables"][0];
+    assert_eq!(
+        (
+            users["table"].as_str(),
+            users["live"].as_i64(),
+            users["deleted"].as_i64()
+        ),
+        (Some("users"), Some(120), Some(0))
+    );
+    // Between runs: no scan in progress; the portfolio keeps a state for its next window.
+    let checkpoints = status["checkpoints"].as_array().unwrap();
+    assert!(
+        checkpoints.iter().all(|c| c["scan_in_progress"] == false),
+        "{checkpoints:?}"
+    );
+    let portfolio = checkpoints
+        .iter()
+        .find(|c| c["stream"] == "portfolio")
+        .expect("portfolio checkpoint");
+    assert!(portfolio["state"].is_object(), "{portfolio}");
+    assert_eq!(
+        status["push_plans"],
+        Value::Null,
+        "no push tables in this schema"
+    );
+
+    // A user disappears: the next run soft-deletes it, and status counts it as deleted.
+    sim.edit(|d| d.users[0].deleted = true);
+    let second = sync(&sim, &db, false).await;
+    // A scan in progress and push tables of a later schema, written as the tool would.
+    {
+        let config = pluvo_warehouse::store::duckdb_config(duckdb::AccessMode::ReadWrite);
+        let conn = duckdb::Connection::open_with_flags(&db, config.unwrap()).unwrap();
+        conn.execute_batch(
+            r#"INSERT OR REPLACE INTO _checkpoints
+                VALUES ('users', '{"part":1,"next_page":7}', 2, now());
+            CREATE TABLE _push_plans (plan_id BIGINT, action VARCHAR, status VARCHAR,
+                rows_planned BIGINT, created_at TIMESTAMPTZ);
+            CREATE TABLE _push_ledger (plan_id BIGINT, status VARCHAR);
+            INSERT INTO _push_plans VALUES
+                (1, 'archive-users', 'done', 2, '2026-06-01 10:00:00+00'),
+                (2, 'add-to-group', 'partial', 3, '2026-06-01 11:00:00+00'),
+                (3, 'archive-users', 'done', 1, '2026-06-01 12:00:00+00');
+            INSERT INTO _push_ledger VALUES (1, 'succeeded'), (1, 'succeeded'),
+                (2, 'failed'), (2, 'pending'), (2, 'sent'), (3, 'failed');"#,
+        )
+        .unwrap();
+    }
+    let status = status_json(dir.path(), db_text).await;
+    assert_eq!(status["last_run"]["run_id"], second.run_id);
+    let users = &status["tables"][0];
+    assert_eq!(
+        (users["live"].as_i64(), users["deleted"].as_i64()),
+        (Some(119), Some(1))
+    );
+    // The user and the rows that hung on it (its group memberships) are soft-deleted.
+    let deleted = status["streams"][0]["rows_deleted"].as_u64().unwrap();
+    assert_eq!(deleted, second.streams[0].deleted);
+    assert!(deleted >= 1, "{deleted}");
+    let users_cp = status["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["stream"] == "users")
+        .unwrap()
+        .clone();
+    assert_eq!(users_cp["scan_in_progress"], true);
+    assert_eq!(
+        (users_cp["part"].as_u64(), users_cp["next_page"].as_u64()),
+        (Some(1), Some(7))
+    );
+    let plans: Vec<(i64, i64, i64)> = status["push_plans"]
+        .as_array()
+        .expect("push section when the tables exist")
+        .iter()
+        .map(|p| {
+            (
+                p["plan_id"].as_i64().unwrap(),
+                p["rows_pending"].as_i64().unwrap(),
+                p["rows_failed"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        plans,
+        [(2, 2, 1), (3, 0, 1)],
+        "done plans without failures are left out"
+    );
+
+    let table = run_bin(dir.path(), &["--db", db_text, "status"], &[]).await;
+    assert_eq!(table.code, Some(0), "{table:?}");
+    for expected in [
+        "scan in progress: part 1, next page 7",
+        "add-to-group",
+        &format!("last run {}: succeeded", second.run_id),
+    ] {
+        assert!(
+            table.stdout.contains(expected),
+            "missing {expected:?} in\n{}",
+            table.stdout
+        );
+    }
+    let users_line = table
+        .stdout
+        .lines()
+        .find(|l| l.split_whitespace().collect::<Vec<_>>() == ["users", "119", "1"])
+        .unwrap_or_else(|| panic!("{}", table.stdout));
+    assert!(users_line.starts_with("users"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_names_the_pid_of_a_writer_and_a_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("w.duckdb");
+    let db_text = db.to_str().unwrap();
+
+    let missing = run_bin(dir.path(), &["--db", db_text, "status"], &[]).await;
+    assert_eq!(missing.code, Some(1), "{missing:?}");
+    assert!(
+        missing
+            .stderr
+            .contains("does not exist; run `pluvo-warehouse sync` first"),
+        "{}",
+        missing.stderr
+    );
+
+    // This process holds the writer's lock, as a running sync would.
+    let writer = pluvo_warehouse::store::Warehouse::open(&db).unwrap();
+    let locked = run_bin(
+        dir.path(),
+        &["--db", db_text, "status", "--format", "json"],
+        &[],
+    )
+    .await;
+    assert_eq!(locked.code, Some(1), "{locked:?}");
+    assert!(locked.stdout.is_empty(), "{}", locked.stdout);
+    let pid = format!("PID {}", std::process::id());
+    assert!(
+        locked.stderr.contains(&pid) && locked.stderr.contains("is in use by another process"),
+        "{}",
+        locked.stderr
+    );
+    writer.close().unwrap();
+
+    let empty = run_bin(dir.path(), &["--db", db_text, "status"], &[]).await;
+    assert_eq!(empty.code, Some(0), "{empty:?}");
+    assert!(
+        empty.stdout.contains("no sync has run yet"),
+        "{}",
+        empty.stdout
+    );
+}
