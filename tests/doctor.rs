@@ -69,7 +69,8 @@ async fn healthy_setup_passes_and_a_locked_database_names_the_pid() {
     let (database, _) = line(&after, "database");
     assert!(
         database.contains(&format!(
-            "schema version 1, last run {} succeeded",
+            "schema version {}, last run {} succeeded",
+            pluvo_warehouse::store::SCHEMA_VERSION,
             outcome.run_id
         )),
         "{database}"

@@ -63,29 +63,32 @@ async fn status_reports_runs_checkpoints_counts_and_push_plans() {
     assert!(portfolio["state"].is_object(), "{portfolio}");
     assert_eq!(
         status["push_plans"],
-        Value::Null,
-        "no push tables in this schema"
+        Value::Array(Vec::new()),
+        "no push plans yet"
     );
 
     // A user disappears: the next run soft-deletes it, and status counts it as deleted.
     sim.edit(|d| d.users[0].deleted = true);
     let second = sync(&sim, &db, false).await;
-    // A scan in progress and push tables of a later schema, written as the tool would.
+    // A scan in progress and push plans, written as the tool would.
     {
         let config = pluvo_warehouse::store::duckdb_config(duckdb::AccessMode::ReadWrite);
         let conn = duckdb::Connection::open_with_flags(&db, config.unwrap()).unwrap();
         conn.execute_batch(
             r#"INSERT OR REPLACE INTO _checkpoints
                 VALUES ('users', '{"part":1,"next_page":7}', 2, now());
-            CREATE TABLE _push_plans (plan_id BIGINT, action VARCHAR, status VARCHAR,
-                rows_planned BIGINT, created_at TIMESTAMPTZ);
-            CREATE TABLE _push_ledger (plan_id BIGINT, status VARCHAR);
-            INSERT INTO _push_plans VALUES
-                (1, 'archive-users', 'done', 2, '2026-06-01 10:00:00+00'),
-                (2, 'add-to-group', 'partial', 3, '2026-06-01 11:00:00+00'),
-                (3, 'archive-users', 'done', 1, '2026-06-01 12:00:00+00');
-            INSERT INTO _push_ledger VALUES (1, 'succeeded'), (1, 'succeeded'),
-                (2, 'failed'), (2, 'pending'), (2, 'sent'), (3, 'failed');"#,
+            INSERT INTO _push_plans (plan_id, action, mutation, args, sql_text, params,
+                rows_selected, rows_noop, rows_planned, status, created_at)
+            SELECT plan_id, action, 'm', '{}', 'SELECT 1', '{}', n, 0, n, status, created_at
+            FROM (VALUES
+                (1, 'archive-users', 'done', 2, '2026-06-01 10:00:00+00'::TIMESTAMPTZ),
+                (2, 'add-to-group', 'partial', 3, '2026-06-01 11:00:00+00'::TIMESTAMPTZ),
+                (3, 'archive-users', 'done', 1, '2026-06-01 12:00:00+00'::TIMESTAMPTZ))
+                AS p(plan_id, action, status, n, created_at);
+            INSERT INTO _push_ledger (plan_id, row_key, seq, mutation, input, status, attempts)
+            SELECT plan_id, 'r' || seq, seq, 'm', '{}', status, 1
+            FROM (VALUES (1, 1, 'succeeded'), (1, 2, 'succeeded'), (2, 1, 'failed'),
+                (2, 2, 'pending'), (2, 3, 'sent'), (3, 1, 'failed')) AS l(plan_id, seq, status);"#,
         )
         .unwrap();
     }
