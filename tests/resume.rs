@@ -20,17 +20,37 @@ const TABLES: &[&str] = &[
     "SELECT item_key, progress, valid_to IS NULL FROM portfolio_item_history ORDER BY ALL",
 ];
 
-// Multi-threaded: the simulator keeps serving while this thread waits for the child process.
 /// `pluvo-warehouse --quiet --config CONFIG --db DB sync`, secret from the environment only.
 fn sync_command(config: &Path, db: &Path, secret: &str) -> Command {
     command(config, db, secret, &["sync"])
 }
 
+// Multi-threaded: the simulator keeps serving while this thread waits for the child process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_sync_resumes_to_the_same_tables() {
+    kill_and_resume(5, Faults::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_sync_under_faults_resumes_to_the_same_tables() {
+    kill_and_resume(
+        8,
+        Faults {
+            fail_rate: 0.1,
+            truncate_rate: 0.05,
+            rate_limit_rps: Some(150.0),
+            ..Faults::default()
+        },
+    )
+    .await;
+}
+
+/// Kill a sync (slowed down, with `faults`) at several moments, run it to its end, and compare
+/// with an uninterrupted, fault-free sync of the same organisation.
+async fn kill_and_resume(seed: u64, faults: Faults) {
     let sim = sim_with(SimConfig {
         users: 1500,
-        seed: 5,
+        seed,
         ..SimConfig::default()
     })
     .await;
@@ -41,7 +61,7 @@ async fn a_killed_sync_resumes_to_the_same_tables() {
     // Slow the source down so that a sync takes about a second and can be killed midway.
     sim.set_faults(Faults {
         latency: Duration::from_millis(15),
-        ..Faults::default()
+        ..faults
     });
     let db = dir.path().join("killed.duckdb");
     let config = config_file(&sim, dir.path());

@@ -483,3 +483,54 @@ async fn refresh_rereads_named_users_and_certificate_days_only() {
     );
     assert_eq!(portfolio(&next).new, 0, "the certificate was already there");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_between_the_pages_of_a_run_are_exact_after_the_next_run() {
+    let sim = sim(600).await;
+    sim.set_faults(Faults {
+        latency: Duration::from_millis(20),
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("w.duckdb");
+    let first = {
+        let config = support::config_for(&sim, &db);
+        let task = tokio::spawn(async move {
+            let args = pluvo_warehouse::cli::SyncArgs {
+                streams: Vec::new(),
+                full_refresh: false,
+                concurrency: 4,
+                format: pluvo_warehouse::cli::Format::Json,
+            };
+            pluvo_warehouse::cli::sync(&config, &args, true).await
+        });
+        // Users created, changed, archived and deleted while the run pages.
+        let mut ticks = 0;
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            assert!(!task.is_finished(), "the run is still paging");
+            sim.tick(40);
+            ticks += 1;
+        }
+        assert_eq!(ticks, 5);
+        task.await.unwrap().expect("the first run finishes")
+    };
+    assert!(!first.failed(), "{first:?}");
+    sim.set_faults(Faults::default());
+    sync(&sim, &db, false).await;
+
+    let fresh = dir.path().join("fresh.duckdb");
+    sync(&sim, &fresh, true).await;
+    for (table, sql) in TABLES {
+        assert_eq!(
+            live(&db, table, sql),
+            live(&fresh, table, sql),
+            "table `{table}`"
+        );
+    }
+    assert_eq!(
+        rows(&db, "SELECT count(*) - count(DISTINCT ref) FROM users"),
+        vec!["0"],
+        "every user once"
+    );
+}
