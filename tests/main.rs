@@ -32,3 +32,6 @@ mod doctor;
 
 /// Getting started: `init` (a loadable file, no secret), shell completions.
 mod setup;
+
+/// Progress bars on a pseudo-terminal; plain lines without control characters in a pipe.
+mod progress;
