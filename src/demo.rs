@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use arrow::record_batch::RecordBatch;
+use clap::Parser;
 
 use crate::cli::{Format, SyncArgs, print_sync, sync};
 use crate::config::{Config, Flags};
@@ -128,18 +129,37 @@ pub async fn run(dir: &Path, users: usize, quiet: bool) -> Result<Exit> {
         println!("{}", arrow::util::pretty::pretty_format_batches(&rows)?);
     }
     drop(warehouse);
+
+    eprintln!(
+        "\n4. Planning a write-back: archive the inactive users (a dry run: nothing is sent):"
+    );
+    let plan = crate::cli::Cli::try_parse_from([
+        "pluvo-warehouse",
+        "push",
+        "archive-users",
+        // `=`: the SQL starts with a `--` comment, which would otherwise read as a flag.
+        &format!("--query={}", QUESTIONS[0].sql),
+        "--param",
+        "days=180",
+    ])?;
+    if let crate::cli::Command::Push(args) = plan.command {
+        crate::push::run(&config, &args, quiet).await?;
+    }
     sim.stop().await;
     tokio::time::sleep(Duration::from_millis(10)).await;
 
     eprintln!(
-        "\nDone. The warehouse is in {dir}/ (DuckDB file {db}).\n\
+        "\nDone. The warehouse is in {dir}/ (DuckDB file {db}; Parquet snapshot in {export}/current/).\n\
          Next:\n  \
          duckdb {db} \"SELECT * FROM users LIMIT 5\"      # or any DuckDB client\n  \
+         cargo run --release -- --db {db} query \"SELECT * FROM compliance_roster LIMIT 5\"\n  \
+         cargo run --release -- --db {db} status\n  \
          cargo run --release -- sim serve                 # a simulator to point PLUVO_URL at\n  \
          export PLUVO_URL=https://<org>.pluvo.com PLUVO_CLIENT_ID=... PLUVO_CLIENT_SECRET=...\n  \
          cargo run --release -- sync                      # your own organisation",
         dir = dir.display(),
-        db = db.display()
+        db = db.display(),
+        export = config.export_dir.display()
     );
     Ok(Exit::Ok)
 }

@@ -103,3 +103,85 @@ async fn bash_completions_know_the_commands() {
     let unknown = run_bin(dir.path(), &["completions", "tcsh"], &[]).await;
     assert_eq!(unknown.code, Some(2), "{unknown:?}");
 }
+
+/// The number in a demo answer line `TITLE: N rows; ...`.
+fn answered(stdout: &str, title: &str) -> usize {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(title))
+        .unwrap_or_else(|| panic!("no answer `{title}` in:\n{stdout}"));
+    line.split(": ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_to_the_end_and_its_answers_match_the_simulator() {
+    use chrono::{Days, Utc};
+    use pluvo_warehouse::sim::{Kind, SimConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_bin(
+        dir.path(),
+        &["demo", "--dir", "demo", "--users", "400"],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(dir.path().join("demo/pluvo.duckdb").exists());
+    assert!(
+        dir.path()
+            .join("demo/pluvo-export/current/manifest.json")
+            .exists()
+    );
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        all.contains("plan 1: archive-users"),
+        "a dry-run plan: {all}"
+    );
+
+    // The same organisation (seed 42, 400 users), generated again for an independent answer.
+    let sim = crate::support::sim_with(SimConfig {
+        users: 400,
+        seed: 42,
+        ..SimConfig::default()
+    })
+    .await;
+    let now = Utc::now();
+    let today = now.date_naive();
+    let (inactive, groups, expiring) = sim.with_data(|d| {
+        let active = || d.users.iter().filter(|u| !u.archived && !u.deleted);
+        let cutoff = now - chrono::Duration::days(180);
+        let inactive = active()
+            .filter(|u| u.last_login.is_none_or(|t| t < cutoff))
+            .count();
+        let soon = today + Days::new(90);
+        let expiring = active()
+            .flat_map(|u| &u.items)
+            .filter(|i| i.kind == Kind::Certificate)
+            .filter(|i| i.end_date.is_some_and(|e| e >= today && e <= soon))
+            .count();
+        (inactive, d.groups.len(), expiring)
+    });
+    assert_eq!(answered(&run.stdout, "Inactive users"), inactive);
+    assert_eq!(answered(&run.stdout, "Completion per group"), groups);
+    assert_eq!(answered(&run.stdout, "Certificates expiring"), expiring);
+    assert!(
+        run.stdout.contains(&format!("selected {inactive} rows")),
+        "{}",
+        run.stdout
+    );
+    // A dry run: every row of the plan is still pending, nothing was sent.
+    assert_eq!(
+        crate::support::rows(
+            &dir.path().join("demo/pluvo.duckdb"),
+            "SELECT status, count(*) FROM _push_ledger GROUP BY ALL"
+        ),
+        vec![format!("pending | {inactive}")]
+    );
+}
