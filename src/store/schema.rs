@@ -177,6 +177,35 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_file_opens_as_the_current_schema_with_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.duckdb");
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn, &path, &MIGRATIONS[..1], now()).unwrap();
+        conn.execute_batch(
+            "INSERT INTO users (id, ref, _hash, _first_seen_at, _updated_at, _run_id)
+             VALUES ('u1', 'R1', 1, now(), now(), 1)",
+        )
+        .unwrap();
+        drop(conn);
+
+        // What a newer tool does on open: every later migration, in place.
+        let w = crate::store::Warehouse::open(&path).unwrap();
+        assert_eq!(w.schema_version(), SCHEMA_VERSION);
+        let conn = w.connection();
+        let kept: String = conn
+            .query_row("SELECT ref FROM users WHERE id = 'u1'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, "R1");
+        for table in ["_push_plans", "_push_ledger", "webhook_events"] {
+            let n: i64 = conn
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(n, 0, "{table} exists and is empty");
+        }
+    }
+
+    #[test]
     fn newer_file_is_refused_with_both_versions() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pluvo.duckdb");
