@@ -9,7 +9,6 @@ use anyhow::{Context, Result};
 use chrono::Utc;
 
 use crate::cli::{Format, SyncArgs, sync};
-use crate::demo::config_for_sim;
 use crate::export::{Options, export};
 use crate::sim::{Sim, SimConfig};
 use crate::store::Warehouse;
@@ -24,8 +23,8 @@ pub async fn run(users: usize, rounds: usize) -> Result<()> {
     .await?;
     let dir = std::env::temp_dir().join(format!("pluvo-bench-export-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let db = dir.join("bench.duckdb");
-    let config = config_for_sim(&sim, &dir.join("pluvo-warehouse.toml"), &db, "bench export")?;
+    let (_, config) = super::sim_config(&sim, &dir)?;
+    let db = config.db.clone();
     let args = SyncArgs {
         streams: Vec::new(),
         full_refresh: false,

@@ -87,24 +87,7 @@ pub fn sim_config(
     sim: &crate::sim::Sim,
     dir: &std::path::Path,
 ) -> anyhow::Result<(std::path::PathBuf, crate::config::Config)> {
-    let db = dir.join("bench.duckdb");
     let file = dir.join("pluvo-warehouse.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[pluvo]\nurl = \"{}\"\nclient_id = \"{}\"\n\n[warehouse]\ndb = \"{}\"\n",
-            sim.url(),
-            sim.client_id(),
-            db.display()
-        ),
-    )?;
-    let secret = sim.client_secret().to_string();
-    let config = crate::config::Config::load_with(
-        &crate::config::Flags {
-            config: Some(file.clone()),
-            ..Default::default()
-        },
-        |name| (name == "PLUVO_CLIENT_SECRET").then(|| secret.clone()),
-    )?;
+    let config = crate::demo::config_for_sim(sim, &file, &dir.join("bench.duckdb"), "bench")?;
     Ok((file, config))
 }
