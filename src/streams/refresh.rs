@@ -100,11 +100,7 @@ pub async fn fetch(api: &Client, targets: &Targets) -> Result<Fetched> {
             "completionDateFrom": day.to_string(),
             "completionDateTo": day.to_string(),
         });
-        let unique = std::sync::atomic::AtomicU64::new(0);
-        let key = move |_: &ItemNode| {
-            let n = unique.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            format!("\u{1f}row {n}")
-        };
+        let key = super::page_key(Portfolio::key);
         let mut pages = api
             .offset_pages_from::<ItemNode, String, _>(&queries::PORTFOLIO, variables, key, 0)
             .boxed();

@@ -343,13 +343,7 @@ async fn drive<S: Extract>(
     for (index, part) in parts.iter().enumerate().skip(start_part) {
         let first_page = if index == start_part { start_page } else { 0 };
         let mut pages = if part.op.offset {
-            let unique = std::sync::atomic::AtomicU64::new(0);
-            let key = move |node: &S::Node| {
-                S::key(node).unwrap_or_else(|| {
-                    let n = unique.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    format!("\u{1f}row {n}")
-                })
-            };
+            let key = super::page_key(S::key);
             api.offset_pages_from(&part.op, part.variables.clone(), key, first_page)
                 .boxed()
         } else {
