@@ -175,7 +175,7 @@ async fn issue_5_pages_everything_exactly_under_faults() {
                 .fetch_all(
                     &queries::USERS,
                     json!({ "archived": archived }),
-                    |u: &UserNode| u.id.clone(),
+                    |u: &UserNode| Some(u.id.clone()),
                 )
                 .await?;
             assert!(part.iter().all(|u| u.archived == archived));
@@ -194,7 +194,7 @@ async fn issue_5_pages_everything_exactly_under_faults() {
             let vars = json!({ "relatedObjectTypes": [kind] });
             let key = |n: &PortfolioNode| {
                 let n = item_key("", n);
-                (n.0, n.2, n.3)
+                Some((n.0, n.2, n.3))
             };
             // Offset mode by hand: revoke the token after page 0, so the parallel pages all
             // meet an expired token at once and must share one re-auth.
@@ -527,7 +527,9 @@ async fn rate_limit_settles_near_the_server_limit() {
     );
     let started = Instant::now();
     let users: Vec<Value> = client
-        .fetch_all(&queries::USERS, json!({}), |u: &Value| u["id"].to_string())
+        .fetch_all(&queries::USERS, json!({}), |u: &Value| {
+            Some(u["id"].to_string())
+        })
         .await
         .unwrap();
     let elapsed = started.elapsed();
@@ -676,7 +678,9 @@ async fn cursor_and_offset_modes_agree() {
         .await
         .unwrap();
     let by_offset: Vec<api::Page<Value>> = client
-        .offset_pages(&queries::USERS, json!({}), |u: &Value| u["id"].to_string())
+        .offset_pages(&queries::USERS, json!({}), |u: &Value| {
+            Some(u["id"].to_string())
+        })
         .try_collect()
         .await
         .unwrap();
@@ -697,7 +701,7 @@ async fn cursor_and_offset_modes_agree() {
     // Certificates take no offset: offset mode refuses.
     let err = client
         .offset_pages(&queries::CERTIFICATES, json!({}), |c: &Value| {
-            c["id"].to_string()
+            Some(c["id"].to_string())
         })
         .try_collect::<Vec<api::Page<Value>>>()
         .await
@@ -841,7 +845,7 @@ async fn issue_5_no_secret_or_token_in_trace_logs() {
             .fetch_all(
                 &queries::USERS,
                 json!({ "archived": false }),
-                |u: &Value| u["id"].to_string(),
+                |u: &Value| Some(u["id"].to_string()),
             )
             .await
             .unwrap();

@@ -140,8 +140,13 @@ impl<K: Hash + Eq> Completeness<K> {
         }
     }
 
-    pub(crate) fn row(&mut self, key: K) {
+    /// A row arrived, with its key; `None` for a node without one (counted, and not checked
+    /// for duplicates, which it cannot be).
+    pub(crate) fn row(&mut self, key: Option<K>) {
         self.rows += 1;
+        let Some(key) = key else {
+            return;
+        };
         let mut hasher = std::hash::DefaultHasher::new();
         key.hash(&mut hasher);
         if !self.keys.insert(hasher.finish()) {
@@ -254,7 +259,7 @@ impl Client {
     where
         T: DeserializeOwned + Send + 'static,
         K: Hash + Eq + Send + 'static,
-        F: Fn(&T) -> K + Send + 'static,
+        F: Fn(&T) -> Option<K> + Send + 'static,
     {
         self.offset_pages_from(op, variables, key, 0)
     }
@@ -271,7 +276,7 @@ impl Client {
     where
         T: DeserializeOwned + Send + 'static,
         K: Hash + Eq + Send + 'static,
-        F: Fn(&T) -> K + Send + 'static,
+        F: Fn(&T) -> Option<K> + Send + 'static,
     {
         let first_page = first_page as u64;
         let skipped = first_page * u64::from(self.options().page_size);
@@ -343,7 +348,7 @@ impl Client {
     where
         T: DeserializeOwned + Send + 'static,
         K: Hash + Eq + Send + 'static,
-        F: Fn(&T) -> K + Send + 'static,
+        F: Fn(&T) -> Option<K> + Send + 'static,
     {
         let collect = |mut all: Vec<T>, page: Page<T>| {
             all.extend(page.nodes);
@@ -476,7 +481,7 @@ mod tests {
         let mut c = Completeness::skipping(0);
         c.count(3);
         for k in [1, 2, 3] {
-            c.row(k);
+            c.row(Some(k));
         }
         c.count(3);
         assert_eq!(c.check(), Ok(()));
@@ -487,7 +492,7 @@ mod tests {
         let mut c = Completeness::skipping(0);
         c.count(4);
         for k in [1, 2, 2] {
-            c.row(k);
+            c.row(Some(k));
         }
         c.count(5);
         let problem = c.check().unwrap_err();
@@ -497,8 +502,8 @@ mod tests {
         // A shifted window: the right number of rows, but one seen twice and one missed.
         let mut c = Completeness::skipping(0);
         c.count(2);
-        c.row("a");
-        c.row("a");
+        c.row(Some("a"));
+        c.row(Some("a"));
         assert_eq!(c.check().unwrap_err(), "1 duplicate keys");
     }
 

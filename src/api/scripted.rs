@@ -335,7 +335,7 @@ async fn fetch_all_falls_back_to_cursors_when_offset_is_ignored() {
     .await;
     let client = client_at(&base, "right", 8);
     let rows: Vec<Value> = client
-        .fetch_all(&OFFSET, json!({}), |v: &Value| v["id"].to_string())
+        .fetch_all(&OFFSET, json!({}), |v: &Value| Some(v["id"].to_string()))
         .await
         .unwrap();
     let ids: Vec<&str> = rows.iter().map(|v| v["id"].as_str().unwrap()).collect();

@@ -157,7 +157,7 @@ async fn with_client(sim: &Sim, concurrency: usize) -> Result<Scan> {
     } else {
         client
             .offset_pages(&queries::USERS, json!({}), |u: &Value| {
-                u["id"].as_str().unwrap_or_default().to_string()
+                Some(u["id"].as_str().unwrap_or_default().to_string())
             })
             .try_collect()
             .await?

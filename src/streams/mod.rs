@@ -220,18 +220,6 @@ impl Drift {
     }
 }
 
-/// The pager's duplicate-check key for a node: its [`Extract::key`], or for nodes without an
-/// identity a number unique to this scan (leaving the completeness check to `count`).
-pub(crate) fn page_key<N>(key: fn(&N) -> Option<String>) -> impl Fn(&N) -> String + Send {
-    let unique = std::sync::atomic::AtomicU64::new(0);
-    move |node| {
-        key(node).unwrap_or_else(|| {
-            let n = unique.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            format!("\u{1f}row {n}")
-        })
-    }
-}
-
 /// Parse an API `DateTime` (ISO 8601) for a TIMESTAMPTZ column.
 pub(crate) fn timestamp(text: Option<&str>) -> Option<chrono::DateTime<chrono::Utc>> {
     text.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())

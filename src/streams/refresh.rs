@@ -100,9 +100,13 @@ pub async fn fetch(api: &Client, targets: &Targets) -> Result<Fetched> {
             "completionDateFrom": day.to_string(),
             "completionDateTo": day.to_string(),
         });
-        let key = super::page_key(Portfolio::key);
         let mut pages = api
-            .offset_pages_from::<ItemNode, String, _>(&queries::PORTFOLIO, variables, key, 0)
+            .offset_pages_from::<ItemNode, String, _>(
+                &queries::PORTFOLIO,
+                variables,
+                Portfolio::key,
+                0,
+            )
             .boxed();
         while let Some(page) = pages.next().await {
             match page {

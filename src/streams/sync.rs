@@ -343,8 +343,7 @@ async fn drive<S: Extract>(
     for (index, part) in parts.iter().enumerate().skip(start_part) {
         let first_page = if index == start_part { start_page } else { 0 };
         let mut pages = if part.op.offset {
-            let key = super::page_key(S::key);
-            api.offset_pages_from(&part.op, part.variables.clone(), key, first_page)
+            api.offset_pages_from(&part.op, part.variables.clone(), S::key, first_page)
                 .boxed()
         } else {
             api.pages::<S::Node>(&part.op, part.variables.clone())
