@@ -335,6 +335,7 @@ impl ServeArgs {
 
 /// Parse the command line, run the command, map the outcome to an exit code.
 pub fn main() -> ExitCode {
+    crate::store::alloc::tune();
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

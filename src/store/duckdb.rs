@@ -38,14 +38,20 @@ use super::schema::{self, MIGRATIONS, SCHEMA_VERSION};
 use super::tables::{self, ColumnType, TableSpec};
 use super::{Clock, Result, StoreError, SystemClock};
 
-/// DuckDB's memory cap for the writer. DuckDB's default (80% of RAM) lets its block cache
-/// grow with the warehouse; a sync touches mostly the key and hash columns, so a fixed cap
-/// bounds the process at little cost. Measured by the benchmark in the tests (100k users,
-/// 500k items, 10k-row commits, 2 cores; the 10k-user run peaks near 80 MB): peak RSS
-/// 157-166 MB without a cap, 146-166 MB at 96 MB, 122-128 MB at 64 MB, 110 MB at 48 MB (but
-/// twice as slow); at 32 MB the end-of-scan anti-join ran out of memory. Tune with
+/// DuckDB's memory cap for the writer (and the Parquet export at the end of `sync`). DuckDB's
+/// default (80% of RAM) lets its block cache grow with the warehouse; a sync touches mostly
+/// the key and hash columns, so a fixed cap keeps the process's memory flat as the
+/// organisation grows. What must fit: a commit's hash join (the staged page group, ~10k
+/// rows), one part of the end-of-scan anti-join ([`ANTI_JOIN_KEYS`] keys) and one Parquet row
+/// group. Measured (100k users, 500k items, latency 0, 2 cores, with [`super::alloc::tune`]):
+/// peak RSS 109 MB at 32 MB, 141 MB at 64 MB; the 10k-user sync peaks at 90 MB either way.
+/// At 24 and 28 MB the anti-join of `group_members` ran out of memory (whatever the number
+/// of parts), and at 28 MB the export of `portfolio_items` did too. Tune with
 /// [`Warehouse::set_memory_limit`].
-pub const WRITER_MEMORY_LIMIT: &str = "96MB";
+pub const WRITER_MEMORY_LIMIT: &str = "32MB";
+
+/// Seen keys per part of the end-of-scan anti-join (see `soft_delete_unseen`).
+const ANTI_JOIN_KEYS: u64 = 50_000;
 
 /// The id of one `sync` (or other writing command) in `_runs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -151,6 +157,8 @@ pub struct Warehouse {
     path: PathBuf,
     clock: Box<dyn Clock>,
     schema_version: i64,
+    /// Seen keys per part of the end-of-scan anti-join ([`ANTI_JOIN_KEYS`]; tests lower it).
+    pub(crate) anti_join_keys: u64,
     #[cfg(test)]
     pub(crate) fail_before_commit: bool,
 }
@@ -186,6 +194,7 @@ impl Warehouse {
             path,
             clock,
             schema_version,
+            anti_join_keys: ANTI_JOIN_KEYS,
             #[cfg(test)]
             fail_before_commit: false,
         };
@@ -215,6 +224,7 @@ impl Warehouse {
             path,
             clock: Box::new(SystemClock),
             schema_version: found,
+            anti_join_keys: ANTI_JOIN_KEYS,
             #[cfg(test)]
             fail_before_commit: false,
         })
@@ -525,12 +535,14 @@ impl Warehouse {
         let mut deleted = 0;
         if end.complete {
             for (spec, scope) in &end.tables {
-                let (predicate, params) = scope_sql(spec, scope)?;
-                deleted += soft_delete_unseen(&tx, spec, stream, run, now, &predicate, params)
-                    .map_err(|source| StoreError::FinishScan {
+                let scope = scope_sql(spec, scope)?;
+                let parts = self.anti_join_keys;
+                deleted += soft_delete_unseen(&tx, spec, stream, run, now, scope, parts).map_err(
+                    |source| StoreError::FinishScan {
                         table: spec.table,
                         source,
-                    })?;
+                    },
+                )?;
             }
         }
         let specs: Vec<&TableSpec> = end.tables.iter().map(|(spec, _)| *spec).collect();
@@ -851,21 +863,38 @@ fn soft_delete_unseen(
     stream: &str,
     run: RunId,
     now: Now,
-    predicate: &str,
-    params: Vec<String>,
+    (predicate, params): (String, Vec<String>),
+    keys_per_part: u64,
 ) -> duckdb::Result<u64> {
     let target = q(spec.table);
-    let select = format!(
-        "CREATE OR REPLACE TEMP TABLE _gone AS
-         SELECT {keys} FROM main.{target} t
-         WHERE t._deleted_at IS NULL AND {predicate}
-           AND NOT EXISTS (SELECT 1 FROM main.{seen} s WHERE s.stream = ? AND {on})",
+    let seen = q(&spec.seen_table());
+    // The anti-join builds a hash table of the seen keys. Done in one statement it holds
+    // every seen key at once (500k item keys: more than the writer's memory limit), so it
+    // runs in parts by a hash of the key, each holding about `keys_per_part` keys.
+    let seen_rows: i64 = tx.query_row(
+        &format!("SELECT count(*) FROM main.{seen} WHERE stream = ?"),
+        params![stream],
+        |r| r.get(0),
+    )?;
+    let parts = (seen_rows as u64).div_ceil(keys_per_part.max(1)).max(1);
+    tx.execute_batch(&format!(
+        "CREATE OR REPLACE TEMP TABLE _gone AS SELECT {keys} FROM main.{target} t LIMIT 0",
         keys = key_list(spec, "t"),
-        seen = q(&spec.seen_table()),
-        on = key_match(spec, "s", "t"),
-    );
-    let values = params.iter().map(String::as_str).chain([stream]);
-    tx.execute(&select, duckdb::params_from_iter(values))?;
+    ))?;
+    for part in 0..parts {
+        let select = format!(
+            "INSERT INTO temp._gone
+             SELECT {keys} FROM main.{target} t
+             WHERE t._deleted_at IS NULL AND {predicate} AND hash({keys}) % {parts} = {part}
+               AND NOT EXISTS (SELECT 1 FROM main.{seen} s
+                               WHERE s.stream = ? AND hash({skeys}) % {parts} = {part} AND {on})",
+            keys = key_list(spec, "t"),
+            skeys = key_list(spec, "s"),
+            on = key_match(spec, "s", "t"),
+        );
+        let values = params.iter().map(String::as_str).chain([stream]);
+        tx.execute(&select, duckdb::params_from_iter(values))?;
+    }
     let gone: i64 = tx.query_row("SELECT count(*) FROM temp._gone", [], |r| r.get(0))?;
     if gone > 0 {
         tx.execute_batch(&format!(

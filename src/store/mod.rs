@@ -26,6 +26,7 @@
 //! w.close()?;
 //! ```
 
+pub mod alloc;
 mod batch;
 mod duckdb;
 mod schema;

@@ -359,6 +359,49 @@ fn soft_delete_only_on_complete_scans_and_revive() {
 }
 
 #[test]
+fn the_end_of_scan_anti_join_in_parts_deletes_exactly_the_unseen_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut w = open(&dir.path().join("w.duckdb"), &clock);
+    let run = w.begin_run(&["users"]).unwrap();
+    let all: Vec<_> = (0..40)
+        .map(|i| user(&format!("u{i:02}"), &format!("n{i}")))
+        .collect();
+    w.commit_page(&USERS, users_batch(&all), "users", "1", run)
+        .unwrap();
+    w.finish_scan("users", run, complete(&USERS)).unwrap();
+
+    // 30 of 40 seen again, the anti-join in parts of 4 keys (8 parts): the other 10 go.
+    w.anti_join_keys = 4;
+    clock.advance(60);
+    let seen: Vec<_> = all
+        .iter()
+        .filter(|u| !u.0.ends_with('3'))
+        .cloned()
+        .collect();
+    let seen: Vec<_> = seen.into_iter().take(30).collect();
+    w.commit_page(&USERS, users_batch(&seen), "users", "1", run)
+        .unwrap();
+    assert_eq!(w.finish_scan("users", run, complete(&USERS)).unwrap(), 10);
+    let mut expected: Vec<String> = all
+        .iter()
+        .filter(|u| !seen.contains(u))
+        .map(|u| u.0.clone())
+        .collect();
+    expected.sort();
+    let mut stmt = w
+        .connection()
+        .prepare("SELECT id FROM users WHERE _deleted_at IS NOT NULL ORDER BY id")
+        .unwrap();
+    let deleted: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(deleted, expected);
+}
+
+#[test]
 fn history_versions_after_two_changes_delete_and_revive() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new();
