@@ -69,7 +69,7 @@ pub const TABLES: &[TableExport] = &[
     },
     // The big one (about 5 per user): readers filter by type and by completion year, so each
     // (type, year) is one folder they can skip without opening it. Items without a completion
-    // date land in `completion_year=NULL`.
+    // date land in `completion_year=__HIVE_DEFAULT_PARTITION__`, which readers see as NULL.
     TableExport {
         name: "portfolio_items",
         derived: "year(completion_date) AS completion_year",
@@ -374,39 +374,112 @@ fn write_table(
     } else {
         format!("SELECT *, {} FROM \"{}\"", table.derived, table.name)
     };
-    let (target, partition, glob) = if table.partition_by.is_empty() {
-        fs::create_dir_all(&folder).map_err(io("creating the table folder", &folder))?;
-        (
-            folder.join("data_0.parquet"),
-            String::new(),
-            format!("{}/*.parquet", table.name),
-        )
-    } else {
-        (
-            folder.clone(),
-            format!(", PARTITION_BY ({})", table.partition_by.join(", ")),
-            format!("{}/**/*.parquet", table.name),
-        )
-    };
-    let rows = conn
-        .execute(
+    let copy = |select: &str, folder: &Path| -> Result<u64> {
+        fs::create_dir_all(folder).map_err(io("creating the table folder", folder))?;
+        let target = folder.join("data_0.parquet");
+        conn.execute(
             &format!(
                 "COPY ({select}) TO '{}' (FORMAT parquet, COMPRESSION zstd, \
-                 ROW_GROUP_SIZE {row_group_size}{partition})",
+                 ROW_GROUP_SIZE {row_group_size})",
                 sql_path(&target)
             ),
             [],
         )
-        .map_err(db(format!("exporting `{}` to Parquet", table.name)))?;
+        .map(|rows| rows as u64)
+        .map_err(db(format!("exporting `{}` to Parquet", table.name)))
+    };
+    let (rows, glob) = if table.partition_by.is_empty() {
+        (copy(&select, &folder)?, format!("{}/*.parquet", table.name))
+    } else {
+        let mut rows = 0;
+        for (values, filter) in partitions(conn, table, &select)? {
+            let mut path = folder.clone();
+            for (column, value) in table.partition_by.iter().zip(&values) {
+                path.push(format!("{column}={}", hive_value(value.as_deref())));
+            }
+            let part = format!(
+                "SELECT * EXCLUDE ({}) FROM ({select}) WHERE {filter}",
+                table.partition_by.join(", ")
+            );
+            rows += copy(&part, &path)?;
+        }
+        (rows, format!("{}/**/*.parquet", table.name))
+    };
     let (files, bytes) = tree_size(&folder)?;
     Ok(ManifestTable {
         name: table.name.to_string(),
-        rows: rows as u64,
+        rows,
         files,
         bytes,
         partition_by: table.partition_by.iter().map(|c| c.to_string()).collect(),
         glob,
     })
+}
+
+/// The partitions of a table: each one's values (as text, `None` for NULL) and the SQL filter
+/// selecting its rows. One `COPY` per partition, rather than DuckDB's `PARTITION_BY`, which
+/// buffers every open partition at once and needs far more than the writer's memory limit
+/// for a 500k-item table.
+fn partitions(
+    conn: &Connection,
+    table: &TableExport,
+    select: &str,
+) -> Result<Vec<(Vec<Option<String>>, String)>> {
+    let columns: Vec<String> = table
+        .partition_by
+        .iter()
+        .map(|c| format!("CAST({c} AS VARCHAR)"))
+        .collect();
+    let doing = || format!("listing the partitions of `{}`", table.name);
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT DISTINCT {cols} FROM ({select}) ORDER BY ALL",
+            cols = columns.join(", ")
+        ))
+        .map_err(db(doing()))?;
+    let values: Vec<Vec<Option<String>>> = stmt
+        .query_map([], |r| {
+            (0..columns.len())
+                .map(|i| r.get::<_, Option<String>>(i))
+                .collect()
+        })
+        .map_err(db(doing()))?
+        .collect::<duckdb::Result<_>>()
+        .map_err(db(doing()))?;
+    Ok(values
+        .into_iter()
+        .map(|values| {
+            let filter = columns
+                .iter()
+                .zip(&values)
+                .map(|(column, value)| match value {
+                    Some(v) => format!("{column} = '{}'", v.replace('\'', "''")),
+                    None => format!("{column} IS NULL"),
+                })
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            (values, filter)
+        })
+        .collect())
+}
+
+/// A partition value as a Hive folder name: NULL is `__HIVE_DEFAULT_PARTITION__` (what Hive,
+/// Spark, DuckDB and pyarrow read back as NULL); characters that are not safe in a path are
+/// percent-encoded, as Hive does.
+fn hive_value(value: Option<&str>) -> String {
+    let Some(value) = value else {
+        return "__HIVE_DEFAULT_PARTITION__".into();
+    };
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// A path as the body of a SQL string literal.
