@@ -351,7 +351,7 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(exit) => exit.into(),
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", crate::error::message(&err));
             exit_code(&err).into()
         }
     }
@@ -389,11 +389,21 @@ async fn run(cli: Cli) -> Result<Exit> {
             let config = Config::load(&flags)?;
             let outcome = sync(&config, &args, quiet).await?;
             print_sync(&outcome, args.format)?;
-            Ok(if outcome.failed() {
-                Exit::Error
-            } else {
-                Exit::Ok
-            })
+            // Also on stderr: with --quiet or --format json the table is all there is otherwise.
+            let failed: Vec<&str> = outcome
+                .streams
+                .iter()
+                .filter_map(|s| s.error.as_deref())
+                .collect();
+            if !failed.is_empty() {
+                anyhow::bail!(
+                    "{} of {} streams failed: {}",
+                    failed.len(),
+                    outcome.streams.len(),
+                    failed.join("; ")
+                );
+            }
+            Ok(Exit::Ok)
         }
         Command::Export(args) => crate::export::command::run(&Config::load(&flags)?, &args),
         Command::Query(args) => crate::query::run(&Config::load(&flags)?, &args),
@@ -547,6 +557,8 @@ pub async fn sync(config: &Config, args: &SyncArgs, quiet: bool) -> Result<strea
         },
     )
     .context("creating the API client")?;
+    // Credentials and URL first: if they are wrong, the warehouse is not even opened.
+    client.authenticate().await?;
     let warehouse = Warehouse::open(&config.db)
         .with_context(|| format!("opening the warehouse `{}`", config.db.display()))?;
     let options = streams::Options {

@@ -164,6 +164,10 @@ pub enum ConfigError {
         file: String,
         env: &'static str,
     },
+    #[error(
+        "the client secret is not set; export {env} (it is read only from the environment, never from the file)"
+    )]
+    SecretMissing { env: &'static str },
     #[error("`{key}` from {origin} is invalid: {problem}")]
     Invalid {
         key: &'static str,
@@ -388,11 +392,12 @@ impl Config {
             file: file.clone(),
             env: PLUVO_CLIENT_ID.name,
         })?;
-        let client_secret = self.client_secret.clone().ok_or(ConfigError::Missing {
-            key: "client secret",
-            file: "the environment (never the file)".into(),
-            env: PLUVO_CLIENT_SECRET.name,
-        })?;
+        let client_secret = self
+            .client_secret
+            .clone()
+            .ok_or(ConfigError::SecretMissing {
+                env: PLUVO_CLIENT_SECRET.name,
+            })?;
         let (scope, scope_source) = self.scope.clone();
         if scope.split_whitespace().next().is_none() {
             return Err(ConfigError::Invalid {

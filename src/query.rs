@@ -154,6 +154,28 @@ pub(crate) fn body(sql: &str) -> String {
         .to_string()
 }
 
+/// DuckDB's message for the wrapped SQL of [`copy_to`], with its `LINE n:` counted in the
+/// user's text (the wrapper puts `COPY (` on a line of its own before it).
+fn user_lines(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find("LINE ") {
+        let (before, after) = rest.split_at(i + "LINE ".len());
+        out.push_str(before);
+        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        rest = after;
+        if let Ok(n) = after[..digits].parse::<u64>()
+            && n > 1
+            && after[digits..].starts_with(':')
+        {
+            out.push_str(&(n - 1).to_string());
+            rest = &after[digits..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// `COPY (sql) TO path (options)`; returns the rows written.
 pub(crate) fn copy_to(
     conn: &Connection,
@@ -216,6 +238,56 @@ fn table_text(conn: &Connection, sql: &str) -> Result<String> {
     ))
 }
 
+/// Statements that would change the warehouse (or load code) rather than read it.
+const WRITES: &[&str] = &[
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "MERGE",
+    "TRUNCATE",
+    "CREATE",
+    "DROP",
+    "ALTER",
+    "COPY",
+    "ATTACH",
+    "DETACH",
+    "INSTALL",
+    "LOAD",
+    "CHECKPOINT",
+    "VACUUM",
+    "EXPORT",
+    "IMPORT",
+];
+
+/// Refuse a write statement with a clear message. Without this, DuckDB reports a syntax
+/// error for it (the SQL is wrapped in `COPY (...)`), or a read-only error, neither of which
+/// says that `query` only reads.
+fn refuse_writes(sql: &str) -> Result<(), UsageError> {
+    let mut rest = sql.trim_start();
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
+        if let Some(comment) = rest.strip_prefix("--") {
+            rest = comment.split_once('\n').map_or("", |(_, after)| after);
+        } else if let Some(comment) = rest.strip_prefix("/*") {
+            rest = comment.split_once("*/").map_or("", |(_, after)| after);
+        } else {
+            break;
+        }
+    }
+    let keyword: String = rest
+        .chars()
+        .take_while(char::is_ascii_alphabetic)
+        .collect::<String>()
+        .to_ascii_uppercase();
+    if WRITES.contains(&keyword.as_str()) {
+        return Err(UsageError::new(format!(
+            "`query` only reads the warehouse; a `{keyword}` statement is not run. Write a \
+             SELECT (`sync` fills the tables, `push` writes back to Pluvo)"
+        )));
+    }
+    Ok(())
+}
+
 /// `query`: read the SQL, open the warehouse (or its snapshot), run, print.
 pub fn run(config: &Config, args: &QueryArgs) -> Result<Exit> {
     let sql = match (&args.sql, &args.file) {
@@ -230,6 +302,7 @@ pub fn run(config: &Config, args: &QueryArgs) -> Result<Exit> {
             "give the SQL as an argument or with --file"
         )),
     };
+    refuse_writes(&sql)?;
     let params = parse_params(&args.params)?;
     let format = match (args.format, &args.out) {
         (Some(f), _) => f,
@@ -277,15 +350,19 @@ pub fn run(config: &Config, args: &QueryArgs) -> Result<Exit> {
             let tmp = std::env::temp_dir().join(format!("pluvo-query-{}.out", std::process::id()));
             let options = format.copy_options().unwrap_or_default();
             let copied = copy_to(conn, &sql, &tmp, options)
-                .map_err(|e| anyhow::anyhow!("the query failed: {e}"))
-                .and_then(|_| {
+                .map_err(|e| anyhow::anyhow!("the query failed: {}", user_lines(&e.to_string())))
+                .and_then(|rows| {
                     let mut file = std::fs::File::open(&tmp).context("reading the answer")?;
                     let mut stdout = std::io::stdout().lock();
                     std::io::copy(&mut file, &mut stdout).context("writing to stdout")?;
-                    stdout.flush().context("writing to stdout")
+                    stdout.flush().context("writing to stdout")?;
+                    Ok(rows)
                 });
             let _ = std::fs::remove_file(&tmp);
-            copied?;
+            if copied? == 0 {
+                // An empty CSV is just a header, and empty JSON lines nothing at all.
+                eprintln!("The query returned no rows.");
+            }
         }
     }
     Ok(Exit::Ok)
@@ -339,6 +416,41 @@ mod tests {
         ] {
             let err = parse_params(&[raw.to_string()]).unwrap_err().to_string();
             assert!(err.contains(says), "{raw}: {err}");
+        }
+    }
+
+    #[test]
+    fn line_numbers_count_in_the_users_text() {
+        assert_eq!(
+            user_lines("Conversion Error: x\n\nLINE 2: SELECT 'a'::INT\n               ^"),
+            "Conversion Error: x\n\nLINE 1: SELECT 'a'::INT\n               ^"
+        );
+        assert_eq!(
+            user_lines("LINE 1: x; LINE 12: y; LINE z"),
+            "LINE 1: x; LINE 11: y; LINE z"
+        );
+    }
+
+    #[test]
+    fn write_statements_are_refused_and_reads_pass() {
+        for sql in [
+            "DELETE FROM users",
+            "  -- tidy up\n drop table users",
+            "/* x */ INSERT INTO users VALUES (1)",
+        ] {
+            let err = refuse_writes(sql).unwrap_err().to_string();
+            assert!(
+                err.contains("`query` only reads the warehouse"),
+                "{sql}: {err}"
+            );
+        }
+        for sql in [
+            "SELECT 1",
+            "(SELECT 1)",
+            "WITH x AS (SELECT 1) FROM x",
+            "FROM users",
+        ] {
+            assert!(refuse_writes(sql).is_ok(), "{sql}");
         }
     }
 

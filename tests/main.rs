@@ -35,3 +35,6 @@ mod setup;
 
 /// Progress bars on a pseudo-terminal; plain lines without control characters in a pipe.
 mod progress;
+
+/// The bad-input catalogue: each bad input names problem and fix, exits right, changes nothing.
+mod badinput;

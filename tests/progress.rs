@@ -2,15 +2,13 @@
 //! movements) on a pseudo-terminal, and prints plain log lines without a single control
 //! character when stderr is a pipe.
 
-use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use pluvo_warehouse::sim::{Faults, Sim};
 
-use crate::support::{config_file, sim};
+use crate::support::{config_file, pty, read_terminal, sim};
 
 /// `pluvo-warehouse --config CONFIG --db DB sync` (not quiet), stderr to `stderr`.
 fn sync_to(sim: &Sim, config: &Path, db: &Path, stderr: Stdio) -> std::process::Child {
@@ -34,35 +32,6 @@ fn sync_to(sim: &Sim, config: &Path, db: &Path, stderr: Stdio) -> std::process::
     cmd.spawn().expect("the binary starts")
 }
 
-/// A pseudo-terminal of 40 rows × 120 columns: (controller, terminal side).
-fn pty() -> (OwnedFd, OwnedFd) {
-    let (mut controller, mut terminal) = (-1, -1);
-    let size = libc::winsize {
-        ws_row: 40,
-        ws_col: 120,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: openpty writes two new descriptors we then own; the other pointers may be null.
-    let rc = unsafe {
-        libc::openpty(
-            &mut controller,
-            &mut terminal,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &size,
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors are open and owned by nobody else.
-    unsafe {
-        (
-            OwnedFd::from_raw_fd(controller),
-            OwnedFd::from_raw_fd(terminal),
-        )
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bars_draw_on_a_terminal_and_a_pipe_gets_plain_lines() {
     let sim = sim(400).await;
@@ -81,19 +50,7 @@ async fn bars_draw_on_a_terminal_and_a_pipe_gets_plain_lines() {
         &dir.path().join("tty.duckdb"),
         terminal.into(),
     );
-    let reader = std::thread::spawn(move || {
-        let mut screen = Vec::new();
-        let mut file = std::fs::File::from(controller);
-        let mut buf = [0u8; 8192];
-        // Reading fails with EIO once the child has closed the terminal side: the end.
-        while let Ok(n) = file.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            screen.extend_from_slice(&buf[..n]);
-        }
-        screen
-    });
+    let reader = read_terminal(controller);
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();

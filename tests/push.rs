@@ -196,12 +196,12 @@ async fn archive_inactive_users_plans_without_sending_then_archives_exactly_that
     );
     assert_eq!(requests, vec![selected.len().div_ceil(50).to_string()]);
 
-    // The warehouse was updated: the view selects nobody now, and the same refs selected
-    // directly are all dropped as already archived.
+    // The warehouse was updated: the view selects nobody now (nothing to do, no plan
+    // stored), and the same refs selected directly are all dropped as already archived.
     let out = env.push(&["archive-users", "--sql", sql, "--param", "days=180"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("selected 0 rows"),
+        String::from_utf8_lossy(&out.stderr).contains("nothing to do"),
         "{}",
         text(&out)
     );
@@ -209,7 +209,7 @@ async fn archive_inactive_users_plans_without_sending_then_archives_exactly_that
     let out = env.push(&["archive-users", "--query", same]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(
-        ledger(&env.db, 3),
+        ledger(&env.db, 2),
         vec![format!("noop | {}", selected.len())]
     );
     assert_eq!(archived_in_sim(&env.sim), expected, "plans sent nothing");

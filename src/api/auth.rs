@@ -318,9 +318,14 @@ impl TokenCache {
                 detail,
             }
         } else {
+            // A 404 here almost always means a base URL with a path Pluvo does not have.
+            let hint = match status {
+                404 => "; is `pluvo.url` the organisation's base URL, e.g. https://acme.pluvo.com?",
+                _ => "",
+            };
             Error::Token {
                 url: self.url_text.clone(),
-                reason: format!("refused ({detail})"),
+                reason: format!("refused ({detail}){hint}"),
             }
         }
     }

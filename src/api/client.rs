@@ -156,17 +156,21 @@ impl Transport {
     ) -> Failure {
         let reached = self.reached.load(Ordering::Relaxed);
         let reason = if err.is_timeout() {
-            let limit = if err.is_connect() {
-                self.settings.connect_timeout
+            let (what, limit, key) = if err.is_connect() {
+                (
+                    "connect",
+                    self.settings.connect_timeout,
+                    "connect_timeout_secs",
+                )
             } else {
-                self.settings.timeout
+                ("answer", self.settings.timeout, "timeout_secs")
             };
-            let what = if err.is_connect() {
-                "connect"
-            } else {
-                "answer"
-            };
-            format!("no {what} within {limit:?}")
+            format!("no {what} within {limit:?} (`http.{key}`)")
+        } else if is_tls(err) {
+            format!(
+                "TLS handshake failed ({}): the server may not speak https:// on this port",
+                root_cause(err)
+            )
         } else if err.is_connect() {
             format!("cannot connect: {}", root_cause(err))
         } else {
@@ -187,6 +191,23 @@ impl Transport {
             Failure::Transient { reason }
         }
     }
+}
+
+/// True when a TLS error is in the chain (e.g. https:// to a plain-http port). `io::Error`
+/// hides the error it wraps from `source()`, so look inside it too.
+fn is_tls(err: &(dyn std::error::Error + 'static)) -> bool {
+    if err.is::<rustls::Error>() {
+        return true;
+    }
+    let wrapped = err
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref);
+    if let Some(inner) = wrapped
+        && is_tls(inner)
+    {
+        return true;
+    }
+    err.source().is_some_and(is_tls)
 }
 
 /// The innermost cause of an error, e.g. "Connection refused (os error 111)".
@@ -310,6 +331,12 @@ impl Client {
             rows: c.rows.get(),
             permitted_rate: self.inner.gate.rate(),
         }
+    }
+
+    /// Get a token now (it is cached for the queries that follow). Commands call this before
+    /// they open the warehouse, so wrong credentials or a wrong URL change nothing.
+    pub async fn authenticate(&self) -> Result<()> {
+        self.inner.auth.get(&self.inner.transport).await.map(drop)
     }
 
     /// Run `op` and decode all of `data` into `T`. Any GraphQL error fails the call.

@@ -57,7 +57,7 @@ pub enum Error {
         token_url: String,
         reason: String,
     },
-    #[error("graphql errors from `{op}`: {}", GraphQlError::join(.errors))]
+    #[error("graphql errors from `{op}`: {}{}", GraphQlError::join(.errors), GraphQlError::hint(.errors))]
     GraphQl {
         op: &'static str,
         errors: Vec<GraphQlError>,
@@ -69,7 +69,9 @@ pub enum Error {
         status: u16,
         body: String,
     },
-    #[error("cannot reach `{url}` for `{op}`: {reason}")]
+    #[error(
+        "cannot reach `{url}` for `{op}`: {reason}; check `pluvo.url` (PLUVO_URL, --url), the network and any proxy"
+    )]
     Unreachable {
         op: &'static str,
         url: String,
@@ -146,6 +148,22 @@ impl GraphQlError {
     pub fn is_auth(&self) -> bool {
         self.code()
             .is_some_and(|code| code.to_ascii_lowercase().contains("auth"))
+    }
+
+    /// What to do about a refusal for lack of permission: the client probably lacks a scope.
+    fn hint(errors: &[GraphQlError]) -> &'static str {
+        let denied = errors.iter().any(|e| {
+            e.code().is_some_and(|code| {
+                let code = code.to_ascii_lowercase();
+                code.contains("permission") || code.contains("forbidden")
+            })
+        });
+        match denied {
+            true => {
+                "; the API client may lack a scope: `pluvo-warehouse doctor` names the missing ones (PLUVO_SCOPE, `pluvo.scope`)"
+            }
+            false => "",
+        }
     }
 
     fn join(errors: &[GraphQlError]) -> String {

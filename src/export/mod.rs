@@ -122,6 +122,16 @@ pub enum ExportError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "cannot create the export folder `{}`: {source}; make it writable, or set \
+         `warehouse.export_dir` in the configuration to a writable folder",
+        path.display()
+    )]
+    Folder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{doing}: {source}")]
     Db {
         doing: String,
@@ -285,7 +295,10 @@ pub fn export(conn: &Connection, options: &Options, now: DateTime<Utc>) -> Resul
     let started = Instant::now();
     let selected = select(&options.tables)?;
     let snapshots = options.out.join(SNAPSHOTS);
-    fs::create_dir_all(&snapshots).map_err(io("creating the export folder", &snapshots))?;
+    fs::create_dir_all(&snapshots).map_err(|source| ExportError::Folder {
+        path: snapshots.clone(),
+        source,
+    })?;
     let _lock = lock(&options.out)?;
     remove_leftovers(&snapshots)?;
 

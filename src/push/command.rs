@@ -160,27 +160,38 @@ fn usage(err: Error) -> anyhow::Error {
 }
 
 fn open(config: &Config) -> Result<Warehouse> {
+    // A push reads the synced tables: a missing file is a forgotten sync or a wrong --db,
+    // not a new warehouse to create.
+    if !config.db.exists() {
+        return Err(crate::store::StoreError::Missing {
+            path: config.db.clone(),
+        }
+        .into());
+    }
     Warehouse::open(&config.db)
         .with_context(|| format!("opening the warehouse `{}`", config.db.display()))
 }
 
-fn client(config: &Config, run: &RunArgs) -> Result<Client> {
-    Client::new(
+/// A client whose credentials were accepted: checked before anything is stored or sent.
+async fn client(config: &Config, run: &RunArgs) -> Result<Client> {
+    let client = Client::new(
         &config.api()?,
         ClientOptions {
             concurrency: run.concurrency as usize,
             ..ClientOptions::default()
         },
     )
-    .context("creating the API client")
+    .context("creating the API client")?;
+    client.authenticate().await?;
+    Ok(client)
 }
 
 /// `push ...`: returns the exit code (0 all rows in place, 3 some failed, 1 unfinished).
 pub async fn run(config: &Config, args: &PushArgs, quiet: bool) -> Result<Exit> {
     let (action, select) = match &args.command {
         PushCommand::Apply { plan, run } | PushCommand::Resume { plan, run } => {
+            let client = client(config, run).await?;
             let mut warehouse = open(config)?;
-            let client = client(config, run)?;
             return apply_and_print(&client, &mut warehouse, *plan, run, quiet).await;
         }
         PushCommand::Status { plan, format } => return status(config, *plan, *format),
@@ -237,7 +248,7 @@ pub async fn run(config: &Config, args: &PushArgs, quiet: bool) -> Result<Exit> 
     let selection = selection(select)?;
     // Credentials are checked before anything is stored when the run will send.
     let client = if select.apply {
-        Some(client(config, &select.run)?)
+        Some(client(config, &select.run).await?)
     } else {
         None
     };
@@ -262,7 +273,14 @@ pub async fn run(config: &Config, args: &PushArgs, quiet: bool) -> Result<Exit> 
             return apply_and_print(client, &mut warehouse, plan_id, &select.run, quiet).await;
         }
     }
-    let planned = super::plan(conn, &action, select.notify, &selection).map_err(usage)?;
+    let planned = match super::plan(conn, &action, select.notify, &selection) {
+        Err(Error::EmptySelection) => {
+            // Not an error: "archive whoever is inactive" finding nobody is a normal day.
+            eprintln!("{}.", Error::EmptySelection);
+            return Ok(Exit::Ok);
+        }
+        planned => planned.map_err(usage)?,
+    };
     print_plan(&action, &planned, &select.run);
     match &client {
         None => {

@@ -79,6 +79,8 @@ pub enum Error {
          Check the selection, then pass --max-rows {rows} (or more) to apply it"
     )]
     TooManyRows { plan_id: i64, rows: u64, max: u64 },
+    #[error("nothing to do: the selection returned no rows; no plan was stored")]
+    EmptySelection,
     #[error("there is no push plan {plan_id} in this warehouse; `push status` lists the plans")]
     NoPlan { plan_id: i64 },
     #[error("push plan {plan_id} is unreadable ({problem})")]

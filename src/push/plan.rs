@@ -280,6 +280,12 @@ fn diff_and_store(
     notify: bool,
     selection: &Selection,
 ) -> Result<Planned> {
+    let selected: i64 = conn
+        .query_row("SELECT count(*) FROM push_input", [], |r| r.get(0))
+        .map_err(db("counting the selection"))?;
+    if selected == 0 {
+        return Err(Error::EmptySelection);
+    }
     // Required values: no nulls (and no empty key).
     for spec in action.columns().iter().filter(|c| c.required) {
         let empty_key = if spec.name == "ref" {

@@ -183,6 +183,7 @@ impl Warehouse {
     /// [`Warehouse::open`] with an injected clock (tests, deterministic timestamps).
     pub fn open_with_clock(path: impl AsRef<Path>, clock: Box<dyn Clock>) -> Result<Warehouse> {
         let path = path.as_ref().to_path_buf();
+        super::check_writable(&path)?;
         let config =
             duckdb_config(AccessMode::ReadWrite).map_err(|source| open_error(&path, source))?;
         let mut conn = Connection::open_with_flags(&path, config)

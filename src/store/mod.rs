@@ -33,7 +33,7 @@ mod schema;
 pub mod tables;
 mod webhooks;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
@@ -68,11 +68,25 @@ pub enum StoreError {
     Missing { path: PathBuf },
     #[error("`{}` is not a pluvo-warehouse database ({reason}); pass another --db", path.display())]
     Foreign { path: PathBuf, reason: String },
-    #[error("cannot open `{}`: {source}", path.display())]
+    #[error(
+        "cannot open `{}`: {source}; if the file is damaged, restore it from a backup, or move \
+         it aside and run `pluvo-warehouse sync` to build a new one",
+        path.display()
+    )]
     Open {
         path: PathBuf,
         #[source]
         source: ::duckdb::Error,
+    },
+    #[error(
+        "cannot write the warehouse `{}`: the folder `{}` {problem}; DuckDB writes a `.wal` \
+         file beside the database. Make the folder writable, or pass --db in a writable folder",
+        path.display(), dir.display()
+    )]
+    Unwritable {
+        path: PathBuf,
+        dir: PathBuf,
+        problem: String,
     },
     #[error("migrating `{}` to schema version {version}: {source}", path.display())]
     Migrate {
@@ -145,6 +159,40 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Refuse a warehouse whose folder cannot be written, before DuckDB opens it: DuckDB would
+/// open the file and fail only at the first commit, on its `<file>.wal`. Probes by creating
+/// (and removing) a file, which also catches read-only mounts and immutable folders.
+pub(crate) fn check_writable(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let probe = dir.join(format!(
+        ".{}.write-check-{}",
+        name.unwrap_or_default(),
+        std::process::id()
+    ));
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe);
+    match created {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(StoreError::Unwritable {
+            path: path.to_path_buf(),
+            problem: match e.kind() {
+                std::io::ErrorKind::NotFound => "does not exist".into(),
+                _ => format!("is not writable ({e})"),
+            },
+            dir,
+        }),
+    }
+}
 
 /// Where the warehouse gets "now" from: the system clock in production, a fixed or stepped
 /// clock in tests, so that timestamps and history versions are deterministic.

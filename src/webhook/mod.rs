@@ -34,7 +34,7 @@ pub use server::{Options, Receiver, Stats};
 /// Errors of the receiver.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot listen on `{addr}`: {source}")]
+    #[error("cannot listen on `{addr}`: {source}; pass another address or port with --bind")]
     Bind {
         addr: SocketAddr,
         #[source]

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
@@ -207,7 +208,24 @@ impl Drop for Receiver {
     }
 }
 
-async fn receive(State(app): State<App>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+async fn receive(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> (StatusCode, String) {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let status = rejection.status();
+            // Pluvo retries: say in the log which limit to raise if its events are this large.
+            tracing::warn!(
+                reason = %rejection.body_text(),
+                "Webhook refused ({}): raise --max-body if Pluvo's events are this large.",
+                status.as_u16()
+            );
+            return (status, format!("{}\n", rejection.body_text()));
+        }
+    };
     let header = |name: &str| headers.get(name).map(|v| v.as_bytes());
     if let Err(why) = verify::verify(
         app.key.expose().as_bytes(),
@@ -216,7 +234,11 @@ async fn receive(State(app): State<App>, headers: HeaderMap, body: Bytes) -> (St
         &body,
     ) {
         app.counts.unauthorized.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(reason = %why, bytes = body.len(), "Webhook refused (401).");
+        tracing::warn!(
+            reason = %why,
+            bytes = body.len(),
+            "Webhook refused (401): check that PLUVO_WEBHOOK_KEY is the key in Pluvo's webhook settings."
+        );
         return (
             StatusCode::UNAUTHORIZED,
             format!("invalid signature: {why}\n"),
@@ -226,7 +248,7 @@ async fn receive(State(app): State<App>, headers: HeaderMap, body: Bytes) -> (St
         Ok(e) => e,
         Err(why) => {
             app.counts.malformed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(reason = %why, "Webhook refused (400).");
+            tracing::warn!(reason = %why, "Webhook refused (400): not a Pluvo event; nothing was stored, the sender must fix it.");
             return (StatusCode::BAD_REQUEST, format!("{why}\n"));
         }
     };

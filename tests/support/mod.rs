@@ -257,3 +257,51 @@ pub async fn run_bin(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)])
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// A pseudo-terminal of 40 rows × 120 columns: (controller, terminal side).
+pub fn pty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let (mut controller, mut terminal) = (-1, -1);
+    let size = libc::winsize {
+        ws_row: 40,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two new descriptors we then own; the other pointers may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut controller,
+            &mut terminal,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors are open and owned by nobody else.
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(controller),
+            std::os::fd::OwnedFd::from_raw_fd(terminal),
+        )
+    }
+}
+
+/// Everything written to the terminal of `controller`, read on a thread until the last
+/// holder of the terminal side closes it (reading then fails with EIO).
+pub fn read_terminal(controller: std::os::fd::OwnedFd) -> std::thread::JoinHandle<Vec<u8>> {
+    use std::io::Read;
+    std::thread::spawn(move || {
+        let mut screen = Vec::new();
+        let mut file = std::fs::File::from(controller);
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = file.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            screen.extend_from_slice(&buf[..n]);
+        }
+        screen
+    })
+}
