@@ -25,9 +25,11 @@ use super::{Batches, Error, Extract, Progress, Result, StreamSpec};
 use crate::api::{Client, Error as ApiError};
 use crate::store::{MergeStats, RunId, RunStatus, ScanEnd, StreamStats, Warehouse};
 
-/// Pages merged per transaction: fewer, larger merges are much cheaper than one per page,
-/// and a crash loses at most this many pages of work.
-const PAGES_PER_COMMIT: usize = 10;
+/// Pages merged per transaction (5,000 rows): each merge scans the target table's keys once,
+/// so fewer, larger merges are much cheaper; a crash loses at most this many pages of work
+/// (about a second of fetching). Measured on a 100k-user sync (latency 0, 2 cores): 10 pages
+/// a commit 95 s, 100 pages 45 s (peak RSS 113 → 106 MiB), 200 pages 38 s (109 MiB).
+const PAGES_PER_COMMIT: usize = 100;
 
 /// What `sync` was asked to do.
 #[derive(Debug, Clone, Default)]
