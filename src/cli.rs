@@ -561,6 +561,9 @@ pub async fn sync(config: &Config, args: &SyncArgs, quiet: bool) -> Result<strea
     client.authenticate().await?;
     let warehouse = Warehouse::open(&config.db)
         .with_context(|| format!("opening the warehouse `{}`", config.db.display()))?;
+    warehouse
+        .set_memory_limit(&config.memory_limit)
+        .context("applying `warehouse.memory_limit`")?;
     let options = streams::Options {
         streams: args.streams.clone(),
         full_refresh: args.full_refresh,

@@ -212,6 +212,7 @@ pub struct RawPluvo {
 pub struct RawWarehouse {
     pub db: Option<PathBuf>,
     pub export_dir: Option<PathBuf>,
+    pub memory_limit: Option<String>,
 }
 
 /// HTTP knobs of the API client.
@@ -239,6 +240,8 @@ pub struct Config {
     pub file: PathBuf,
     pub db: PathBuf,
     pub export_dir: PathBuf,
+    /// DuckDB's memory cap during `sync` (`warehouse.memory_limit`), e.g. `"32MB"`.
+    pub memory_limit: String,
     url: Option<(String, Source)>,
     client_id: Option<(String, Source)>,
     client_secret: Option<Secret>,
@@ -361,10 +364,21 @@ impl Config {
             .unwrap_or_else(|| (DEFAULT_SCOPE.to_string(), Source::Default));
 
         let http = resolve_http(&raw.http, &from_file)?;
+        let memory_limit = match raw.warehouse.memory_limit {
+            None => crate::store::WRITER_MEMORY_LIMIT.to_string(),
+            Some(text) => parse_memory_limit(&text).ok_or_else(|| ConfigError::Invalid {
+                key: "warehouse.memory_limit",
+                origin: from_file.clone(),
+                problem: format!(
+                    "`{text}` is not an amount of memory of at least 16MB, like \"64MB\" or \"1GB\""
+                ),
+            })?,
+        };
         Ok(Config {
             file,
             db,
             export_dir,
+            memory_limit,
             url,
             client_id,
             client_secret: env(PLUVO_CLIENT_SECRET).map(Secret),
@@ -452,6 +466,22 @@ fn read_file(path: &Path, explicit: bool) -> Result<RawConfig, ConfigError> {
         path: path.to_path_buf(),
         message: e.to_string().trim().replace('\n', " "),
     })
+}
+
+/// A memory amount as DuckDB's `memory_limit` takes it (`"64MB"`, `"1.5 GB"`), normalised to
+/// `<number><unit>`; `None` unless it is at least 16 MB (less cannot hold a page group).
+fn parse_memory_limit(text: &str) -> Option<String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let unit = unit.trim().to_ascii_uppercase();
+    let mb = match unit.as_str() {
+        "MB" | "MIB" => number,
+        "GB" | "GIB" => number * 1024.0,
+        _ => return None,
+    };
+    (mb.is_finite() && mb >= 16.0).then(|| format!("{number}{unit}"))
 }
 
 fn resolve_http(raw: &RawHttp, source: &Source) -> Result<HttpSettings, ConfigError> {
@@ -552,6 +582,10 @@ pub fn documented_keys() -> BTreeMap<&'static str, &'static str> {
         (
             "warehouse.export_dir",
             "Folder the Parquet export is written to",
+        ),
+        (
+            "warehouse.memory_limit",
+            "DuckDB's memory cap during sync (raise it if a sync reports Out of Memory)",
         ),
         (
             "http.timeout_secs",
@@ -671,6 +705,28 @@ mod tests {
         assert!(err.to_string().contains("unknown field `urll`"), "{err}");
         let err = load(Some("[http]\nmax_attempts = 0\n"), &[], Flags::default()).unwrap_err();
         assert!(err.to_string().contains("`http.max_attempts`"), "{err}");
+    }
+
+    #[test]
+    fn memory_limit_defaults_parses_and_refuses_nonsense() {
+        let cfg = load(None, &[], Flags::default()).unwrap();
+        assert_eq!(cfg.memory_limit, crate::store::WRITER_MEMORY_LIMIT);
+        let set = |v: &str| {
+            load(
+                Some(&format!("[warehouse]\nmemory_limit = \"{v}\"\n")),
+                &[],
+                Flags::default(),
+            )
+        };
+        assert_eq!(set("256 mb").unwrap().memory_limit, "256MB");
+        assert_eq!(set("1.5GB").unwrap().memory_limit, "1.5GB");
+        for bad in ["8MB", "lots", "64", "64 apples", "'; DROP TABLE users; --"] {
+            let err = set(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("`warehouse.memory_limit`") && err.contains("like \"64MB\""),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -57,6 +57,7 @@ fn default_of(key: &str) -> Option<String> {
     Some(match key {
         "pluvo.scope" => quoted(DEFAULT_SCOPE),
         "warehouse.db" => quoted(DEFAULT_DB_FILE),
+        "warehouse.memory_limit" => quoted(crate::store::WRITER_MEMORY_LIMIT),
         "http.timeout_secs" => http.timeout.as_secs().to_string(),
         "http.connect_timeout_secs" => http.connect_timeout.as_secs().to_string(),
         "http.max_attempts" => http.max_attempts.to_string(),
