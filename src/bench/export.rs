@@ -10,20 +10,12 @@ use chrono::Utc;
 
 use crate::cli::{Format, SyncArgs, sync};
 use crate::export::{Options, export};
-use crate::sim::{Sim, SimConfig};
 use crate::store::Warehouse;
 
 pub async fn run(users: usize, rounds: usize) -> Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let sim = Sim::start(SimConfig {
-        users,
-        seed: 3,
-        ..SimConfig::default()
-    })
-    .await?;
-    let dir = std::env::temp_dir().join(format!("pluvo-bench-export-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let (_, config) = super::sim_config(&sim, &dir)?;
+    let super::Org {
+        sim, dir, config, ..
+    } = super::Org::start("export", users, 3).await?;
     let db = config.db.clone();
     let args = SyncArgs {
         streams: Vec::new(),

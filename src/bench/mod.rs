@@ -81,13 +81,37 @@ pub async fn sim_token(http: &reqwest::Client, sim: &crate::sim::Sim) -> anyhow:
         .ok_or_else(|| anyhow::anyhow!("the simulator answered no token: {answer}"))
 }
 
-/// Write `dir/pluvo-warehouse.toml` pointing at `sim` with the warehouse `dir/bench.duckdb`,
-/// and load it with the simulator's secret (as a user's environment would give it).
-pub fn sim_config(
-    sim: &crate::sim::Sim,
-    dir: &std::path::Path,
-) -> anyhow::Result<(std::path::PathBuf, crate::config::Config)> {
-    let file = dir.join("pluvo-warehouse.toml");
-    let config = crate::demo::config_for_sim(sim, &file, &dir.join("bench.duckdb"), "bench")?;
-    Ok((file, config))
+/// A benchmark's simulated organisation, with a scratch folder holding a configuration that
+/// points at it (`pluvo-warehouse.toml`, warehouse `bench.duckdb`) and that configuration
+/// loaded with the simulator's secret, as a user's environment would give it.
+pub struct Org {
+    pub sim: crate::sim::Sim,
+    pub dir: std::path::PathBuf,
+    pub config_file: std::path::PathBuf,
+    pub config: crate::config::Config,
+}
+
+impl Org {
+    /// Start an organisation of `users` generated from `seed`, for the benchmark `name`
+    /// (its folder is `<tmp>/pluvo-bench-<name>-<pid>`; the caller removes it).
+    pub async fn start(name: &str, users: usize, seed: u64) -> anyhow::Result<Org> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let sim = crate::sim::Sim::start(crate::sim::SimConfig {
+            users,
+            seed,
+            ..crate::sim::SimConfig::default()
+        })
+        .await?;
+        let dir = std::env::temp_dir().join(format!("pluvo-bench-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let config_file = dir.join("pluvo-warehouse.toml");
+        let config =
+            crate::demo::config_for_sim(&sim, &config_file, &dir.join("bench.duckdb"), "bench")?;
+        Ok(Org {
+            sim,
+            dir,
+            config_file,
+            config,
+        })
+    }
 }

@@ -10,7 +10,7 @@ use crate::api::{Client, ClientOptions};
 use crate::cli::{Format, SyncArgs, sync};
 use crate::config::Config;
 use crate::push::{self, Action, Options, Selection};
-use crate::sim::{Faults, Sim, SimConfig};
+use crate::sim::Faults;
 use crate::store::Warehouse;
 
 /// Rows sent one per request to measure the baseline (extrapolated to the full set).
@@ -24,18 +24,11 @@ struct Measured {
 }
 
 pub async fn run(rows: usize, latency: Duration, concurrency: usize) -> Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     // 8% of generated users are archived: this many leaves `rows` active ones to archive.
     let users = rows * 100 / 90 + BASELINE_ROWS * 2;
-    let sim = Sim::start(SimConfig {
-        users,
-        seed: 4,
-        ..SimConfig::default()
-    })
-    .await?;
-    let dir = std::env::temp_dir().join(format!("pluvo-bench-push-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let (_, config) = super::sim_config(&sim, &dir)?;
+    let super::Org {
+        sim, dir, config, ..
+    } = super::Org::start("push", users, 4).await?;
     let args = SyncArgs {
         streams: vec!["users".into(), "groups".into()],
         full_refresh: false,

@@ -11,7 +11,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 
 use crate::api::{Operation, queries};
-use crate::sim::{Faults, Sim, SimConfig};
+use crate::sim::{Faults, Sim};
 
 /// One sync run of the child process.
 #[derive(Debug)]
@@ -23,20 +23,16 @@ struct ChildRun {
 }
 
 pub async fn run(users: usize, latency: Duration, concurrency: usize) -> Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let sim = Sim::start(SimConfig {
-        users,
-        seed: 3,
-        ..SimConfig::default()
-    })
-    .await?;
+    let super::Org {
+        sim,
+        dir,
+        config_file: config,
+        config: settings,
+    } = super::Org::start("sync", users, 3).await?;
     sim.set_faults(Faults {
         latency,
         ..Faults::default()
     });
-    let dir = std::env::temp_dir().join(format!("pluvo-bench-sync-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let (config, settings) = super::sim_config(&sim, &dir)?;
     let db = settings.db;
 
     let plain = plain_fetch(&sim, concurrency).await?;
