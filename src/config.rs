@@ -74,16 +74,6 @@ pub const ENV_VARS: &[EnvVar] = &[
 pub const DEFAULT_SCOPE: &str = "users.read users.write trainings.read trainings.write \
      events.read events.write groups.read groups.write extra_categories.write";
 
-/// The scope each stream's queries need (pluvo-api.md; the simulator's `require` calls).
-/// Portfolio report and certificates are not documented: assumed `trainings.read`.
-pub const STREAM_SCOPES: &[(&str, &str)] = &[
-    ("users", "users.read"),
-    ("portfolio", "trainings.read"),
-    ("certificates", "trainings.read"),
-    ("groups", "groups.read"),
-    ("trainings", "trainings.read"),
-];
-
 /// The scope each write-back operation needs (`push`), by GraphQL field.
 pub const PUSH_SCOPES: &[(&str, &str)] = &[
     ("updateOrCreateUser", "users.write"),
@@ -151,10 +141,10 @@ pub enum ConfigError {
         "configuration file `{}` not found; create one with `pluvo-warehouse init` or pass --config", path.display()
     )]
     FileMissing { path: PathBuf },
-    #[error("cannot read configuration file `{}`: {source}", path.display())]
+    #[error("cannot read configuration file `{}`: {cause}", path.display())]
     FileRead {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("configuration file `{}` is not valid TOML: {message}", path.display())]
     FileSyntax { path: PathBuf, message: String },
@@ -458,7 +448,7 @@ fn read_file(path: &Path, explicit: bool) -> Result<RawConfig, ConfigError> {
         Err(source) => {
             return Err(ConfigError::FileRead {
                 path: path.to_path_buf(),
-                source,
+                cause: source,
             });
         }
     };
@@ -608,8 +598,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_scope_covers_every_stream_and_push_operation() {
-        for (what, scope) in STREAM_SCOPES.iter().chain(PUSH_SCOPES) {
+    fn default_scope_covers_every_push_operation() {
+        for (what, scope) in PUSH_SCOPES {
             assert!(
                 DEFAULT_SCOPE.split_whitespace().any(|s| s == *scope),
                 "`{what}` needs `{scope}`, missing from DEFAULT_SCOPE"

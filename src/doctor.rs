@@ -1,19 +1,16 @@
 //! `doctor`: checks, in order, what a sync needs — the configuration, the token endpoint,
 //! the credentials, the scope of every stream (one `first: 1` query each) and the database
-//! file — and prints each as `ok` or `FAIL` with a one-line fix.
+//! file — each `ok` or `FAIL` with a one-line fix (`cli/doctor.rs` prints them). The scope
+//! probes come from the stream registry ([`crate::streams::ALL`]).
 //!
 //! It goes through the same [`Client`] as `sync` (so it sees what a sync would see) and opens
 //! the warehouse read-only; it writes nothing anywhere. Later checks that depend on a failed
 //! one are shown as `skip`.
 
-use std::fmt::Write as _;
-
-use anyhow::Result;
 use serde_json::{Value, json};
 
-use crate::api::{Client, ClientOptions, Error as ApiError, Operation, queries};
-use crate::config::{ApiConfig, Config, Flags, STREAM_SCOPES, redact_url};
-use crate::error::Exit;
+use crate::api::{Client, ClientOptions, Error as ApiError};
+use crate::config::{ApiConfig, Config, Flags, redact_url};
 use crate::store::{StoreError, Warehouse};
 
 /// The outcome of one check.
@@ -60,17 +57,6 @@ impl Check {
     pub fn is_ok(&self) -> bool {
         matches!(self.verdict, Verdict::Ok(_))
     }
-}
-
-/// `doctor`: run the checks, print them, exit 0 when all are ok and 1 otherwise.
-pub async fn run(flags: &Flags) -> Result<Exit> {
-    let checks = check_all(flags, |name| std::env::var(name).ok()).await;
-    print!("{}", render(&checks));
-    Ok(if checks.iter().all(Check::is_ok) {
-        Exit::Ok
-    } else {
-        Exit::Error
-    })
 }
 
 /// Every check, in order, with the environment injected (tests).
@@ -125,18 +111,6 @@ pub async fn check_all(flags: &Flags, env: impl Fn(&str) -> Option<String>) -> V
     checks
 }
 
-/// The tiny query that tells whether a stream's scope is granted.
-fn probe(stream: &str) -> Option<&'static Operation> {
-    Some(match stream {
-        "users" => &queries::USERS,
-        "portfolio" => &queries::PORTFOLIO,
-        "certificates" => &queries::CERTIFICATES,
-        "groups" => &queries::GROUPS,
-        "trainings" => &queries::TRAININGS,
-        _ => return None,
-    })
-}
-
 /// Token endpoint, credentials, then one query per stream. The first query fetches the token,
 /// so its error tells which of the three failed.
 async fn check_api(api: &ApiConfig, checks: &mut Vec<Check>) {
@@ -159,10 +133,12 @@ async fn check_api(api: &ApiConfig, checks: &mut Vec<Check>) {
         }
     };
     let mut token_checked = false;
-    for (stream, scope) in STREAM_SCOPES {
+    for spec in crate::streams::ALL {
+        let (stream, scope) = (spec.name, spec.scope);
         let name = format!("scope for {stream}");
-        let Some(op) = probe(stream) else { continue };
-        let result = client.query::<Value>(op, json!({ "first": 1 })).await;
+        let result = client
+            .query::<Value>(spec.probe, json!({ "first": 1 }))
+            .await;
         if !token_checked {
             match token_failure(&result, api, &token_url) {
                 Some(mut failed) => {
@@ -196,7 +172,7 @@ async fn check_api(api: &ApiConfig, checks: &mut Vec<Check>) {
                         "stream `{stream}` was refused: its queries need scope `{scope}` ({})",
                         errors[0].message
                     ),
-                    if api.scope.split_whitespace().any(|s| s == *scope) {
+                    if api.scope.split_whitespace().any(|s| s == scope) {
                         format!(
                             "grant `{scope}` to client `{}` in Pluvo's API settings",
                             api.client_id
@@ -316,49 +292,6 @@ fn check_database(config: &Config) -> Check {
                 _ => "check the file's permissions, or point --db / PLUVO_DB at another file".into(),
             };
             Check::fail("database", err.to_string(), fix)
-        }
-    }
-}
-
-/// `ok`/`FAIL`/`skip` lines, a `fix:` line under each failure.
-pub fn render(checks: &[Check]) -> String {
-    let mut out = String::new();
-    for check in checks {
-        let _ = match &check.verdict {
-            Verdict::Ok(detail) => writeln!(out, "ok    {:<22} {detail}", check.name),
-            Verdict::Fail { problem, fix } => writeln!(
-                out,
-                "FAIL  {:<22} {problem}\n      {:<22} fix: {fix}",
-                check.name, ""
-            ),
-            Verdict::Skip(why) => writeln!(out, "skip  {:<22} ({why})", check.name),
-        };
-    }
-    let failed = checks
-        .iter()
-        .filter(|c| matches!(c.verdict, Verdict::Fail { .. }))
-        .count();
-    let _ = if failed == 0 {
-        writeln!(out, "all checks passed")
-    } else {
-        writeln!(out, "{failed} check(s) failed")
-    };
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_stream_has_a_scope_and_a_probe() {
-        for spec in crate::streams::ALL {
-            assert!(
-                STREAM_SCOPES.iter().any(|(s, _)| *s == spec.name),
-                "no scope for `{}`",
-                spec.name
-            );
-            assert!(probe(spec.name).is_some(), "no probe for `{}`", spec.name);
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Exit codes, and the mapping from module errors to them.
 //!
 //! 0 ok, 1 error, 2 usage or configuration error, 3 finished but some rows failed (push).
-//! `main` prints the error chain ([`message`], each cause once); this module picks the code.
+//! `main` prints the error chain ([`message`]); this module picks the code. Plain
+//! `std::error::Error` chains: `anyhow` stays in `cli/`.
 
 use std::process::ExitCode;
 
@@ -35,30 +36,44 @@ impl UsageError {
     }
 }
 
+/// The causes of an error, outermost first.
+fn chain<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |e| e.source())
+}
+
 /// The exit code for an error chain: 2 when any cause is a usage or configuration error.
-pub fn exit_code(err: &anyhow::Error) -> Exit {
+pub fn exit_code(err: &(dyn std::error::Error + 'static)) -> Exit {
     // Rejected credentials are configuration too: retrying will not help, fixing the secret will.
-    let usage = err.chain().any(|cause| {
+    let usage = chain(err).any(|cause| {
         cause.is::<UsageError>()
             || cause.is::<crate::config::ConfigError>()
             || cause
                 .downcast_ref::<crate::api::Error>()
                 .is_some_and(crate::api::Error::is_auth)
+            || cause
+                .downcast_ref::<crate::pipeline::Error>()
+                .is_some_and(crate::pipeline::Error::is_usage)
+            || cause
+                .downcast_ref::<crate::export::compliance::Error>()
+                .is_some_and(|e| matches!(e, crate::export::compliance::Error::Usage(_)))
     });
     if usage { Exit::Usage } else { Exit::Error }
 }
 
-/// The error chain as one line for `main` to print: each cause once. Our messages often embed
-/// their source (`"{doing}: {source}"`), which `{:#}` would print a second time, and DuckDB
-/// ends its chain with a content-free "Error code 1: Unknown error code".
-pub fn message(err: &anyhow::Error) -> String {
+/// The error chain as one line for `main` to print, causes joined by `: `. Each cause is
+/// printed once by construction: an error either names its source in its own message or
+/// exposes it as `source()`, never both. DuckDB ends its chain with a content-free
+/// "Error code 1: Unknown error code", which is dropped.
+pub fn message(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = String::new();
-    for cause in err.chain() {
+    for cause in chain(err) {
         let text = cause.to_string();
         let text = text.trim();
         let empty = text.is_empty()
             || (text.starts_with("Error code ") && text.ends_with("Unknown error code"));
-        if empty || out.contains(text) {
+        if empty {
             continue;
         }
         if !out.is_empty() {
@@ -73,22 +88,31 @@ pub fn message(err: &anyhow::Error) -> String {
 mod tests {
     use super::*;
 
+    #[derive(Debug, thiserror::Error)]
+    #[error("exporting `x`")]
+    struct Exporting(#[source] std::io::Error);
+
     #[test]
-    fn message_prints_each_cause_once() {
+    fn message_joins_the_chain_and_drops_duckdbs_empty_cause() {
         let io = std::io::Error::other("Operation not permitted (os error 1)");
-        let err = anyhow::Error::new(io)
-            .context("creating `x`: Operation not permitted (os error 1)")
-            .context("exporting");
+        let err = anyhow::Error::new(Exporting(io)).context("publishing");
         assert_eq!(
-            message(&err),
-            "exporting: creating `x`: Operation not permitted (os error 1)"
+            message(err.as_ref()),
+            "publishing: exporting `x`: Operation not permitted (os error 1)"
         );
+        let empty = std::io::Error::other("Error code 1: Unknown error code");
+        let err = anyhow::Error::new(Exporting(empty));
+        assert_eq!(message(err.as_ref()), "exporting `x`");
+    }
+
+    #[test]
+    fn rejected_credentials_are_a_usage_error() {
         let auth = crate::api::Error::InvalidClient {
             url: "u".into(),
             detail: "http 401".into(),
         };
         assert_eq!(
-            exit_code(&anyhow::Error::new(auth).context("sync")),
+            exit_code(anyhow::Error::new(auth).context("sync").as_ref()),
             Exit::Usage
         );
     }

@@ -1,6 +1,7 @@
-//! `query`: run SQL against the warehouse (or, while a `sync` holds it, the published
-//! snapshot; see `export::snapshot`) and print the answer: a table on a terminal, CSV or
-//! JSON lines for pipes, Parquet to a file.
+//! Running analyst SQL (for `query`, `export compliance` and push selections): the one
+//! `--param` parser, the read-only check, and writing an answer as a table, CSV, JSON lines
+//! or Parquet. `cli/query.rs` picks the source (the warehouse, or while a `sync` holds it the
+//! published snapshot; see `export::snapshot`) and prints.
 //!
 //! Parameters (`--param days=30`) become DuckDB variables (`SET VARIABLE days = 30`) that the
 //! analyst views read with `getvariable`. The SQL is prepared first, so a mistake reports
@@ -8,43 +9,37 @@
 //! formats are written by DuckDB's `COPY (sql) TO` (its CSV and JSON writers handle lists,
 //! dates and quoting), into a temporary file renamed into place, or copied to stdout.
 
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
-use clap::Args;
 use duckdb::Connection;
 
-use crate::config::Config;
-use crate::error::{Exit, UsageError};
-use crate::export::snapshot::Reader;
+use crate::error::UsageError;
 use crate::export::sql_path;
 
-#[derive(Debug, Clone, Args)]
-pub struct QueryArgs {
-    /// The SQL to run (or --file)
-    #[arg(conflicts_with = "file", required_unless_present = "file")]
-    pub sql: Option<String>,
-    /// Read the SQL from a file
-    #[arg(long, value_name = "FILE")]
-    pub file: Option<PathBuf>,
-    /// A view parameter, NAME=VALUE (repeatable; a name given twice becomes a list).
-    /// Values: integer, decimal, date (YYYY-MM-DD) or text
-    #[arg(long = "param", value_name = "NAME=VALUE")]
-    pub params: Vec<String>,
-    /// Output format [default: table on a terminal, csv otherwise; from --out's extension]
-    #[arg(long, value_enum)]
-    pub format: Option<QueryFormat>,
-    /// Write the answer to FILE (atomically) instead of stdout
-    #[arg(long, value_name = "FILE")]
-    pub out: Option<PathBuf>,
-    /// Always read the published snapshot, even when the warehouse is free
-    #[arg(long)]
-    pub snapshot: bool,
+/// Why an answer could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// DuckDB refused the SQL; the message counts lines in the user's text.
+    #[error("the query failed: {0}")]
+    Sql(String),
+    #[error("writing `{}`", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("rendering the answer as a table")]
+    Table(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl Error {
+    fn sql(e: duckdb::Error) -> Error {
+        Error::Sql(user_lines(&e.to_string()))
+    }
 }
 
 /// How `query` writes its answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueryFormat {
     /// Aligned columns for people
     Table,
@@ -57,7 +52,7 @@ pub enum QueryFormat {
 }
 
 impl QueryFormat {
-    fn from_extension(path: &Path) -> Option<QueryFormat> {
+    pub fn from_extension(path: &Path) -> Option<QueryFormat> {
         match path.extension()?.to_str()? {
             "csv" => Some(QueryFormat::Csv),
             "json" | "jsonl" | "ndjson" => Some(QueryFormat::Json),
@@ -156,7 +151,7 @@ pub(crate) fn body(sql: &str) -> String {
 
 /// DuckDB's message for the wrapped SQL of [`copy_to`], with its `LINE n:` counted in the
 /// user's text (the wrapper puts `COPY (` on a line of its own before it).
-fn user_lines(message: &str) -> String {
+pub fn user_lines(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(i) = rest.find("LINE ") {
@@ -177,12 +172,7 @@ fn user_lines(message: &str) -> String {
 }
 
 /// `COPY (sql) TO path (options)`; returns the rows written.
-pub(crate) fn copy_to(
-    conn: &Connection,
-    sql: &str,
-    path: &Path,
-    options: &str,
-) -> duckdb::Result<usize> {
+pub fn copy_to(conn: &Connection, sql: &str, path: &Path, options: &str) -> duckdb::Result<usize> {
     conn.execute(
         &format!(
             "COPY (\n{}\n) TO '{}' ({options})",
@@ -194,18 +184,21 @@ pub(crate) fn copy_to(
 }
 
 /// Write the answer of `sql` to `out` in `format`, atomically (temporary name, then rename).
-pub(crate) fn write_file(
+pub fn write_file(
     conn: &Connection,
     sql: &str,
     format: QueryFormat,
     out: &Path,
-) -> Result<usize> {
+) -> Result<usize, Error> {
     let tmp = temp_beside(out);
     let rows = match format.copy_options() {
         Some(options) => copy_to(conn, sql, &tmp, options),
         None => {
             let text = table_text(conn, sql)?;
-            std::fs::write(&tmp, text).with_context(|| format!("writing `{}`", tmp.display()))?;
+            std::fs::write(&tmp, text).map_err(|e| Error::Write {
+                path: tmp.clone(),
+                source: e.into(),
+            })?;
             Ok(0)
         }
     };
@@ -213,10 +206,16 @@ pub(crate) fn write_file(
         Ok(rows) => rows,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            return Err(e).with_context(|| format!("writing `{}`", out.display()));
+            return Err(Error::Write {
+                path: out.to_path_buf(),
+                source: e.into(),
+            });
         }
     };
-    std::fs::rename(&tmp, out).with_context(|| format!("renaming into `{}`", out.display()))?;
+    std::fs::rename(&tmp, out).map_err(|e| Error::Write {
+        path: out.to_path_buf(),
+        source: e.into(),
+    })?;
     Ok(rows)
 }
 
@@ -229,13 +228,13 @@ fn temp_beside(out: &Path) -> PathBuf {
     out.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
-fn table_text(conn: &Connection, sql: &str) -> Result<String> {
-    let mut stmt = conn.prepare(sql)?;
-    let batches: Vec<_> = stmt.query_arrow([])?.collect();
-    Ok(format!(
-        "{}\n",
-        arrow::util::pretty::pretty_format_batches(&batches)?
-    ))
+/// The answer as aligned text (arrow's pretty printer).
+pub fn table_text(conn: &Connection, sql: &str) -> Result<String, Error> {
+    let mut stmt = conn.prepare(sql).map_err(Error::sql)?;
+    let batches: Vec<_> = stmt.query_arrow([]).map_err(Error::sql)?.collect();
+    let text =
+        arrow::util::pretty::pretty_format_batches(&batches).map_err(|e| Error::Table(e.into()))?;
+    Ok(format!("{text}\n"))
 }
 
 /// Statements that would change the warehouse (or load code) rather than read it.
@@ -262,7 +261,7 @@ const WRITES: &[&str] = &[
 /// Refuse a write statement with a clear message. Without this, DuckDB reports a syntax
 /// error for it (the SQL is wrapped in `COPY (...)`), or a read-only error, neither of which
 /// says that `query` only reads.
-fn refuse_writes(sql: &str) -> Result<(), UsageError> {
+pub fn refuse_writes(sql: &str) -> Result<(), UsageError> {
     let mut rest = sql.trim_start();
     loop {
         rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
@@ -286,86 +285,6 @@ fn refuse_writes(sql: &str) -> Result<(), UsageError> {
         )));
     }
     Ok(())
-}
-
-/// `query`: read the SQL, open the warehouse (or its snapshot), run, print.
-pub fn run(config: &Config, args: &QueryArgs) -> Result<Exit> {
-    let sql = match (&args.sql, &args.file) {
-        (Some(sql), None) => sql.clone(),
-        (None, Some(file)) => std::fs::read_to_string(file).map_err(|e| {
-            UsageError::new(format!(
-                "cannot read the SQL file `{}`: {e}",
-                file.display()
-            ))
-        })?,
-        _ => bail!(UsageError::new(
-            "give the SQL as an argument or with --file"
-        )),
-    };
-    refuse_writes(&sql)?;
-    let params = parse_params(&args.params)?;
-    let format = match (args.format, &args.out) {
-        (Some(f), _) => f,
-        (None, Some(out)) => QueryFormat::from_extension(out).ok_or_else(|| {
-            UsageError::new(format!(
-                "cannot tell the format of `{}` from its extension; pass --format csv|json|parquet|table",
-                out.display()
-            ))
-        })?,
-        (None, None) if std::io::stdout().is_terminal() => QueryFormat::Table,
-        (None, None) => QueryFormat::Csv,
-    };
-    if format == QueryFormat::Parquet && args.out.is_none() {
-        bail!(UsageError::new(
-            "Parquet is a binary file format: pass --out FILE.parquet"
-        ));
-    }
-
-    let reader = if args.snapshot {
-        Reader::snapshot(&config.export_dir, "--snapshot was given".into())?
-    } else {
-        Reader::open(&config.db, &config.export_dir)?
-    };
-    if let Some(note) = reader.source.note() {
-        eprintln!("{note}");
-    }
-    let conn = reader.connection();
-    set_params(conn, &params).context("setting the parameters")?;
-    // Prepare first: DuckDB's parser and binder errors then point into the user's own text.
-    if let Err(e) = conn.prepare(&sql) {
-        bail!("the query failed: {e}");
-    }
-    match (&args.out, format) {
-        (Some(out), _) => {
-            let rows = write_file(conn, &sql, format, out)?;
-            if format != QueryFormat::Table {
-                eprintln!("{rows} rows written to {}", out.display());
-            }
-        }
-        (None, QueryFormat::Table) => {
-            print!("{}", table_text(conn, &sql)?);
-        }
-        (None, _) => {
-            // DuckDB writes files, not streams: answer into a private file, then copy it out.
-            let tmp = std::env::temp_dir().join(format!("pluvo-query-{}.out", std::process::id()));
-            let options = format.copy_options().unwrap_or_default();
-            let copied = copy_to(conn, &sql, &tmp, options)
-                .map_err(|e| anyhow::anyhow!("the query failed: {}", user_lines(&e.to_string())))
-                .and_then(|rows| {
-                    let mut file = std::fs::File::open(&tmp).context("reading the answer")?;
-                    let mut stdout = std::io::stdout().lock();
-                    std::io::copy(&mut file, &mut stdout).context("writing to stdout")?;
-                    stdout.flush().context("writing to stdout")?;
-                    Ok(rows)
-                });
-            let _ = std::fs::remove_file(&tmp);
-            if copied? == 0 {
-                // An empty CSV is just a header, and empty JSON lines nothing at all.
-                eprintln!("The query returned no rows.");
-            }
-        }
-    }
-    Ok(Exit::Ok)
 }
 
 #[cfg(test)]

@@ -1,32 +1,17 @@
-//! `status`: what the warehouse holds and how the last sync went, read from the warehouse's
+//! The warehouse's status: what it holds and how the last sync went, read from the warehouse's
 //! own bookkeeping (`_runs`, `_run_streams`, `_checkpoints`, the data tables and, when the
 //! push tables exist, `_push_plans`/`_push_ledger`).
 //!
-//! Opens the file read-only and never talks to Pluvo. While a sync holds the file DuckDB's
-//! lock refuses readers: `status` then names the PID holding it and exits 1. `--format json`
-//! is for monitoring; its keys are stable and documented in the README ("status").
+//! Reads an open warehouse and never talks to Pluvo; `cli/status.rs` opens it read-only and
+//! prints (a table, or JSON for monitoring: its keys are stable and documented in the README,
+//! "status").
 
-use std::fmt::Write as _;
-
-use anyhow::{Context, Result};
-use clap::Args;
 use duckdb::Connection;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cli::Format;
-use crate::config::Config;
-use crate::error::Exit;
 use crate::store::{StoreError, Warehouse};
 use crate::streams;
-
-/// Arguments of `status`.
-#[derive(Debug, Clone, Args)]
-pub struct StatusArgs {
-    /// Output: a table for people or JSON for monitoring (stable keys, see README)
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
-}
 
 /// Everything `status` reports.
 #[derive(Debug, Clone, Serialize)]
@@ -113,23 +98,6 @@ pub struct PushPlanStatus {
     pub rows_failed: i64,
 }
 
-/// `status`: open read-only, collect, print. A missing or locked file is an error (exit 1).
-pub fn run(config: &Config, args: &StatusArgs) -> Result<Exit> {
-    let warehouse = Warehouse::open_read_only(&config.db).map_err(|err| {
-        let hint = match &err {
-            StoreError::Locked { .. } => "status reads the warehouse only while nothing writes it",
-            _ => "reading the warehouse status",
-        };
-        anyhow::Error::new(err).context(hint)
-    })?;
-    let status = collect(&warehouse).context("reading the warehouse status")?;
-    match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&status)?),
-        Format::Table => print!("{}", render(&status)),
-    }
-    Ok(Exit::Ok)
-}
-
 /// Timestamps as ISO 8601 UTC text (TIMESTAMPTZ → TIMESTAMP: this DuckDB has no ICU).
 fn iso(column: &str) -> String {
     format!("strftime({column}::TIMESTAMP, '%Y-%m-%dT%H:%M:%SZ')")
@@ -140,7 +108,10 @@ fn seconds(from: &str, to: &str) -> String {
 }
 
 fn db(doing: &'static str) -> impl Fn(duckdb::Error) -> StoreError {
-    move |source| StoreError::Db { doing, source }
+    move |source| StoreError::Db {
+        doing,
+        cause: source,
+    }
 }
 
 /// Every row of `sql`, mapped by `row`; errors say what was being read (`doing`).
@@ -344,121 +315,4 @@ fn push_plans(conn: &Connection) -> Result<Vec<PushPlanStatus>, StoreError> {
         })
     })?;
     Ok(plans)
-}
-
-fn secs(s: Option<f64>) -> String {
-    s.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into())
-}
-
-/// The table format: one block per section.
-pub fn render(status: &Status) -> String {
-    let mut out = String::new();
-    let w = &mut out;
-    let _ = writeln!(
-        w,
-        "warehouse {} (schema version {})",
-        status.db, status.schema_version
-    );
-    match &status.last_run {
-        None => {
-            let _ = writeln!(w, "no sync has run yet: run `pluvo-warehouse sync`");
-        }
-        Some(r) => {
-            let _ = writeln!(
-                w,
-                "last run {}: {}, started {}, {}s{}",
-                r.run_id,
-                r.status,
-                r.started_at,
-                secs(r.seconds),
-                r.error
-                    .as_ref()
-                    .map(|e| format!(" ({e})"))
-                    .unwrap_or_default()
-            );
-        }
-    }
-    if !status.streams.is_empty() {
-        let _ = writeln!(
-            w,
-            "\n{:<13} {:>4} {:<11} {:<20} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7}  note",
-            "stream",
-            "run",
-            "status",
-            "started",
-            "seconds",
-            "new",
-            "changed",
-            "deleted",
-            "requests",
-            "retries"
-        );
-        for s in &status.streams {
-            let note = [
-                s.error.as_ref().map(|e| format!("error: {e}")),
-                s.schema_drift.as_ref().map(|d| format!("drift: {d}")),
-            ]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join("; ");
-            let line = format!(
-                "{:<13} {:>4} {:<11} {:<20} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7}  {note}",
-                s.stream,
-                s.run_id,
-                s.status,
-                s.started_at,
-                secs(s.seconds),
-                s.rows_new,
-                s.rows_changed,
-                s.rows_deleted,
-                s.requests,
-                s.retries
-            );
-            let _ = writeln!(w, "{}", line.trim_end());
-        }
-    }
-    if !status.checkpoints.is_empty() {
-        let _ = writeln!(w, "\n{:<13} {:<22} checkpoint", "stream", "updated");
-        for c in &status.checkpoints {
-            let what = match (c.part, &c.state) {
-                (Some(part), _) => format!(
-                    "scan in progress: part {part}, next page {}",
-                    c.next_page.unwrap_or(0)
-                ),
-                (None, Some(state)) => format!("between runs, state {state}"),
-                (None, None) => "between runs".into(),
-            };
-            let _ = writeln!(w, "{:<13} {:<22} {what}", c.stream, c.updated_at);
-        }
-    }
-    let _ = writeln!(w, "\n{:<22} {:>9} {:>9}", "table", "live", "deleted");
-    for t in &status.tables {
-        let _ = writeln!(w, "{:<22} {:>9} {:>9}", t.table, t.live, t.deleted);
-    }
-    if let Some(plans) = &status.push_plans {
-        if plans.is_empty() {
-            let _ = writeln!(w, "\npush plans: none pending or failed");
-        } else {
-            let _ = writeln!(
-                w,
-                "\n{:>5} {:<22} {:<11} {:<20} {:>8} {:>8} {:>7}",
-                "plan", "action", "status", "created", "planned", "pending", "failed"
-            );
-            for p in plans {
-                let _ = writeln!(
-                    w,
-                    "{:>5} {:<22} {:<11} {:<20} {:>8} {:>8} {:>7}",
-                    p.plan_id,
-                    p.action,
-                    p.status,
-                    p.created_at,
-                    p.rows_planned,
-                    p.rows_pending,
-                    p.rows_failed
-                );
-            }
-        }
-    }
-    out
 }

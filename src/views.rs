@@ -77,24 +77,6 @@ pub fn install(conn: &Connection) -> duckdb::Result<()> {
     result
 }
 
-/// `views`: install the views into the warehouse and list them with what they answer.
-pub fn run(config: &crate::config::Config) -> anyhow::Result<crate::error::Exit> {
-    use anyhow::Context;
-    let warehouse = crate::store::Warehouse::open(&config.db)
-        .with_context(|| format!("opening the warehouse `{}`", config.db.display()))?;
-    install(warehouse.connection()).context("installing the analyst views")?;
-    warehouse.close()?;
-    for view in VIEWS {
-        println!("{}\n    {}", view.name, view.about());
-    }
-    eprintln!(
-        "{} views installed in `{}`; e.g. SET VARIABLE days = 30; SELECT * FROM inactive_users;",
-        VIEWS.len(),
-        config.db.display()
-    );
-    Ok(crate::error::Exit::Ok)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -639,8 +639,9 @@ const CASES: &[Case] = &[
     Case {
         name: "push parameter without a value",
         args: &["push", "archive-users", "--query", REFS, "--param", "days"],
-        problem: &["--param `days` is not of the form name=value"],
-        fix: &["name=value"],
+        // The same parser (and message) as `query --param`.
+        problem: &["`--param days` must be NAME=VALUE"],
+        fix: &["`--param days=30`"],
         ..BASE
     },
     Case {

@@ -496,13 +496,9 @@ async fn changes_between_the_pages_of_a_run_are_exact_after_the_next_run() {
     let first = {
         let config = support::config_for(&sim, &db);
         let task = tokio::spawn(async move {
-            let args = pluvo_warehouse::cli::SyncArgs {
-                streams: Vec::new(),
-                full_refresh: false,
-                concurrency: 4,
-                format: pluvo_warehouse::cli::Format::Json,
-            };
-            pluvo_warehouse::cli::sync(&config, &args, true).await
+            let options = pluvo_warehouse::pipeline::SyncOptions::default();
+            let silent = std::sync::Arc::new(pluvo_warehouse::streams::Silent);
+            pluvo_warehouse::pipeline::sync(&config, &options, silent).await
         });
         // Users created, changed, archived and deleted while the run pages.
         let mut ticks = 0;

@@ -5,10 +5,10 @@
 -- * Times are TIMESTAMPTZ in UTC, calendar days are DATE.
 -- * Ids are Pluvo UUIDs stored as VARCHAR (lower-case text as the API sends them), so that
 --   Parquet readers and BI tools see text, not 16-byte binaries.
--- * Keys are enforced by the merge in src/store/duckdb.rs (staging deduplicated by key, then
---   insert-if-absent / update-if-hash-differs), not by PRIMARY KEY constraints: DuckDB keeps
---   ART indexes in memory and turns an UPDATE of an indexed column into delete + insert,
---   which the 250 MB memory budget of a 500k-item sync cannot afford. A test checks that no
+-- * Keys are enforced by the merge in src/store/duckdb/merge.rs (staging deduplicated by key,
+--   then insert-if-absent / update-if-hash-differs), not by PRIMARY KEY constraints: DuckDB
+--   keeps ART indexes in memory and turns an UPDATE of an indexed column into delete + insert,
+--   so an index would make a sync's memory grow with the organisation. A test checks that no
 --   key appears twice.
 -- * Every data table ends with the same bookkeeping columns:
 --     _hash          content hash of the non-key columns (first 64 bits of SHA-256 over a
@@ -44,9 +44,10 @@ CREATE INDEX users_ref ON users (ref);
 
 -- portfolio_items: one row per user x training or certificate item (portfolioReport).
 -- The API node has no id. Key `item_key` = lower-case hex of the first 128 bits of SHA-256
--- over user_id, related_object_type, title and occurrence joined by U+001F
--- (store::portfolio_item_key). `occurrence` (1, 2, ...) tells apart items of one user with
--- the same type and title (a re-taken certificate); the stream numbers them in a stable order.
+-- over user_id, related_object_type, title, the issue date (certificates only) and
+-- occurrence, joined by U+001F (store::tables::portfolio_item_key). `occurrence` (1, 2, ...)
+-- tells apart items of one user with the same type and title (trainings) or the same title
+-- and issue date (certificates); the stream numbers them in a stable order.
 -- A renamed title is a new key: the old row is soft-deleted by the next complete scan.
 CREATE TABLE portfolio_items (
     item_key            VARCHAR NOT NULL,

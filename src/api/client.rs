@@ -472,130 +472,34 @@ impl Client {
                 .acquire()
                 .await
                 .expect("the semaphore is never closed");
-            // Wait for a send slot; ask again if the rate was cut while waiting.
-            let epoch = if inner.options.adaptive_rate {
-                loop {
-                    let slot = inner.gate.reserve(Instant::now());
-                    tokio::time::sleep_until(slot.at.into()).await;
-                    if inner.gate.admit(slot, Instant::now()) {
-                        break slot.epoch;
-                    }
-                }
-            } else {
-                0
-            };
+            let epoch = self.wait_for_slot().await;
             let token = inner
                 .auth
                 .get(&inner.transport)
                 .await
                 .map_err(Failure::Fatal)?;
-            let sent_at = Instant::now();
-            inner.transport.counters.requests.inc();
-            inner
-                .transport
-                .counters
-                .count_op(op.name, |o| o.requests += 1);
-            let sent = inner
-                .transport
-                .http
-                .post(inner.graphql_url.clone())
-                .bearer_auth(token.value.expose())
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body)
-                .send()
-                .await;
-            let response = match sent {
-                Ok(response) => response,
-                Err(err) => {
-                    return Err(inner.transport.send_failure(
-                        &err,
-                        op.name,
-                        &inner.graphql_url_text,
-                    ));
-                }
-            };
-            inner.transport.mark_reached();
-            let (status, retry_after) = status_and_retry_after(&response);
-            let location = response
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let body = response.bytes().await;
-            let span = tracing::Span::current();
-            span.record("ms", sent_at.elapsed().as_millis() as u64);
-            let body = body.map_err(|err| Failure::Transient {
-                reason: format!("response body cut off: {}", root_cause(&err)),
-            })?;
-            inner.transport.counters.bytes.add(body.len() as u64);
-            span.record("bytes", body.len() as u64);
-            debug!("Answered.");
-
-            match status {
-                429 => {
-                    inner.transport.counters.rate_limited.inc();
-                    if inner.options.adaptive_rate {
-                        let now = Instant::now();
-                        if let Some(rate) = inner.gate.on_throttle(epoch, now, retry_after) {
-                            debug!(rate, "Rate limited; slowing down.");
-                        }
-                    }
-                    return Err(Failure::RateLimited { after: retry_after });
-                }
+            let answer = self.post(op, &token, body).await?;
+            match answer.status {
+                429 => return Err(self.throttled(epoch, answer.retry_after)),
                 401 => return Err(self.unauthorized(op, &token, reauthed, "http 401").await),
                 s if transient_status(s) => {
                     return Err(Failure::Transient {
                         reason: format!("http {s}"),
                     });
                 }
+                s if (300..400).contains(&s) => {
+                    return Err(self.http_error(
+                        op,
+                        s,
+                        format!(
+                            "redirected to `{}`; check the base URL",
+                            answer.location.unwrap_or_default()
+                        ),
+                    ));
+                }
                 _ => {}
             }
-            if (300..400).contains(&status) {
-                return Err(Failure::Fatal(Error::Http {
-                    op: op.name,
-                    url: inner.graphql_url_text.clone(),
-                    status,
-                    body: format!(
-                        "redirected to `{}`; check the base URL",
-                        location.unwrap_or_default()
-                    ),
-                }));
-            }
-            let envelope = match parse_envelope::<T>(&body, path) {
-                Ok(envelope) => envelope,
-                // A GraphQL answer cut off in transit, whatever its status: worth another try.
-                Err(err) if (err.is_eof() || err.is_syntax()) && body.first() == Some(&b'{') => {
-                    return Err(Failure::Transient {
-                        reason: format!("invalid JSON in the answer ({err})"),
-                    });
-                }
-                Err(err) if !(200..300).contains(&status) => {
-                    return Err(Failure::Fatal(Error::Http {
-                        op: op.name,
-                        url: inner.graphql_url_text.clone(),
-                        status,
-                        body: snippet(&body, &err),
-                    }));
-                }
-                Err(err) if err.is_data() => {
-                    // The data did not fit `T`: maybe because of nulls left by errors.
-                    let errors = parse_envelope::<IgnoredAny>(&body, &[])
-                        .map(|e| e.errors)
-                        .unwrap_or_default();
-                    if errors.is_empty() {
-                        return Err(Failure::Fatal(Error::Decode {
-                            op: op.name,
-                            reason: err.to_string(),
-                        }));
-                    }
-                    Envelope { data: None, errors }
-                }
-                Err(err) => {
-                    return Err(Failure::Transient {
-                        reason: format!("the answer is not JSON ({err})"),
-                    });
-                }
-            };
+            let envelope = self.envelope::<T>(op, &answer, path)?;
             if envelope.errors.iter().any(GraphQlError::is_auth) {
                 let code = envelope
                     .errors
@@ -605,13 +509,10 @@ impl Client {
                 let reason = format!("graphql error code `{code}`");
                 return Err(self.unauthorized(op, &token, reauthed, &reason).await);
             }
-            if !(200..300).contains(&status) && envelope.errors.is_empty() {
-                return Err(Failure::Fatal(Error::Http {
-                    op: op.name,
-                    url: inner.graphql_url_text.clone(),
-                    status,
-                    body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-                }));
+            if !(200..300).contains(&answer.status) && envelope.errors.is_empty() {
+                let body = &answer.body;
+                let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+                return Err(self.http_error(op, answer.status, text));
             }
             if !envelope.errors.is_empty() && (!allow_partial || envelope.data.is_none()) {
                 return Err(Failure::Fatal(Error::GraphQl {
@@ -629,6 +530,129 @@ impl Client {
         }
         .instrument(span)
         .await
+    }
+
+    /// Wait for a send slot of the adaptive rate; ask again if the rate was cut while
+    /// waiting. Returns the rate's epoch, for [`Client::throttled`].
+    async fn wait_for_slot(&self) -> u64 {
+        let inner = &*self.inner;
+        if !inner.options.adaptive_rate {
+            return 0;
+        }
+        loop {
+            let slot = inner.gate.reserve(Instant::now());
+            tokio::time::sleep_until(slot.at.into()).await;
+            if inner.gate.admit(slot, Instant::now()) {
+                return slot.epoch;
+            }
+        }
+    }
+
+    /// POST the request and read the whole answer (counted, timed, logged).
+    async fn post(&self, op: &Operation, token: &Token, body: Vec<u8>) -> Result<Answer, Failure> {
+        let inner = &*self.inner;
+        let sent_at = Instant::now();
+        inner.transport.counters.requests.inc();
+        inner
+            .transport
+            .counters
+            .count_op(op.name, |o| o.requests += 1);
+        let response = inner
+            .transport
+            .http
+            .post(inner.graphql_url.clone())
+            .bearer_auth(token.value.expose())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|err| {
+                inner
+                    .transport
+                    .send_failure(&err, op.name, &inner.graphql_url_text)
+            })?;
+        inner.transport.mark_reached();
+        let (status, retry_after) = status_and_retry_after(&response);
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response.bytes().await;
+        let span = tracing::Span::current();
+        span.record("ms", sent_at.elapsed().as_millis() as u64);
+        let body = body.map_err(|err| Failure::Transient {
+            reason: format!("response body cut off: {}", root_cause(&err)),
+        })?;
+        inner.transport.counters.bytes.add(body.len() as u64);
+        span.record("bytes", body.len() as u64);
+        debug!("Answered.");
+        Ok(Answer {
+            status,
+            retry_after,
+            location,
+            body,
+        })
+    }
+
+    /// A 429: count it, slow the adaptive rate down, retry after the server's delay.
+    fn throttled(&self, epoch: u64, retry_after: Option<Duration>) -> Failure {
+        let inner = &*self.inner;
+        inner.transport.counters.rate_limited.inc();
+        if inner.options.adaptive_rate
+            && let Some(rate) = inner.gate.on_throttle(epoch, Instant::now(), retry_after)
+        {
+            debug!(rate, "Rate limited; slowing down.");
+        }
+        Failure::RateLimited { after: retry_after }
+    }
+
+    /// A final HTTP error of `op`, naming the URL.
+    fn http_error(&self, op: &Operation, status: u16, body: String) -> Failure {
+        Failure::Fatal(Error::Http {
+            op: op.name,
+            url: self.inner.graphql_url_text.clone(),
+            status,
+            body,
+        })
+    }
+
+    /// The answer's GraphQL envelope, or what its failure to parse means: a body cut off in
+    /// transit is worth another try; a non-JSON error page is final; data that does not fit
+    /// `T` is accepted when errors explain it (nulls left by failed fields).
+    fn envelope<T: DeserializeOwned>(
+        &self,
+        op: &Operation,
+        answer: &Answer,
+        path: &[&str],
+    ) -> Result<Envelope<T>, Failure> {
+        let body = &answer.body;
+        match parse_envelope::<T>(body, path) {
+            Ok(envelope) => Ok(envelope),
+            Err(err) if (err.is_eof() || err.is_syntax()) && body.first() == Some(&b'{') => {
+                Err(Failure::Transient {
+                    reason: format!("invalid JSON in the answer ({err})"),
+                })
+            }
+            Err(err) if !(200..300).contains(&answer.status) => {
+                Err(self.http_error(op, answer.status, snippet(body, &err)))
+            }
+            Err(err) if err.is_data() => {
+                let errors = parse_envelope::<IgnoredAny>(body, &[])
+                    .map(|e| e.errors)
+                    .unwrap_or_default();
+                if errors.is_empty() {
+                    return Err(Failure::Fatal(Error::Decode {
+                        op: op.name,
+                        reason: err.to_string(),
+                    }));
+                }
+                Ok(Envelope { data: None, errors })
+            }
+            Err(err) => Err(Failure::Transient {
+                reason: format!("the answer is not JSON ({err})"),
+            }),
+        }
     }
 
     /// A 401 (or `Auth` code): drop the token and resend once; if even a token fetched after
@@ -666,6 +690,14 @@ fn snippet(body: &[u8], err: &serde_json::Error) -> String {
     } else {
         text.replace('\n', " ")
     }
+}
+
+/// One HTTP answer, read whole.
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    location: Option<String>,
+    body: bytes::Bytes,
 }
 
 /// A decoded GraphQL answer: the value at the requested path of `data`, and `errors`.

@@ -135,7 +135,7 @@ pub const ALL: &[Operation] = &[
 /// Checks documents against the SDL contract: a small validator for the subset of GraphQL the
 /// queries use (fields, arguments, variables, inline fragments on unions).
 #[cfg(test)]
-mod contract {
+pub(crate) mod contract {
     use std::collections::{HashMap, HashSet};
 
     use async_graphql::parser::types::{

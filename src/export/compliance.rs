@@ -1,81 +1,77 @@
-//! `export compliance`: a dated, reproducible roster of who holds which certificate (since
+//! The compliance roster: a dated, reproducible list of who holds which certificate (since
 //! when, until when) and who is missing it, from the `compliance_roster` view, written as CSV
-//! or Parquet with the source run id, the as-of date and the export time in every row.
+//! or Parquet with the source run id, the as-of date and the export time in every row
+//! (`export compliance` in `cli/export.rs` picks the source and prints the summary).
 //!
-//! Reproducible: the same warehouse (run) and the same `--as-of` give the same rows in the
-//! same order; only `exported_at` differs. Reads through [`Reader`], so it works while a sync
-//! runs (from the published snapshot, and says so).
+//! Reproducible: the same warehouse (run) and the same `as_of` give the same rows in the
+//! same order; only `exported_at` differs.
 
-use std::path::PathBuf;
+use std::path::Path;
 
-use anyhow::{Context, Result, bail};
 use chrono::{NaiveDate, Utc};
-use clap::Args;
+use duckdb::Connection;
 
-use super::snapshot::Reader;
-use crate::config::Config;
-use crate::error::{Exit, UsageError};
-use crate::query::{QueryFormat, write_file};
+use crate::error::UsageError;
+use crate::query::{self, QueryFormat, write_file};
 
-#[derive(Debug, Clone, Args)]
-pub struct ComplianceArgs {
-    /// Required certificate title (repeatable), as in the `certificates` table
-    #[arg(long = "certificate", value_name = "TITLE", required = true)]
-    pub certificates: Vec<String>,
-    /// File format [default: from --out's extension]
-    #[arg(long, value_enum)]
-    pub format: Option<ComplianceFormat>,
-    /// The file to write (atomically)
-    #[arg(long, value_name = "FILE")]
-    pub out: PathBuf,
-    /// The date the roster is valid for [default: today, UTC]
-    #[arg(long, value_name = "YYYY-MM-DD")]
-    pub as_of: Option<NaiveDate>,
-    /// Certificates expiring within this many days are `expiring`, not `valid`
-    #[arg(long, default_value_t = 90)]
+/// Why the roster was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    #[error("{doing}")]
+    Db {
+        doing: &'static str,
+        #[source]
+        source: duckdb::Error,
+    },
+    #[error(transparent)]
+    Write(#[from] query::Error),
+}
+
+fn db(doing: &'static str) -> impl Fn(duckdb::Error) -> Error {
+    move |source| Error::Db { doing, source }
+}
+
+/// What to write.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// Required certificate titles, as in the `certificates` table.
+    pub certificates: &'a [String],
+    pub as_of: NaiveDate,
+    /// Certificates expiring within this many days are `expiring`, not `valid`.
     pub days: u32,
+    pub format: QueryFormat,
+    pub out: &'a Path,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ComplianceFormat {
-    Csv,
-    Parquet,
+/// What was written.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub rows: usize,
+    pub run_id: Option<i64>,
+    /// `(status, rows)`, by status.
+    pub counts: Vec<(String, i64)>,
 }
 
-/// `export compliance`.
-pub fn run(config: &Config, args: &ComplianceArgs) -> Result<Exit> {
-    let format = match args.format {
-        Some(ComplianceFormat::Csv) => QueryFormat::Csv,
-        Some(ComplianceFormat::Parquet) => QueryFormat::Parquet,
-        None => match args.out.extension().and_then(|e| e.to_str()) {
-            Some("csv") => QueryFormat::Csv,
-            Some("parquet") => QueryFormat::Parquet,
-            _ => bail!(UsageError::new(format!(
-                "cannot tell the format of `{}`; name it .csv or .parquet, or pass --format",
-                args.out.display()
-            ))),
-        },
-    };
-    let reader = Reader::open(&config.db, &config.export_dir)?;
-    if let Some(note) = reader.source.note() {
-        eprintln!("{note}");
-    }
-    let conn = reader.connection();
-
+/// Write the roster of `request` from `conn` (the warehouse or its snapshot).
+pub fn write(conn: &Connection, request: &Request<'_>) -> Result<Written, Error> {
+    let titles_doing = "reading the certificate titles";
     let mut stmt = conn
         .prepare("SELECT DISTINCT title FROM certificates WHERE _deleted_at IS NULL AND title IS NOT NULL ORDER BY title")
-        .context("reading the certificate titles")?;
+        .map_err(db(titles_doing))?;
     let known: Vec<String> = stmt
-        .query_map([], |r| r.get(0))?
+        .query_map([], |r| r.get(0))
+        .map_err(db(titles_doing))?
         .collect::<Result<_, _>>()
-        .context("reading the certificate titles")?;
-    let unknown: Vec<&String> = args
+        .map_err(db(titles_doing))?;
+    let unknown: Vec<&String> = request
         .certificates
         .iter()
         .filter(|c| !known.contains(c))
         .collect();
     if !unknown.is_empty() {
-        bail!(UsageError::new(format!(
+        return Err(UsageError::new(format!(
             "no certificate titled {}; known titles: {}",
             unknown
                 .iter()
@@ -83,12 +79,13 @@ pub fn run(config: &Config, args: &ComplianceArgs) -> Result<Exit> {
                 .collect::<Vec<_>>()
                 .join(", "),
             known.join(", ")
-        )));
+        ))
+        .into());
     }
 
-    let as_of = args.as_of.unwrap_or_else(|| Utc::now().date_naive());
+    let as_of = request.as_of;
     let now = Utc::now();
-    let titles: Vec<String> = args
+    let titles: Vec<String> = request
         .certificates
         .iter()
         .map(|c| format!("'{}'", c.replace('\'', "''")))
@@ -98,16 +95,16 @@ pub fn run(config: &Config, args: &ComplianceArgs) -> Result<Exit> {
          SET VARIABLE as_of = DATE '{as_of}';
          SET VARIABLE days = {};",
         titles.join(", "),
-        args.days
+        request.days
     ))
-    .context("setting the roster's parameters")?;
+    .map_err(db("setting the roster's parameters"))?;
     let run_id: Option<i64> = conn
         .query_row(
             "SELECT max(run_id) FROM _runs WHERE status = 'succeeded'",
             [],
             |r| r.get(0),
         )
-        .context("reading the last run")?;
+        .map_err(db("reading the last run"))?;
     let roster = crate::views::find("compliance_roster")
         .expect("compliance_roster is a view")
         .body();
@@ -119,25 +116,21 @@ pub fn run(config: &Config, args: &ComplianceArgs) -> Result<Exit> {
         run = run_id.map_or("NULL::BIGINT".to_string(), |r| r.to_string()),
         now = now.format("%Y-%m-%d %H:%M:%S%.6f+00"),
     );
-    let rows = write_file(conn, &sql, format, &args.out)?;
-    let mut stmt = conn.prepare(&format!(
-        "SELECT status, count(*) FROM ({roster}\n) GROUP BY status ORDER BY status"
-    ))?;
-    let counts: Vec<String> = stmt
-        .query_map([], |r| {
-            Ok(format!(
-                "{} {}",
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(0)?
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-    eprintln!(
-        "{rows} rows (users × {} certificates) as of {as_of}, run {}: {}; written to {}",
-        args.certificates.len(),
-        run_id.map_or("none".into(), |r| r.to_string()),
-        counts.join(", "),
-        args.out.display()
-    );
-    Ok(Exit::Ok)
+    let rows = write_file(conn, &sql, request.format, request.out)?;
+    let counting = "counting the roster by status";
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT status, count(*) FROM ({roster}\n) GROUP BY status ORDER BY status"
+        ))
+        .map_err(db(counting))?;
+    let counts: Vec<(String, i64)> = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .map_err(db(counting))?
+        .collect::<Result<_, _>>()
+        .map_err(db(counting))?;
+    Ok(Written {
+        rows,
+        run_id,
+        counts,
+    })
 }

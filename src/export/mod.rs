@@ -23,7 +23,6 @@
 //! Does not open the warehouse itself and never calls HTTP; `query` and `export compliance`
 //! read snapshots through [`snapshot`].
 
-pub mod command;
 pub mod compliance;
 pub mod snapshot;
 
@@ -115,29 +114,23 @@ pub const TABLES: &[TableExport] = &[
 /// Errors of export and snapshot reading. Messages name the path or table in backticks.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("{doing} `{}`: {source}", path.display())]
+    #[error("{doing} `{}`: {cause}", path.display())]
     Io {
         doing: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
-        "cannot create the export folder `{}`: {source}; make it writable, or set \
+        "cannot create the export folder `{}`: {cause}; make it writable, or set \
          `warehouse.export_dir` in the configuration to a writable folder",
         path.display()
     )]
     Folder {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{doing}: {source}")]
-    Db {
-        doing: String,
-        #[source]
-        source: duckdb::Error,
-    },
+    #[error("{doing}: {cause}")]
+    Db { doing: String, cause: duckdb::Error },
     #[error(
         "another export is writing `{}`; wait for it to finish (exports take seconds)",
         path.display()
@@ -161,11 +154,10 @@ pub enum ExportError {
     },
     #[error(transparent)]
     Store(Box<crate::store::StoreError>),
-    #[error("reading the manifest `{}`: {source}", path.display())]
+    #[error("reading the manifest `{}`: {cause}", path.display())]
     Manifest {
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
 }
 
@@ -182,13 +174,16 @@ fn io(doing: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Export
     move |source| ExportError::Io {
         doing,
         path,
-        source,
+        cause: source,
     }
 }
 
 fn db(doing: impl Into<String>) -> impl FnOnce(duckdb::Error) -> ExportError {
     let doing = doing.into();
-    move |source| ExportError::Db { doing, source }
+    move |source| ExportError::Db {
+        doing,
+        cause: source,
+    }
 }
 
 /// What a snapshot holds; `manifest.json` beside the table folders.
@@ -225,7 +220,10 @@ impl Manifest {
     pub fn read(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST);
         let text = fs::read_to_string(&path).map_err(io("reading the manifest", &path))?;
-        serde_json::from_str(&text).map_err(|source| ExportError::Manifest { path, source })
+        serde_json::from_str(&text).map_err(|source| ExportError::Manifest {
+            path,
+            cause: source,
+        })
     }
 
     pub fn table(&self, name: &str) -> Option<&ManifestTable> {
@@ -297,7 +295,7 @@ pub fn export(conn: &Connection, options: &Options, now: DateTime<Utc>) -> Resul
     let snapshots = options.out.join(SNAPSHOTS);
     fs::create_dir_all(&snapshots).map_err(|source| ExportError::Folder {
         path: snapshots.clone(),
-        source,
+        cause: source,
     })?;
     let _lock = lock(&options.out)?;
     remove_leftovers(&snapshots)?;

@@ -50,8 +50,8 @@ pub enum Action {
     UpsertUsers,
 }
 
-/// `--role` of `add-to-training`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+/// The role `add-to-training` gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TrainingRole {
     Participant,
@@ -515,6 +515,62 @@ mod tests {
         Row {
             key: key.into(),
             input: Map::new(),
+        }
+    }
+
+    /// The documents built at run time (one alias per row) keep the contract, like the
+    /// static ones in `api::queries`.
+    #[test]
+    fn every_action_sends_a_document_that_matches_the_contract() {
+        let schema = crate::api::queries::contract::Schema::load();
+        let actions = [
+            Action::ArchiveUsers,
+            Action::UnarchiveUsers,
+            Action::UpsertUsers,
+            Action::SetExtraField {
+                category: "team".into(),
+            },
+            Action::AddToGroup { group: "g".into() },
+            Action::GenerateCertificate {
+                certificate: "c".into(),
+                title: "C".into(),
+                training: None,
+                issue_date: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+            },
+            Action::AddToTraining {
+                training: "t".into(),
+                role: TrainingRole::Trainer,
+            },
+            Action::Enroll {
+                offer_event: "o".into(),
+            },
+        ];
+        for action in actions {
+            for rows in [1, 3] {
+                let rows: Vec<Row> = (0..rows)
+                    .map(|i| {
+                        let mut r = row(&format!("r{i}"));
+                        for (column, value) in [
+                            ("user_id", json!(format!("id-{i}"))),
+                            ("value", json!("blue")),
+                            ("email", json!(format!("u{i}@example.org"))),
+                            ("name", json!("U")),
+                        ] {
+                            r.input.insert(column.into(), value);
+                        }
+                        r
+                    })
+                    .collect();
+                let (op, _) = action.request(&rows, false);
+                let problems = crate::api::queries::contract::check(&schema, op.name, op.document);
+                assert!(
+                    problems.is_empty(),
+                    "`{}` with {} rows: {problems:?}\n{}",
+                    action.name(),
+                    rows.len(),
+                    op.document
+                );
+            }
         }
     }
 

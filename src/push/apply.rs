@@ -398,7 +398,7 @@ fn update_from_outcomes(conn: &duckdb::Connection, plan_id: i64, action: &Action
     };
     result.map_err(|source| Error::Ledger {
         doing: "refreshing the warehouse after apply",
-        source,
+        cause: source,
     })?;
     Ok(())
 }

@@ -50,7 +50,10 @@ pub struct NewRow {
 }
 
 fn db(doing: &'static str) -> impl FnOnce(duckdb::Error) -> Error {
-    move |source| Error::Ledger { doing, source }
+    move |source| Error::Ledger {
+        doing,
+        cause: source,
+    }
 }
 
 /// Store a new plan and its rows in one transaction; returns the plan id.

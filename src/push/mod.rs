@@ -8,20 +8,17 @@
 //! - `ledger.rs`: the exactly-once bookkeeping (`pending → sent → succeeded | already | failed`).
 //! - `apply.rs`: batching, concurrency, resume, the certificate portfolio check, and the
 //!   warehouse update after apply.
-//! - `command.rs`: the `push` subcommands (clap types, printing, exit codes).
 //!
 //! A plan is `apply` with nothing sent: without `--apply` the plan is stored and printed, and
 //! no request is made. Not here: HTTP (`api`), the warehouse's own tables (`store`).
 
 pub mod actions;
 pub mod apply;
-pub mod command;
 pub mod ledger;
 pub mod plan;
 
 pub use actions::Action;
 pub use apply::{Options, Outcome, apply};
-pub use command::{PushArgs, run};
 pub use plan::{Planned, Selection, plan};
 
 /// The result type of this module.
@@ -33,10 +30,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     #[error("the selection failed in DuckDB: {message}")]
     Sql { message: String },
-    #[error(
-        "--param `{param}` is not a valid variable name (letters, digits, `_`); use --param name=value"
-    )]
-    Param { param: String },
     #[error(
         "`{action}` needs a column `{column}` in the selection, which has: {}; rename a column with `AS {column}`",
         found.join(", ")
@@ -85,11 +78,10 @@ pub enum Error {
     NoPlan { plan_id: i64 },
     #[error("push plan {plan_id} is unreadable ({problem})")]
     Corrupt { plan_id: i64, problem: String },
-    #[error("{doing}: {source}")]
+    #[error("{doing}: {cause}")]
     Ledger {
         doing: &'static str,
-        #[source]
-        source: duckdb::Error,
+        cause: duckdb::Error,
     },
     #[error(transparent)]
     Api(#[from] crate::api::Error),

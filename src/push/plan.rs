@@ -13,12 +13,24 @@ use serde_json::{Map, Value};
 use super::actions::{Action, ColumnType, Row};
 use super::ledger::{self, NewRow};
 use super::{Error, Result};
+use crate::query::{Param, set_params};
 
-/// The SQL that selects the rows, with its `--param k=v` values (read with `getvariable('k')`).
+/// The SQL that selects the rows, with its `--param k=v` values (read with `getvariable('k')`),
+/// parsed by the same [`parse_params`](crate::query::parse_params) as `query`'s.
 #[derive(Debug, Clone)]
 pub struct Selection {
     pub sql: String,
-    pub params: BTreeMap<String, String>,
+    pub params: Vec<Param>,
+}
+
+impl Selection {
+    /// The parameters as stored with the plan: name → SQL literal.
+    pub fn stored_params(&self) -> BTreeMap<String, String> {
+        self.params
+            .iter()
+            .map(|p| (p.name.clone(), p.literal.clone()))
+            .collect()
+    }
 }
 
 /// What a new plan holds, for printing.
@@ -44,7 +56,10 @@ fn sql_error(e: duckdb::Error) -> Error {
 }
 
 fn db(doing: &'static str) -> impl FnOnce(duckdb::Error) -> Error {
-    move |source| Error::Ledger { doing, source }
+    move |source| Error::Ledger {
+        doing,
+        cause: source,
+    }
 }
 
 /// Fill in what the action needs from the warehouse (a certificate's title) and check that its
@@ -112,21 +127,7 @@ pub fn plan(
             message: "the selection is empty".into(),
         });
     }
-    for (name, value) in &selection.params {
-        let valid = !name.is_empty()
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && !name.starts_with(|c: char| c.is_ascii_digit());
-        if !valid {
-            return Err(Error::Param {
-                param: name.clone(),
-            });
-        }
-        conn.execute_batch(&format!(
-            "SET VARIABLE {name} = '{}'",
-            value.replace('\'', "''")
-        ))
-        .map_err(sql_error)?;
-    }
+    set_params(conn, &selection.params).map_err(sql_error)?;
     let source = format!("(\n{sql}\n) q");
     let columns = describe(conn, &source)?;
     let projection = project(action, &columns)?;
@@ -383,7 +384,7 @@ fn diff_and_store(
         action,
         notify,
         &selection.sql,
-        &selection.params,
+        &selection.stored_params(),
         &rows,
     )?;
     let sendable: Vec<&NewRow> = rows

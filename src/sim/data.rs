@@ -1,6 +1,7 @@
-//! The simulated organisation: deterministic seeded generation, the mutations' effects on it,
-//! and churn ticks that move it forward. No HTTP and no GraphQL here: `schema.rs` reads and
-//! changes this state, `mod.rs` serves it.
+//! The simulated organisation: deterministic seeded generation, the primitive changes
+//! (add/remove a user, an item, a membership) and churn ticks that move it forward. No HTTP
+//! and no GraphQL here: `schema/` reads this state and applies each mutation's effect with
+//! these primitives (`schema/mutation.rs`), `mod.rs` serves it.
 //!
 //! Order is creation order everywhere (users by `seq`, items in the order they were added),
 //! and cursors are offsets into it, as graphene's array connections are: a row inserted or

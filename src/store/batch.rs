@@ -396,7 +396,7 @@ impl<'a> BatchBuilder<'a> {
         let arrays = self.columns.iter_mut().map(ColumnBuilder::finish).collect();
         RecordBatch::try_new(self.spec.arrow_schema(), arrays).map_err(|source| StoreError::Arrow {
             table: self.spec.table,
-            source,
+            cause: source,
         })
     }
 }
@@ -542,7 +542,7 @@ pub(crate) fn dedupe_by_key(spec: &TableSpec, batch: RecordBatch) -> Result<(Rec
         .and_then(|columns| RecordBatch::try_new(batch.schema(), columns))
         .map_err(|source| StoreError::Arrow {
             table: spec.table,
-            source,
+            cause: source,
         })?;
     Ok((columns, dropped))
 }

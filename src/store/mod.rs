@@ -2,7 +2,7 @@
 //!
 //! Inputs: Arrow batches built by the streams (`batch.rs` makes them from rows) for a table
 //! described by a [`TableSpec`] (`tables.rs`). Outputs: the tables in `sql/schema/*.sql`.
-//! One [`Warehouse`] (`duckdb.rs`) is the single writer of one file; each page of rows, the
+//! One [`Warehouse`] (`duckdb/`) is the single writer of one file; each page of rows, the
 //! keys it saw and the stream's checkpoint commit in one transaction, so a killed sync resumes
 //! from its checkpoint with nothing lost and nothing doubled. Unchanged rows (same content
 //! hash) are never written; rows missing from a complete scan are soft-deleted.
@@ -16,7 +16,7 @@
 //! w.begin_stream(run, "users")?;
 //! if full_refresh { w.reset_scan("users")?; }          // else resume from:
 //! let from = w.checkpoint("users")?;                   // the stream's own JSON, or None
-//! // per few pages (~10k rows: each commit scans the table's keys once):
+//! // per 100 pages (5,000 rows: each commit scans the table's keys once):
 //! let stats = w.commit("users", run, &cursor_json, vec![(&tables::USERS, batch)])?;
 //! // after the last page:
 //! let deleted = w.finish_scan("users", run, ScanEnd {
@@ -69,14 +69,13 @@ pub enum StoreError {
     #[error("`{}` is not a pluvo-warehouse database ({reason}); pass another --db", path.display())]
     Foreign { path: PathBuf, reason: String },
     #[error(
-        "cannot open `{}`: {source}; if the file is damaged, restore it from a backup, or move \
+        "cannot open `{}`: {cause}; if the file is damaged, restore it from a backup, or move \
          it aside and run `pluvo-warehouse sync` to build a new one",
         path.display()
     )]
     Open {
         path: PathBuf,
-        #[source]
-        source: ::duckdb::Error,
+        cause: ::duckdb::Error,
     },
     #[error(
         "cannot write the warehouse `{}`: the folder `{}` {problem}; DuckDB writes a `.wal` \
@@ -88,36 +87,31 @@ pub enum StoreError {
         dir: PathBuf,
         problem: String,
     },
-    #[error("migrating `{}` to schema version {version}: {source}", path.display())]
+    #[error("migrating `{}` to schema version {version}: {cause}", path.display())]
     Migrate {
         path: PathBuf,
         version: i64,
-        #[source]
-        source: ::duckdb::Error,
+        cause: ::duckdb::Error,
     },
-    #[error("merging a page into `{table}`: {source}")]
+    #[error("merging a page into `{table}`: {cause}")]
     Merge {
         table: &'static str,
-        #[source]
-        source: ::duckdb::Error,
+        cause: ::duckdb::Error,
     },
-    #[error("finishing the scan of `{table}`: {source}")]
+    #[error("finishing the scan of `{table}`: {cause}")]
     FinishScan {
         table: &'static str,
-        #[source]
-        source: ::duckdb::Error,
+        cause: ::duckdb::Error,
     },
-    #[error("{doing}: {source}")]
+    #[error("{doing}: {cause}")]
     Db {
         doing: &'static str,
-        #[source]
-        source: ::duckdb::Error,
+        cause: ::duckdb::Error,
     },
-    #[error("preparing a batch for `{table}`: {source}")]
+    #[error("preparing a batch for `{table}`: {cause}")]
     Arrow {
         table: &'static str,
-        #[source]
-        source: ::arrow::error::ArrowError,
+        cause: ::arrow::error::ArrowError,
     },
     #[error("batch for `{table}` does not match its spec: {problem}")]
     BatchShape {

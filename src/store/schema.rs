@@ -48,7 +48,7 @@ const CREATE_SCHEMA_TABLE: &str = "CREATE TABLE IF NOT EXISTS _schema (
 pub(crate) fn version(conn: &Connection, path: &Path) -> Result<Option<i64>> {
     let db = |source| StoreError::Db {
         doing: "reading the schema version",
-        source,
+        cause: source,
     };
     let (has_schema, others): (bool, i64) = conn
         .query_row(
@@ -104,7 +104,7 @@ pub(crate) fn migrate(
         let failed = |source| StoreError::Migrate {
             path: path.to_path_buf(),
             version: migration.version,
-            source,
+            cause: source,
         };
         let tx = conn.transaction().map_err(failed)?;
         tx.execute_batch(CREATE_SCHEMA_TABLE).map_err(failed)?;

@@ -2,7 +2,7 @@
 //! (with their DuckDB type), and whether the table keeps a history of versions.
 //!
 //! Streams build their Arrow batches from a [`TableSpec`] (see `batch.rs`) and hand both to
-//! [`Warehouse::commit_page`](super::Warehouse::commit_page); the merge in `duckdb.rs` is one
+//! [`Warehouse::commit_page`](super::Warehouse::commit_page); the merge in `duckdb/merge.rs` is one
 //! code path driven by the spec. The DDL in `sql/schema/*.sql` must agree with these specs; a
 //! test compares them column by column.
 

@@ -70,7 +70,7 @@ impl Warehouse {
     pub fn insert_webhook_events(&mut self, rows: &[WebhookRow<'_>]) -> Result<Vec<bool>> {
         let db = |source| StoreError::Db {
             doing: "storing webhook events in `webhook_events`",
-            source,
+            cause: source,
         };
         // The first occurrence of each body in the batch; later ones are redeliveries.
         let mut seen = HashSet::new();
@@ -134,7 +134,7 @@ impl Warehouse {
     pub fn install_webhook_views(&mut self) -> Result<()> {
         let db = |source| StoreError::Db {
             doing: "installing the webhook views",
-            source,
+            cause: source,
         };
         let tx = self.connection_mut().transaction().map_err(db)?;
         for (name, select) in WEBHOOK_VIEWS {

@@ -15,6 +15,10 @@ pub const STREAM: StreamSpec = StreamSpec {
     name: "certificates",
     tables: &[&CERTIFICATES],
     strategy: "full scan by cursor each run (templates only; a few pages)",
+    // Not documented by Pluvo: assumed (pluvo-api.md).
+    scope: "trainings.read",
+    probe: &queries::CERTIFICATES,
+    driver: |scan| Box::pin(scan.drive(Certificates)),
 };
 
 #[derive(Debug, Deserialize)]

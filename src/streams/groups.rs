@@ -15,6 +15,9 @@ pub const STREAM: StreamSpec = StreamSpec {
     name: "groups",
     tables: &[&GROUPS],
     strategy: "full scan each run; memberships come with the users stream",
+    scope: "groups.read",
+    probe: &queries::GROUPS,
+    driver: |scan| Box::pin(scan.drive(Groups)),
 };
 
 #[derive(Debug, Deserialize)]

@@ -17,24 +17,47 @@ pub mod users;
 use std::collections::BTreeMap;
 
 use arrow::record_batch::RecordBatch;
+use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use crate::api::Operation;
 use crate::store::tables::TableSpec;
 use crate::store::{Scope, StoreError, Warehouse};
 
-pub use sync::{Options, Outcome, StreamOutcome, run};
+pub use sync::{Options, Outcome, Scan, StreamOutcome, run};
 
-/// What a stream is: its name (= CLI argument and progress label), the tables it fills, and
-/// its incremental strategy in one sentence (shown by `sync --help` and the README).
-#[derive(Debug)]
+/// What a stream is: the one place that knows it. Everything else is derived from the specs
+/// in [`ALL`]: the sync driver, `--streams` and its help, `doctor`'s scope probes, the scopes
+/// `init` lists, `status`'s order.
 pub struct StreamSpec {
+    /// The stream's name: CLI argument (`sync --streams users`) and progress label.
     pub name: &'static str,
+    /// The tables it fills; the first is the one its run summary counts.
     pub tables: &'static [&'static TableSpec],
+    /// Its incremental strategy in one sentence (`sync --help`, the README).
     pub strategy: &'static str,
+    /// The OAuth scope its queries need (pluvo-api.md; the simulator's `require` calls).
+    pub scope: &'static str,
+    /// The query `doctor` sends with `first: 1` to tell whether that scope is granted.
+    pub probe: &'static Operation,
+    /// Scan the stream to its end: [`Scan::drive`] with the stream's [`Extract`].
+    pub driver: Driver,
 }
 
-/// Every stream, in the order they are listed and run.
+impl std::fmt::Debug for StreamSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSpec")
+            .field("name", &self.name)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the driver runs one stream (see [`StreamSpec::driver`]).
+pub type Driver = for<'a> fn(Scan<'a>) -> BoxFuture<'a, Result<StreamOutcome>>;
+
+/// Every stream, in the order they are listed and run. Adding a stream: a new file with its
+/// `STREAM` spec and [`Extract`] implementation, and one line here.
 pub const ALL: &[&StreamSpec] = &[
     &users::STREAM,
     &portfolio::STREAM,
@@ -66,17 +89,15 @@ pub type Batches = Vec<(&'static TableSpec, RecordBatch)>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("stream `{stream}`: {source}")]
+    #[error("stream `{stream}`: {cause}")]
     Api {
         stream: &'static str,
-        #[source]
-        source: Box<crate::api::Error>,
+        cause: Box<crate::api::Error>,
     },
-    #[error("stream `{stream}`: {source}")]
+    #[error("stream `{stream}`: {cause}")]
     Store {
         stream: &'static str,
-        #[source]
-        source: Box<StoreError>,
+        cause: Box<StoreError>,
     },
     #[error(
         "stream `{stream}`: the answer has no `{field}` for a node ({context}); the API may have changed"
@@ -98,7 +119,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub(crate) fn store_error(stream: &'static str) -> impl Fn(StoreError) -> Error + Copy {
     move |source| Error::Store {
         stream,
-        source: Box::new(source),
+        cause: Box::new(source),
     }
 }
 
@@ -201,6 +222,15 @@ pub fn select(names: &[String]) -> Result<Vec<&'static StreamSpec>> {
         .collect())
 }
 
+/// The `--streams` help: every stream with its strategy.
+pub fn help() -> String {
+    let mut text = String::from("Streams to sync, comma-separated [default: all]:\n");
+    for spec in ALL {
+        text.push_str(&format!("  {}: {}\n", spec.name, spec.strategy));
+    }
+    text
+}
+
 /// Unknown enum values and similar drift seen in answers, reported once per run and stream.
 #[derive(Debug, Default, Clone)]
 pub struct Drift(BTreeMap<String, u64>);
@@ -229,4 +259,31 @@ pub(crate) fn timestamp(text: Option<&str>) -> Option<chrono::DateTime<chrono::U
 /// Parse an API `Date` (`YYYY-MM-DD`) for a DATE column.
 pub(crate) fn date(text: Option<&str>) -> Option<chrono::NaiveDate> {
     text.and_then(|t| chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d").ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_scope_covers_every_stream() {
+        for spec in ALL {
+            assert!(
+                crate::config::DEFAULT_SCOPE
+                    .split_whitespace()
+                    .any(|s| s == spec.scope),
+                "stream `{}` needs `{}`, missing from DEFAULT_SCOPE",
+                spec.name,
+                spec.scope
+            );
+        }
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<&str> = ALL.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len());
+    }
 }

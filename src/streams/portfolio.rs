@@ -40,6 +40,10 @@ pub const STREAM: StreamSpec = StreamSpec {
                --full-refresh; unchanged rows are not written; changes versioned in \
                portfolio_item_history; missing items soft-deleted within what a complete scan \
                covered",
+    // Not documented by Pluvo: assumed (pluvo-api.md).
+    scope: "trainings.read",
+    probe: &queries::PORTFOLIO,
+    driver: |scan| Box::pin(scan.drive(Portfolio::default())),
 };
 
 /// Days a certificate window reaches back before the latest issue date seen, for
@@ -304,7 +308,7 @@ impl Extract for Portfolio {
         let db = |source| {
             super::store_error("portfolio")(crate::store::StoreError::Db {
                 doing: "rebuilding portfolio occurrences",
-                source,
+                cause: source,
             })
         };
         let mut stmt = warehouse

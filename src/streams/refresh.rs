@@ -79,7 +79,7 @@ pub async fn fetch(api: &Client, targets: &Targets) -> Result<Fetched> {
     }
     let api_error = |source: ApiError| Error::Api {
         stream: STREAM,
-        source: Box::new(source),
+        cause: Box::new(source),
     };
     let before = api.stats().requests;
     let users: Vec<UserNode> = futures_util::stream::iter(targets.users.iter().cloned())

@@ -177,19 +177,14 @@ pub async fn run(
         let progress = progress.clone();
         let full = options.full_refresh;
         async move {
-            macro_rules! drive {
-                ($stream:expr) => {
-                    drive($stream, &api, &writer, run, full, &*progress).await
-                };
-            }
-            let outcome = match spec.name {
-                "users" => drive!(super::users::Users::default()),
-                "portfolio" => drive!(super::portfolio::Portfolio::default()),
-                "certificates" => drive!(super::certificates::Certificates),
-                "groups" => drive!(super::groups::Groups),
-                "trainings" => drive!(super::trainings::Trainings),
-                other => unreachable!("stream `{other}` is in the registry but has no driver"),
+            let scan = Scan {
+                api: &api,
+                writer: &writer,
+                run,
+                full_refresh: full,
+                progress: &*progress,
             };
+            let outcome = (spec.driver)(scan).await;
             finish_stream(spec, outcome, &writer, run, &*progress).await
         }
     });
@@ -218,6 +213,31 @@ pub async fn run(
     };
     info!(run = run.0, seconds = outcome.seconds, "Sync finished.");
     Ok((warehouse, outcome))
+}
+
+/// What the driver hands a stream's [`StreamSpec::driver`](super::StreamSpec): the run it
+/// belongs to and the shared client, writer and progress sink.
+pub struct Scan<'a> {
+    api: &'a Client,
+    writer: &'a Writer,
+    run: RunId,
+    full_refresh: bool,
+    progress: &'a dyn Progress,
+}
+
+impl Scan<'_> {
+    /// Scan `stream` to its end, committing as it goes.
+    pub async fn drive<S: Extract>(self, stream: S) -> Result<StreamOutcome> {
+        drive(
+            stream,
+            self.api,
+            self.writer,
+            self.run,
+            self.full_refresh,
+            self.progress,
+        )
+        .await
+    }
 }
 
 /// Record a stream's outcome in `_run_streams` and tell the progress display.
@@ -373,7 +393,7 @@ async fn drive<S: Extract>(
                 Some(Err(source)) => {
                     return Err(Error::Api {
                         stream: name,
-                        source: Box::new(source),
+                        cause: Box::new(source),
                     });
                 }
                 None => None,
@@ -471,7 +491,7 @@ async fn check_holds(
         .await
         .map_err(|source| Error::Api {
             stream: name,
-            source: Box::new(source),
+            cause: Box::new(source),
         })?
         .count;
     let sql = check.sql;
@@ -481,7 +501,7 @@ async fn check_holds(
                 .query_row(&sql, [], |r| r.get::<_, i64>(0))
                 .map_err(|source| crate::store::StoreError::Db {
                     doing: "counting rows outside a window",
-                    source,
+                    cause: source,
                 })
         })
         .await?

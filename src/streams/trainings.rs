@@ -15,6 +15,9 @@ pub const STREAM: StreamSpec = StreamSpec {
     name: "trainings",
     tables: &[&TRAININGS],
     strategy: "full scan each run",
+    scope: "trainings.read",
+    probe: &queries::TRAININGS,
+    driver: |scan| Box::pin(scan.drive(Trainings)),
 };
 
 #[derive(Debug, Deserialize)]

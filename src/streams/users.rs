@@ -18,6 +18,9 @@ pub const STREAM: StreamSpec = StreamSpec {
     tables: &[&USERS, &GROUP_MEMBERS],
     strategy: "full scan (active + archived) each run; unchanged rows are not written; \
                missing users and memberships are soft-deleted after a complete scan",
+    scope: "users.read",
+    probe: &queries::USERS,
+    driver: |scan| Box::pin(scan.drive(Users::default())),
 };
 
 /// Roles the contract knows; others are kept but reported as schema drift.

@@ -111,11 +111,11 @@ impl Receiver {
             .await
             .map_err(|source| Error::Bind {
                 addr: options.bind,
-                source,
+                cause: source,
             })?;
         let addr = listener.local_addr().map_err(|source| Error::Bind {
             addr: options.bind,
-            source,
+            cause: source,
         })?;
         let (jobs, queue) = mpsc::channel(writer::MAX_BATCH * 4);
         let counts = Arc::new(Counts::default());

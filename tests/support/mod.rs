@@ -125,17 +125,14 @@ pub async fn sync(
     full_refresh: bool,
 ) -> pluvo_warehouse::streams::Outcome {
     let config = config_for(sim, db);
-    let args = pluvo_warehouse::cli::SyncArgs {
-        streams: Vec::new(),
+    let options = pluvo_warehouse::pipeline::SyncOptions {
         full_refresh,
-        concurrency: 4,
-        format: pluvo_warehouse::cli::Format::Json,
+        ..Default::default()
     };
-    let outcome = pluvo_warehouse::cli::sync(&config, &args, true)
+    let silent = std::sync::Arc::new(pluvo_warehouse::streams::Silent);
+    pluvo_warehouse::pipeline::sync(&config, &options, silent)
         .await
-        .expect("sync runs");
-    assert!(!outcome.failed(), "a stream failed: {outcome:?}");
-    outcome
+        .expect("sync runs, every stream succeeds")
 }
 
 /// Rows of `sql` against the warehouse file, each row rendered as one string (sorted by the

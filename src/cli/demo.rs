@@ -2,18 +2,32 @@
 //! a named folder, answers a few analyst questions from `sql/views/`, and says what to try
 //! next. Everything it shows is computed by the same code paths as the real commands.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use arrow::record_batch::RecordBatch;
-use clap::Parser;
+use clap::{Args, Parser};
 
-use crate::cli::{Format, SyncArgs, print_sync, sync};
+use super::output::Format;
+use super::progress::Bars;
+use super::sync::print_sync;
+use super::{Cli, Command};
 use crate::config::{Config, Flags};
 use crate::error::Exit;
+use crate::pipeline::{self, SyncOptions};
 use crate::sim::{Sim, SimConfig};
 use crate::store::Warehouse;
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Folder for the demo's warehouse (kept afterwards)
+    #[arg(long, default_value = "pluvo-demo")]
+    pub dir: PathBuf,
+    /// Users in the simulated organisation
+    #[arg(long, default_value_t = 3_000)]
+    pub users: usize,
+}
 
 /// An analyst question answered in the demo.
 pub struct Question {
@@ -26,17 +40,17 @@ pub struct Question {
 pub const QUESTIONS: &[Question] = &[
     Question {
         title: "Inactive users (no login for 180 days, not archived)",
-        sql: include_str!("../sql/views/inactive_users.sql"),
+        sql: include_str!("../../sql/views/inactive_users.sql"),
         param: Some(("days", 180)),
     },
     Question {
         title: "Completion per group",
-        sql: include_str!("../sql/views/completion_by_group.sql"),
+        sql: include_str!("../../sql/views/completion_by_group.sql"),
         param: None,
     },
     Question {
         title: "Certificates expiring within 90 days",
-        sql: include_str!("../sql/views/expiring_certificates.sql"),
+        sql: include_str!("../../sql/views/expiring_certificates.sql"),
         param: Some(("days", 90)),
     },
 ];
@@ -83,7 +97,8 @@ pub fn config_for_sim(sim: &Sim, file: &Path, db: &Path, by: &str) -> Result<Con
     )?)
 }
 
-pub async fn run(dir: &Path, users: usize, quiet: bool) -> Result<Exit> {
+pub async fn run(args: &DemoArgs, quiet: bool) -> Result<Exit> {
+    let (dir, users) = (args.dir.as_path(), args.users);
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating the demo folder `{}`", dir.display()))?;
     let db = dir.join("pluvo.duckdb");
@@ -109,17 +124,16 @@ pub async fn run(dir: &Path, users: usize, quiet: bool) -> Result<Exit> {
         sim.url()
     );
     eprintln!("2. Syncing it into {} ...", db.display());
-    let args = SyncArgs {
-        streams: Vec::new(),
-        full_refresh: false,
-        concurrency: 4,
-        format: Format::Table,
+    let outcome = match pipeline::sync(&config, &SyncOptions::default(), Bars::new(quiet)).await {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            if let Some(outcome) = err.outcome() {
+                print_sync(outcome, Format::Table)?;
+            }
+            return Err(anyhow::Error::new(err).context("the demo sync failed"));
+        }
     };
-    let outcome = sync(&config, &args, quiet).await?;
     print_sync(&outcome, Format::Table)?;
-    if outcome.failed() {
-        anyhow::bail!("the demo sync failed; see the table above");
-    }
 
     eprintln!("\n3. Asking the warehouse a few questions (SQL in sql/views/):");
     let warehouse = Warehouse::open_read_only(&db)?;
@@ -133,7 +147,7 @@ pub async fn run(dir: &Path, users: usize, quiet: bool) -> Result<Exit> {
     eprintln!(
         "\n4. Planning a write-back: archive the inactive users (a dry run: nothing is sent):"
     );
-    let plan = crate::cli::Cli::try_parse_from([
+    let plan = Cli::try_parse_from([
         "pluvo-warehouse",
         "push",
         "archive-users",
@@ -142,8 +156,8 @@ pub async fn run(dir: &Path, users: usize, quiet: bool) -> Result<Exit> {
         "--param",
         "days=180",
     ])?;
-    if let crate::cli::Command::Push(args) = plan.command {
-        crate::push::run(&config, &args, quiet).await?;
+    if let Command::Push(args) = plan.command {
+        super::push::run(&config, &args, quiet).await?;
     }
     sim.stop().await;
     tokio::time::sleep(Duration::from_millis(10)).await;

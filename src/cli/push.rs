@@ -1,8 +1,7 @@
-//! The `push` subcommands: clap types, and turning plans and outcomes into output and an exit
-//! code. `push ACTION` plans (and with `--apply` applies); `push apply|resume PLAN` applies a
+//! The `push` subcommands: clap types, and turning plans and outcomes (of [`crate::push`])
+//! into output and an exit code. `push ACTION` plans (and with `--apply` applies); `push apply|resume PLAN` applies a
 //! stored plan; `push status [PLAN]` reports from the ledger.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -10,12 +9,12 @@ use chrono::NaiveDate;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::actions::{Action, TrainingRole};
-use super::{Error, Options, Outcome, Planned, Selection, ledger};
+use super::output::Format;
 use crate::api::{Client, ClientOptions};
-use crate::cli::Format;
 use crate::config::Config;
 use crate::error::{Exit, UsageError};
+use crate::push::actions::{Action, TrainingRole};
+use crate::push::{Error, Options, Outcome, Planned, Selection, ledger};
 use crate::store::Warehouse;
 
 #[derive(Debug, Clone, Args)]
@@ -43,8 +42,8 @@ pub enum PushCommand {
         /// The training's ref
         #[arg(long)]
         training: String,
-        #[arg(long, value_enum, default_value_t = TrainingRole::Participant)]
-        role: TrainingRole,
+        #[arg(long, value_enum, default_value_t = RoleArg::Participant)]
+        role: RoleArg,
         #[command(flatten)]
         select: SelectArgs,
     },
@@ -102,6 +101,24 @@ pub enum PushCommand {
     },
 }
 
+/// `--role` of `add-to-training`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RoleArg {
+    Participant,
+    Trainer,
+    Mentor,
+}
+
+impl From<RoleArg> for TrainingRole {
+    fn from(role: RoleArg) -> TrainingRole {
+        match role {
+            RoleArg::Participant => TrainingRole::Participant,
+            RoleArg::Trainer => TrainingRole::Trainer,
+            RoleArg::Mentor => TrainingRole::Mentor,
+        }
+    }
+}
+
 /// The selection and the plan/apply switches of an action.
 #[derive(Debug, Clone, Args)]
 pub struct SelectArgs {
@@ -111,8 +128,9 @@ pub struct SelectArgs {
     /// The selection as SQL text
     #[arg(long, value_name = "SQL", conflicts_with = "sql")]
     pub query: Option<String>,
-    /// A value for `getvariable('k')` in the SQL (repeatable)
-    #[arg(long = "param", value_name = "K=V")]
+    /// A value for `getvariable('k')` in the SQL, NAME=VALUE (repeatable; a name given twice
+    /// becomes a list). Values: integer, decimal, date (YYYY-MM-DD) or text
+    #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
     /// Send the mutations (without it, nothing is sent: the plan is stored and printed)
     #[arg(long)]
@@ -211,7 +229,7 @@ pub async fn run(config: &Config, args: &PushArgs, quiet: bool) -> Result<Exit> 
         } => (
             Action::AddToTraining {
                 training: training.clone(),
-                role: *role,
+                role: (*role).into(),
             },
             select,
         ),
@@ -254,14 +272,14 @@ pub async fn run(config: &Config, args: &PushArgs, quiet: bool) -> Result<Exit> 
     };
     let mut warehouse = open(config)?;
     let conn = warehouse.connection();
-    let action = super::plan::resolve(conn, action).map_err(usage)?;
+    let action = crate::push::plan::resolve(conn, action).map_err(usage)?;
     if let Some(client) = &client {
         let twin = ledger::unfinished_twin(
             conn,
             &action,
             select.notify,
             &selection.sql,
-            &selection.params,
+            &selection.stored_params(),
         )
         .map_err(usage)?;
         if let Some(plan_id) = twin {
@@ -273,7 +291,7 @@ pub async fn run(config: &Config, args: &PushArgs, quiet: bool) -> Result<Exit> 
             return apply_and_print(client, &mut warehouse, plan_id, &select.run, quiet).await;
         }
     }
-    let planned = match super::plan(conn, &action, select.notify, &selection) {
+    let planned = match crate::push::plan(conn, &action, select.notify, &selection) {
         Err(Error::EmptySelection) => {
             // Not an error: "archive whoever is inactive" finding nobody is a normal day.
             eprintln!("{}.", Error::EmptySelection);
@@ -318,15 +336,7 @@ fn selection(select: &SelectArgs) -> Result<Selection> {
         }
         (None, None) => return Err(UsageError::new("pass --sql FILE or --query SQL").into()),
     };
-    let mut params = BTreeMap::new();
-    for p in &select.params {
-        let Some((k, v)) = p.split_once('=') else {
-            return Err(
-                UsageError::new(format!("--param `{p}` is not of the form name=value")).into(),
-            );
-        };
-        params.insert(k.trim().to_string(), v.to_string());
-    }
+    let params = crate::query::parse_params(&select.params)?;
     Ok(Selection { sql, params })
 }
 
@@ -395,7 +405,7 @@ async fn apply_and_print(
     run: &RunArgs,
     quiet: bool,
 ) -> Result<Exit> {
-    let outcome = super::apply(client, warehouse, plan_id, &run.options())
+    let outcome = crate::push::apply(client, warehouse, plan_id, &run.options())
         .await
         .map_err(usage)?;
     let failures = ledger::failures(warehouse.connection(), plan_id, 10).map_err(usage)?;
@@ -404,8 +414,8 @@ async fn apply_and_print(
     let action = ledger::plan(warehouse.connection(), plan_id)
         .map_err(usage)?
         .action;
-    let targets =
-        super::apply::refresh_targets(warehouse.connection(), plan_id, &action).map_err(usage)?;
+    let targets = crate::push::apply::refresh_targets(warehouse.connection(), plan_id, &action)
+        .map_err(usage)?;
     if !targets.is_empty() {
         match crate::streams::refresh::refresh(client, warehouse, &targets).await {
             Ok(r) if !quiet => eprintln!(

@@ -11,7 +11,7 @@ use clap::Args;
 
 use crate::config::{
     self, DEFAULT_CONFIG_FILE, DEFAULT_DB_FILE, DEFAULT_SCOPE, ENV_VARS, Flags, HttpSettings,
-    PLUVO_CLIENT_SECRET, PLUVO_WEBHOOK_KEY, PUSH_SCOPES, STREAM_SCOPES,
+    PLUVO_CLIENT_SECRET, PLUVO_WEBHOOK_KEY, PUSH_SCOPES,
 };
 use crate::error::{Exit, UsageError};
 
@@ -152,7 +152,11 @@ pub fn next_steps() -> String {
         "\nOAuth scopes the API client needs (grant them in Pluvo; `pluvo.scope` requests them):"
     );
     let _ = writeln!(w, "  {:<24} used by", "scope");
-    for (scope, users) in grouped(STREAM_SCOPES, "sync ") {
+    let stream_scopes: Vec<(&str, &'static str)> = crate::streams::ALL
+        .iter()
+        .map(|s| (s.name, s.scope))
+        .collect();
+    for (scope, users) in grouped(&stream_scopes, "sync ") {
         let _ = writeln!(w, "  {scope:<24} {users}");
     }
     for (scope, users) in grouped(PUSH_SCOPES, "push: ") {

@@ -8,26 +8,24 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use chrono::Utc;
 
-use crate::cli::{Format, SyncArgs, sync};
 use crate::export::{Options, export};
+use crate::pipeline::{SyncOptions, sync};
 use crate::store::Warehouse;
+use crate::streams::Silent;
 
 pub async fn run(users: usize, rounds: usize) -> Result<()> {
     let super::Org {
         sim, dir, config, ..
     } = super::Org::start("export", users, 3).await?;
     let db = config.db.clone();
-    let args = SyncArgs {
-        streams: Vec::new(),
-        full_refresh: false,
-        concurrency: 4,
-        format: Format::Json,
-    };
+    let args = SyncOptions::default();
     let started = Instant::now();
-    sync(&config, &args, true).await.context("the first sync")?;
+    sync(&config, &args, std::sync::Arc::new(Silent))
+        .await
+        .context("the first sync")?;
     let full_sync = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    sync(&config, &args, true)
+    sync(&config, &args, std::sync::Arc::new(Silent))
         .await
         .context("the no-change sync")?;
     let no_change_sync = started.elapsed().as_secs_f64();

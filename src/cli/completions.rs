@@ -1,11 +1,11 @@
 //! `completions`: the shell completion script for `pluvo-warehouse`, generated from the clap
-//! definition in `cli.rs` by `clap_complete` (so it never drifts from the real commands).
+//! definition in `cli/mod.rs` by `clap_complete` (so it never drifts from the real commands).
 
 use anyhow::Result;
 use clap::{Args, CommandFactory};
 use clap_complete::Shell;
 
-use crate::cli::Cli;
+use super::Cli;
 use crate::error::Exit;
 
 /// Arguments of `completions`.

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::api::{Client, ClientOptions};
-use crate::cli::{Format, SyncArgs, sync};
 use crate::config::Config;
+use crate::pipeline::{SyncOptions, sync};
 use crate::push::{self, Action, Options, Selection};
 use crate::sim::Faults;
 use crate::store::Warehouse;
+use crate::streams::Silent;
 
 /// Rows sent one per request to measure the baseline (extrapolated to the full set).
 const BASELINE_ROWS: usize = 200;
@@ -29,13 +30,11 @@ pub async fn run(rows: usize, latency: Duration, concurrency: usize) -> Result<(
     let super::Org {
         sim, dir, config, ..
     } = super::Org::start("push", users, 4).await?;
-    let args = SyncArgs {
+    let args = SyncOptions {
         streams: vec!["users".into(), "groups".into()],
-        full_refresh: false,
-        concurrency: 4,
-        format: Format::Json,
+        ..SyncOptions::default()
     };
-    sync(&config, &args, true)
+    sync(&config, &args, std::sync::Arc::new(Silent))
         .await
         .context("syncing the bench org")?;
     sim.set_faults(Faults {

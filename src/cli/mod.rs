@@ -1,0 +1,192 @@
+//! The command layer: clap types, dispatch, and everything printed to the terminal. Only
+//! this folder uses clap, `anyhow` and `indicatif`; library modules return typed values and
+//! typed errors, and nothing outside `cli/` imports it.
+//!
+//! One file per subcommand (`sync.rs`, `push.rs`, `query.rs`, …), each with its clap
+//! arguments and a `run` that calls the library and prints; `output.rs` holds what they share
+//! (the `--format` switch, the table printer), `progress.rs` the progress bars.
+
+pub mod bench;
+mod completions;
+mod demo;
+mod doctor;
+mod export;
+mod init;
+pub mod output;
+pub mod progress;
+mod push;
+mod query;
+mod sim;
+mod status;
+mod sync;
+mod views;
+mod webhook;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Flags};
+use crate::error::{Exit, exit_code};
+
+const EXIT_CODES: &str = "\
+Exit codes: 0 ok, 1 error, 2 usage or configuration error, 3 finished but some rows failed.
+Configuration: pluvo-warehouse.toml (see --config), then PLUVO_URL, PLUVO_CLIENT_ID,
+PLUVO_CLIENT_SECRET, PLUVO_SCOPE from the environment, then flags.";
+
+/// Pluvo learning platform → local DuckDB warehouse, Parquet export, and SQL-driven write-back.
+#[derive(Debug, Parser)]
+#[command(name = "pluvo-warehouse", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Configuration file [default: pluvo-warehouse.toml; env PLUVO_CONFIG]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// DuckDB warehouse file [default: pluvo.duckdb; env PLUVO_DB]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// Organisation base URL, e.g. https://acme.pluvo.com [env PLUVO_URL]
+    #[arg(long, global = true, value_name = "URL")]
+    pub url: Option<String>,
+    /// Only errors and final results
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More detail on stderr (-v debug, -vv trace)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the built-in simulator, sync it into a warehouse, and show what the tool does
+    Demo(demo::DemoArgs),
+    /// Extract Pluvo into the warehouse, incrementally (resumes after a crash)
+    Sync(sync::SyncArgs),
+    /// Publish every table as Parquet (atomic snapshot + manifest); `export compliance`
+    Export(export::ExportArgs),
+    /// Run SQL against the warehouse (its published snapshot while a sync writes it)
+    Query(query::QueryArgs),
+    /// Install the analyst views of sql/views/ into the warehouse and list them
+    Views,
+    /// Write back: apply an action to the users a SQL query selects (plan first, exactly once)
+    Push(push::PushArgs),
+    /// Write a commented pluvo-warehouse.toml and list the OAuth scopes the client needs
+    Init(init::InitArgs),
+    /// Check configuration, token endpoint, credentials, scopes and the database file
+    Doctor,
+    /// Print a shell completion script (bash, zsh, fish, ...)
+    Completions(completions::CompletionsArgs),
+    /// Last run per stream, checkpoints, row counts, pending push plans (read-only)
+    Status(status::StatusArgs),
+    /// The built-in Pluvo simulator (tests, demos, benchmarks)
+    Sim {
+        #[command(subcommand)]
+        command: sim::SimCommand,
+    },
+    /// Receive Pluvo webhooks into the warehouse in real time
+    Webhook {
+        #[command(subcommand)]
+        command: webhook::WebhookCommand,
+    },
+    /// Benchmarks that print figures (medians, ratios, memory)
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+/// Parse the command line, run the command, map the outcome to an exit code.
+pub fn main() -> ExitCode {
+    crate::store::alloc::tune();
+    let cli = Cli::parse();
+    init_logging(cli.quiet, cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return Exit::Error.into();
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(exit) => exit.into(),
+        Err(err) => {
+            eprintln!("error: {}", crate::error::message(err.as_ref()));
+            exit_code(err.as_ref()).into()
+        }
+    }
+}
+
+fn init_logging(quiet: bool, verbose: u8) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "pluvo_warehouse=info,warn",
+        (false, 1) => "pluvo_warehouse=debug,info",
+        (false, _) => "pluvo_warehouse=trace,debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PLUVO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let color = std::env::var_os("NO_COLOR").is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(color)
+        .with_target(false)
+        .try_init();
+}
+
+async fn run(cli: Cli) -> Result<Exit> {
+    let flags = Flags {
+        config: cli.config.clone(),
+        db: cli.db.clone(),
+        url: cli.url.clone(),
+    };
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Demo(args) => demo::run(&args, quiet).await,
+        Command::Sync(args) => sync::run(&Config::load(&flags)?, &args, quiet).await,
+        Command::Export(args) => export::run(&Config::load(&flags)?, &args),
+        Command::Query(args) => query::run(&Config::load(&flags)?, &args),
+        Command::Views => views::run(&Config::load(&flags)?),
+        Command::Push(args) => push::run(&Config::load(&flags)?, &args, quiet).await,
+        Command::Init(args) => init::run(&args, &flags),
+        Command::Doctor => doctor::run(&flags).await,
+        Command::Completions(args) => completions::run(&args),
+        Command::Status(args) => status::run(&Config::load(&flags)?, &args),
+        Command::Sim { command } => sim::run(command).await,
+        Command::Webhook { command } => {
+            webhook::run(&Config::load(&flags)?, command, shutdown_signal(), quiet).await
+        }
+        Command::Bench { command } => bench::run(command).await,
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

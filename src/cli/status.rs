@@ -1,0 +1,156 @@
+//! `status`: open the warehouse read-only, collect [`crate::status::Status`], print it as a
+//! table or JSON. While a sync holds the file DuckDB's lock refuses readers: `status` then
+//! names the PID holding it and exits 1.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::output::Format;
+use crate::config::Config;
+use crate::error::Exit;
+use crate::status::{Status, collect};
+use crate::store::{StoreError, Warehouse};
+
+/// Arguments of `status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Output: a table for people or JSON for monitoring (stable keys, see README)
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// `status`: open read-only, collect, print. A missing or locked file is an error (exit 1).
+pub fn run(config: &Config, args: &StatusArgs) -> Result<Exit> {
+    let warehouse = Warehouse::open_read_only(&config.db).map_err(|err| {
+        let hint = match &err {
+            StoreError::Locked { .. } => "status reads the warehouse only while nothing writes it",
+            _ => "reading the warehouse status",
+        };
+        anyhow::Error::new(err).context(hint)
+    })?;
+    let status = collect(&warehouse).context("reading the warehouse status")?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+        Format::Table => print!("{}", render(&status)),
+    }
+    Ok(Exit::Ok)
+}
+
+fn secs(s: Option<f64>) -> String {
+    s.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into())
+}
+
+/// The table format: one block per section.
+pub fn render(status: &Status) -> String {
+    let mut out = String::new();
+    let w = &mut out;
+    let _ = writeln!(
+        w,
+        "warehouse {} (schema version {})",
+        status.db, status.schema_version
+    );
+    match &status.last_run {
+        None => {
+            let _ = writeln!(w, "no sync has run yet: run `pluvo-warehouse sync`");
+        }
+        Some(r) => {
+            let _ = writeln!(
+                w,
+                "last run {}: {}, started {}, {}s{}",
+                r.run_id,
+                r.status,
+                r.started_at,
+                secs(r.seconds),
+                r.error
+                    .as_ref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if !status.streams.is_empty() {
+        let _ = writeln!(
+            w,
+            "\n{:<13} {:>4} {:<11} {:<20} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7}  note",
+            "stream",
+            "run",
+            "status",
+            "started",
+            "seconds",
+            "new",
+            "changed",
+            "deleted",
+            "requests",
+            "retries"
+        );
+        for s in &status.streams {
+            let note = [
+                s.error.as_ref().map(|e| format!("error: {e}")),
+                s.schema_drift.as_ref().map(|d| format!("drift: {d}")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("; ");
+            let line = format!(
+                "{:<13} {:>4} {:<11} {:<20} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7}  {note}",
+                s.stream,
+                s.run_id,
+                s.status,
+                s.started_at,
+                secs(s.seconds),
+                s.rows_new,
+                s.rows_changed,
+                s.rows_deleted,
+                s.requests,
+                s.retries
+            );
+            let _ = writeln!(w, "{}", line.trim_end());
+        }
+    }
+    if !status.checkpoints.is_empty() {
+        let _ = writeln!(w, "\n{:<13} {:<22} checkpoint", "stream", "updated");
+        for c in &status.checkpoints {
+            let what = match (c.part, &c.state) {
+                (Some(part), _) => format!(
+                    "scan in progress: part {part}, next page {}",
+                    c.next_page.unwrap_or(0)
+                ),
+                (None, Some(state)) => format!("between runs, state {state}"),
+                (None, None) => "between runs".into(),
+            };
+            let _ = writeln!(w, "{:<13} {:<22} {what}", c.stream, c.updated_at);
+        }
+    }
+    let _ = writeln!(w, "\n{:<22} {:>9} {:>9}", "table", "live", "deleted");
+    for t in &status.tables {
+        let _ = writeln!(w, "{:<22} {:>9} {:>9}", t.table, t.live, t.deleted);
+    }
+    if let Some(plans) = &status.push_plans {
+        if plans.is_empty() {
+            let _ = writeln!(w, "\npush plans: none pending or failed");
+        } else {
+            let _ = writeln!(
+                w,
+                "\n{:>5} {:<22} {:<11} {:<20} {:>8} {:>8} {:>7}",
+                "plan", "action", "status", "created", "planned", "pending", "failed"
+            );
+            for p in plans {
+                let _ = writeln!(
+                    w,
+                    "{:>5} {:<22} {:<11} {:<20} {:>8} {:>8} {:>7}",
+                    p.plan_id,
+                    p.action,
+                    p.status,
+                    p.created_at,
+                    p.rows_planned,
+                    p.rows_pending,
+                    p.rows_failed
+                );
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,154 @@
+//! The sync pipeline the commands share (as dlt calls it): authenticate → open the warehouse
+//! (single writer) → run the streams → install the analyst views and publish the Parquet
+//! snapshot. Plain options in, an [`Outcome`] or a typed [`Error`] out; progress goes to an
+//! injected [`Progress`] sink, so the same function serves `sync`, `demo`, the benchmarks and
+//! the tests. Nothing here prints.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use crate::api::{Client, ClientOptions};
+use crate::config::{Config, ConfigError};
+use crate::error::UsageError;
+use crate::export::{self, ExportError, Report};
+use crate::store::{StoreError, Warehouse};
+use crate::streams::{self, Outcome, Progress};
+
+/// What a sync is asked to do.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Stream names; empty = all.
+    pub streams: Vec<String>,
+    /// Ignore checkpoints: re-read everything and reconcile.
+    pub full_refresh: bool,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            streams: Vec::new(),
+            full_refresh: false,
+            concurrency: ClientOptions::default().concurrency,
+        }
+    }
+}
+
+/// Why a sync stopped. Each message says what was being done; the cause follows in the chain.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("creating the API client")]
+    Client(#[source] crate::api::Error),
+    #[error(transparent)]
+    Auth(crate::api::Error),
+    #[error("opening the warehouse `{}`", db.display())]
+    Open {
+        db: PathBuf,
+        #[source]
+        source: Box<StoreError>,
+    },
+    #[error("applying `warehouse.memory_limit`")]
+    MemoryLimit(#[source] Box<StoreError>),
+    #[error("sync")]
+    Sync(#[source] streams::Error),
+    /// Some streams failed; the others were merged and recorded. Carries the whole outcome
+    /// so that the caller can still show what happened.
+    #[error("{} of {} streams failed: {}", .0.streams.iter().filter(|s| s.error.is_some()).count(),
+        .0.streams.len(), .0.streams.iter().filter_map(|s| s.error.as_deref()).collect::<Vec<_>>().join("; "))]
+    StreamsFailed(Box<Outcome>),
+    #[error("installing the analyst views")]
+    Views(#[source] duckdb::Error),
+    #[error("the sync succeeded, but publishing its Parquet snapshot to `{}` failed", dir.display())]
+    Publish {
+        dir: PathBuf,
+        #[source]
+        source: Box<ExportError>,
+    },
+    #[error("closing the warehouse")]
+    Close(#[source] Box<StoreError>),
+}
+
+impl Error {
+    /// A usage or configuration error (exit code 2): the variants that wrap one
+    /// transparently, which an error chain would otherwise not show.
+    pub fn is_usage(&self) -> bool {
+        match self {
+            Error::Usage(_) | Error::Config(_) => true,
+            Error::Auth(e) => e.is_auth(),
+            _ => false,
+        }
+    }
+
+    /// The outcome of a run whose streams partly failed, for printing.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        match self {
+            Error::StreamsFailed(outcome) => Some(outcome),
+            _ => None,
+        }
+    }
+}
+
+/// `sync`: authenticate, open the warehouse, run the streams, publish. Credentials and URL
+/// are checked first: when they are wrong, the warehouse is not even opened. Returns an error
+/// when any stream failed (after recording the run; nothing is published then).
+pub async fn sync(
+    config: &Config,
+    options: &SyncOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<Outcome, Error> {
+    streams::select(&options.streams).map_err(|e| UsageError::new(e.to_string()))?;
+    let client = Client::new(
+        &config.api()?,
+        ClientOptions {
+            concurrency: options.concurrency,
+            ..ClientOptions::default()
+        },
+    )
+    .map_err(Error::Client)?;
+    client.authenticate().await.map_err(Error::Auth)?;
+    let warehouse = Warehouse::open(&config.db).map_err(|source| Error::Open {
+        db: config.db.clone(),
+        source: Box::new(source),
+    })?;
+    warehouse
+        .set_memory_limit(&config.memory_limit)
+        .map_err(|e| Error::MemoryLimit(Box::new(e)))?;
+    let run = streams::Options {
+        streams: options.streams.clone(),
+        full_refresh: options.full_refresh,
+    };
+    let (warehouse, outcome) = streams::run(&client, warehouse, &run, progress)
+        .await
+        .map_err(Error::Sync)?;
+    if outcome.failed() {
+        warehouse.close().map_err(|e| Error::Close(Box::new(e)))?;
+        return Err(Error::StreamsFailed(Box::new(outcome)));
+    }
+    // Readers are never locked out: they read this snapshot while the next sync writes.
+    let report = publish(&warehouse, config)?;
+    tracing::info!(dir = %report.dir.display(), seconds = report.seconds, "Snapshot published.");
+    warehouse.close().map_err(|e| Error::Close(Box::new(e)))?;
+    Ok(outcome)
+}
+
+/// The end of a successful sync: install the analyst views, then publish the snapshot that
+/// readers use while the next sync holds the file.
+pub fn publish(warehouse: &Warehouse, config: &Config) -> Result<Report, Error> {
+    crate::views::install(warehouse.connection()).map_err(Error::Views)?;
+    export::export(
+        warehouse.connection(),
+        &export::Options::new(&config.export_dir),
+        Utc::now(),
+    )
+    .map_err(|source| Error::Publish {
+        dir: config.export_dir.clone(),
+        source: Box::new(source),
+    })
+}

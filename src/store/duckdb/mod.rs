@@ -1,0 +1,366 @@
+//! [`Warehouse`]: one DuckDB file, one writer. This file: opening (lock and schema checks,
+//! migrations) and settings; `merge.rs`: the generic merge of a page into a table; `scan.rs`:
+//! the end of a scan (soft deletes); `runs.rs`: checkpoints and run bookkeeping.
+//!
+//! A page is committed like this, in one transaction per call of [`Warehouse::commit`]:
+//! 1. (before the transaction) the batch is checked against its [`TableSpec`], deduplicated by
+//!    key (last row wins), hashed, and bulk-loaded into a temporary staging table with the
+//!    Arrow appender. Staging is per connection and not part of the file, so loading it
+//!    outside the transaction changes nothing on disk.
+//! 2. `_diff` = staged rows whose key is new, whose hash differs, or whose row was
+//!    soft-deleted. Rows with the same hash are counted as unchanged and never written.
+//! 3. Changed rows are updated, new rows inserted; with history, the current version of each
+//!    changed item is closed and a new one opened.
+//! 4. The staged keys go to `_seen_<table>` (one narrow row each), and the stream's checkpoint
+//!    is stored.
+//!
+//! Killing the process at any moment therefore leaves either the whole page with its
+//! checkpoint or neither; resuming from the checkpoint re-merges by key, so nothing doubles.
+//! The cost of a commit is one scan of the target's key and hash columns (DuckDB has no index
+//! join here) plus a per-row part, so streams buffer pages and commit every 100 pages (5,000
+//! rows; `PAGES_PER_COMMIT` in `streams/sync.rs`, measured there). `bench merge` times the
+//! merge alone.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, UInt64Array};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use chrono::{DateTime, NaiveDate, Utc};
+use duckdb::{AccessMode, Config, Connection, params};
+
+use super::batch::{check_shape, dedupe_by_key, row_hashes};
+use super::schema::{self, MIGRATIONS, SCHEMA_VERSION};
+use super::tables::{self, ColumnType, TableSpec};
+use super::{Clock, Result, StoreError, SystemClock};
+
+/// DuckDB's memory cap for the writer (and the Parquet export at the end of `sync`). DuckDB's
+/// default (80% of RAM) lets its block cache grow with the warehouse; a sync touches mostly
+/// the key and hash columns, so a fixed cap keeps the process's memory flat as the
+/// organisation grows. What must fit: a commit's hash join (the staged page group, ~10k
+/// rows), one part of the end-of-scan anti-join ([`ANTI_JOIN_KEYS`] keys) and one Parquet row
+/// group. Measured (100k users, 500k items, latency 0, 2 cores, with [`super::alloc::tune`]):
+/// peak RSS 109 MB at 32 MB, 141 MB at 64 MB; the 10k-user sync peaks at 90 MB either way.
+/// At 24 and 28 MB the anti-join of `group_members` ran out of memory (whatever the number
+/// of parts), and at 28 MB the export of `portfolio_items` did too. Tune with
+/// [`Warehouse::set_memory_limit`].
+pub const WRITER_MEMORY_LIMIT: &str = "32MB";
+
+/// Seen keys per part of the end-of-scan anti-join (see `soft_delete_unseen`).
+pub(super) const ANTI_JOIN_KEYS: u64 = 50_000;
+
+/// The id of one `sync` (or other writing command) in `_runs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RunId(pub i64);
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// How a run ended (`_runs.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    /// The process ended without finishing the run (killed); set by the next writer.
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// What merging one batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MergeStats {
+    /// Keys not in the table before: inserted.
+    pub new: u64,
+    /// Keys whose content hash differed, or that were soft-deleted and are back: updated.
+    pub changed: u64,
+    /// Keys with the same content: not written.
+    pub unchanged: u64,
+    /// Rows dropped because a later row of the same batch had the same key.
+    pub duplicates: u64,
+}
+
+impl std::ops::AddAssign for MergeStats {
+    fn add_assign(&mut self, o: MergeStats) {
+        self.new += o.new;
+        self.changed += o.changed;
+        self.unchanged += o.unchanged;
+        self.duplicates += o.duplicates;
+    }
+}
+
+/// A stream's totals for `_run_streams`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    pub rows: MergeStats,
+    pub rows_deleted: u64,
+    pub requests: u64,
+    pub retries: u64,
+    /// Unknown or missing fields seen in the API's answers, reported once per run.
+    pub schema_drift: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The part of a table a scan covered: only rows in scope can be soft-deleted by it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// The whole table (a full scan).
+    All,
+    /// Rows whose text `column` is one of `values` (e.g. the groups whose members were read).
+    In {
+        column: &'a str,
+        values: &'a [String],
+    },
+    /// Rows whose DATE `column` lies in `from..=to` (a completion-date window).
+    Between {
+        column: &'a str,
+        from: NaiveDate,
+        to: NaiveDate,
+    },
+    /// Rows in every one of these scopes (e.g. certificates completed in a window).
+    And(Vec<Scope<'a>>),
+}
+
+/// How a stream's scan ended; see [`Warehouse::finish_scan`].
+#[derive(Debug, Clone)]
+pub struct ScanEnd<'a> {
+    /// True only when every page of the scan was read. A partial scan deletes nothing.
+    pub complete: bool,
+    /// The tables the stream filled, each with the part of it the scan covered. A table may
+    /// be listed more than once: the scan covered the union of its scopes.
+    pub tables: Vec<(&'a TableSpec, Scope<'a>)>,
+    /// State to keep for the next run (e.g. a completion-date watermark); `None` removes the
+    /// checkpoint so the next run starts from the beginning.
+    pub next_checkpoint: Option<&'a str>,
+}
+
+/// The warehouse file, opened by the single writer (or read-only).
+pub struct Warehouse {
+    conn: Connection,
+    path: PathBuf,
+    clock: Box<dyn Clock>,
+    schema_version: i64,
+    /// Seen keys per part of the end-of-scan anti-join ([`ANTI_JOIN_KEYS`]; tests lower it).
+    pub(crate) anti_join_keys: u64,
+    #[cfg(test)]
+    pub(crate) fail_before_commit: bool,
+}
+
+impl fmt::Debug for Warehouse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Warehouse")
+            .field("path", &self.path)
+            .field("schema_version", &self.schema_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Warehouse {
+    /// Open (or create) the file for writing: take DuckDB's file lock, migrate the schema, and
+    /// mark runs left `running` by a killed process as `interrupted`. Fails at once with
+    /// [`StoreError::Locked`] when another process has the file open.
+    pub fn open(path: impl AsRef<Path>) -> Result<Warehouse> {
+        Self::open_with_clock(path, Box::new(SystemClock))
+    }
+
+    /// [`Warehouse::open`] with an injected clock (tests, deterministic timestamps).
+    pub fn open_with_clock(path: impl AsRef<Path>, clock: Box<dyn Clock>) -> Result<Warehouse> {
+        let path = path.as_ref().to_path_buf();
+        super::check_writable(&path)?;
+        let config =
+            duckdb_config(AccessMode::ReadWrite).map_err(|source| open_error(&path, source))?;
+        let mut conn = Connection::open_with_flags(&path, config)
+            .map_err(|source| open_error(&path, source))?;
+        let now = clock.now();
+        let schema_version = schema::migrate(&mut conn, &path, MIGRATIONS, now)?;
+        let warehouse = Warehouse {
+            conn,
+            path,
+            clock,
+            schema_version,
+            anti_join_keys: ANTI_JOIN_KEYS,
+            #[cfg(test)]
+            fail_before_commit: false,
+        };
+        warehouse.set_memory_limit(WRITER_MEMORY_LIMIT)?;
+        warehouse.mark_interrupted_runs()?;
+        Ok(warehouse)
+    }
+
+    /// Open an existing file for reading (`query`, `status`, `export`). Refuses a newer
+    /// schema; an older one is readable as it is (see [`Warehouse::schema_version`]).
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Warehouse> {
+        let path = path.as_ref().to_path_buf();
+        if !path.exists() {
+            return Err(StoreError::Missing { path });
+        }
+        let config =
+            duckdb_config(AccessMode::ReadOnly).map_err(|source| open_error(&path, source))?;
+        let conn = Connection::open_with_flags(&path, config)
+            .map_err(|source| open_error(&path, source))?;
+        let found = schema::version(&conn, &path)?.ok_or_else(|| StoreError::Foreign {
+            path: path.clone(),
+            reason: "it is empty".into(),
+        })?;
+        schema::check_not_newer(&path, found, SCHEMA_VERSION)?;
+        Ok(Warehouse {
+            conn,
+            path,
+            clock: Box::new(SystemClock),
+            schema_version: found,
+            anti_join_keys: ANTI_JOIN_KEYS,
+            #[cfg(test)]
+            fail_before_commit: false,
+        })
+    }
+
+    /// Cap the memory DuckDB may use on this connection (buffer pool, hash tables), e.g.
+    /// `"96MB"`. Above the cap DuckDB evicts cached blocks and spills to `<file>.tmp`.
+    pub fn set_memory_limit(&self, limit: &str) -> Result<()> {
+        let valid = !limit.is_empty()
+            && limit
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == ' ');
+        if !valid {
+            return Err(StoreError::Setting {
+                setting: "memory_limit",
+                value: limit.to_owned(),
+            });
+        }
+        self.conn
+            .execute_batch(&format!("SET memory_limit = '{limit}'"))
+            .map_err(Self::db("setting DuckDB's memory limit"))
+    }
+
+    /// The number of threads DuckDB may use for one statement.
+    pub fn set_threads(&self, threads: u32) -> Result<()> {
+        self.conn
+            .execute_batch(&format!("SET threads = {}", threads.max(1)))
+            .map_err(Self::db("setting DuckDB's threads"))
+    }
+
+    /// Close the file, writing DuckDB's checkpoint (WAL → file) and reporting its errors,
+    /// which a plain drop would swallow.
+    pub fn close(self) -> Result<()> {
+        self.conn.close().map_err(|(_, source)| StoreError::Db {
+            doing: "closing the warehouse",
+            cause: source,
+        })
+    }
+
+    /// The connection, for readers (`query`, `export`, views). Writes go through the methods.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The connection for writes of sibling modules (`webhooks.rs`), in their own transactions.
+    pub(super) fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the file (after migration, for a writer).
+    pub fn schema_version(&self) -> i64 {
+        self.schema_version
+    }
+
+    pub(super) fn now(&self) -> Now {
+        Now(self.clock.now())
+    }
+
+    pub(super) fn db(doing: &'static str) -> impl FnOnce(duckdb::Error) -> StoreError {
+        move |source| StoreError::Db {
+            doing,
+            cause: source,
+        }
+    }
+}
+
+/// Map DuckDB's open errors to ours; in particular its lock error, whose text (DuckDB 2.0,
+/// `local_file_system.cpp`) is `IO Error: Could not set lock on file "<path>": Conflicting
+/// lock is held in <program> (PID <n>) by user <u>. ...`.
+fn open_error(path: &Path, source: duckdb::Error) -> StoreError {
+    let text = source.to_string();
+    if text.contains("Could not set lock on file") {
+        return StoreError::Locked {
+            path: path.to_path_buf(),
+            pid: lock_holder_pid(&text),
+        };
+    }
+    if text.contains("not a valid DuckDB database file") {
+        return StoreError::Foreign {
+            path: path.to_path_buf(),
+            reason: "it is not a DuckDB file, or it is damaged".into(),
+        };
+    }
+    StoreError::Open {
+        path: path.to_path_buf(),
+        cause: source,
+    }
+}
+
+/// DuckDB settings for every connection the tool opens. Extension autoloading is off: DuckDB
+/// would otherwise try to download a missing extension (e.g. `icu` for time-zone arithmetic)
+/// from the internet in the middle of a query. The bundled build has `parquet` and `json`;
+/// for TIMESTAMPTZ arithmetic cast to TIMESTAMP (UTC), as the views in sql/ do.
+pub fn duckdb_config(mode: AccessMode) -> ::duckdb::Result<Config> {
+    Config::default()
+        .access_mode(mode)?
+        .enable_autoload_extension(false)?
+        .with("autoinstall_known_extensions", "false")
+}
+
+/// The PID in DuckDB's lock error message, if it names one.
+pub fn lock_holder_pid(message: &str) -> Option<u32> {
+    let start = message.find("PID ")? + "PID ".len();
+    let digits: String = message[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// A timestamp as a SQL literal. Our own formatting of our own clock: safe to inline, and it
+/// keeps every statement free of positional-parameter bookkeeping.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Now(DateTime<Utc>);
+
+impl fmt::Display for Now {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "TIMESTAMPTZ '{}'",
+            self.0.format("%Y-%m-%d %H:%M:%S%.6f+00")
+        )
+    }
+}
+
+mod merge;
+mod runs;
+mod scan;
+
+use merge::*;
+use runs::*;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,503 @@
+//! Merging pages: counts, no-change reloads, soft deletes and revivals, history, scopes, duplicate keys.
+
+use super::*;
+
+#[test]
+fn counts_new_changed_unchanged_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut w = open(&dir.path().join("w.duckdb"), &clock);
+    let run = w.begin_run(&["users"]).unwrap();
+    let page = users_batch(&[user("u1", "a@x"), user("u2", "b@x"), user("u3", "c@x")]);
+    let stats = w
+        .commit_page(&USERS, page, "users", "{\"page\":1}", run)
+        .unwrap();
+    assert_eq!(
+        stats,
+        MergeStats {
+            new: 3,
+            ..MergeStats::default()
+        }
+    );
+    assert_eq!(w.finish_scan("users", run, complete(&USERS)).unwrap(), 0);
+
+    clock.advance(60);
+    let run = w.begin_run(&["users"]).unwrap();
+    let page = users_batch(&[user("u1", "a@x"), user("u2", "B@x"), user("u4", "d@x")]);
+    let stats = w
+        .commit_page(&USERS, page, "users", "{\"page\":1}", run)
+        .unwrap();
+    assert_eq!(
+        stats,
+        MergeStats {
+            new: 1,
+            changed: 1,
+            unchanged: 1,
+            duplicates: 0
+        }
+    );
+    assert_eq!(w.finish_scan("users", run, complete(&USERS)).unwrap(), 1);
+    let rows = dump(
+        &w,
+        "SELECT id, email, _deleted_at IS NOT NULL, _run_id FROM users ORDER BY id",
+    );
+    assert_eq!(
+        rows,
+        [
+            r#"Text("u1") | Text("a@x") | Boolean(false) | BigInt(1)"#,
+            r#"Text("u2") | Text("B@x") | Boolean(false) | BigInt(2)"#,
+            r#"Text("u3") | Text("c@x") | Boolean(true) | BigInt(2)"#,
+            r#"Text("u4") | Text("d@x") | Boolean(false) | BigInt(2)"#,
+        ]
+    );
+    // The scan's bookkeeping is gone once it finished.
+    assert_eq!(scalar::<i64>(&w, "SELECT count(*) FROM _seen_users"), 0);
+    assert_eq!(w.checkpoint("users").unwrap(), None);
+}
+
+#[test]
+fn identical_reload_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut w = open(&dir.path().join("w.duckdb"), &clock);
+    let users: Vec<_> = (0..120)
+        .map(|i| user(&format!("u{i:03}"), "same@x"))
+        .collect();
+    let items: Vec<_> = (0..120)
+        .map(|i| item(&format!("u{i:03}"), "Safety", 50.0, None))
+        .collect();
+    let load = |w: &mut Warehouse| {
+        let run = w.begin_run(&["users", "portfolio"]).unwrap();
+        let mut total = (MergeStats::default(), MergeStats::default());
+        for (n, (u, i)) in users.chunks(50).zip(items.chunks(50)).enumerate() {
+            total.0 += w
+                .commit_page(&USERS, users_batch(u), "users", &n.to_string(), run)
+                .unwrap();
+            total.1 += w
+                .commit_page(
+                    &PORTFOLIO_ITEMS,
+                    items_batch(i),
+                    "portfolio",
+                    &n.to_string(),
+                    run,
+                )
+                .unwrap();
+        }
+        let deleted = w.finish_scan("users", run, complete(&USERS)).unwrap()
+            + w.finish_scan("portfolio", run, complete(&PORTFOLIO_ITEMS))
+                .unwrap();
+        w.finish_run(run, RunStatus::Succeeded, None).unwrap();
+        (total, deleted)
+    };
+    let (first, _) = load(&mut w);
+    assert_eq!((first.0.new, first.1.new), (120, 120));
+    let before = content(&w);
+    let stamps = "SELECT max(_updated_at)::VARCHAR, max(_run_id) FROM users";
+    let stamp_before = dump(&w, stamps);
+    let hist_before = scalar::<i64>(&w, "SELECT count(*) FROM portfolio_item_history");
+
+    clock.advance(3600);
+    let (second, deleted) = load(&mut w);
+    let unchanged = |s: MergeStats| (s.new, s.changed, s.unchanged);
+    assert_eq!(unchanged(second.0), (0, 0, 120));
+    assert_eq!(unchanged(second.1), (0, 0, 120));
+    assert_eq!(deleted, 0);
+    assert_eq!(content(&w), before);
+    assert_eq!(dump(&w, stamps), stamp_before, "no row was rewritten");
+    assert_eq!(
+        scalar::<i64>(&w, "SELECT count(*) FROM portfolio_item_history"),
+        hist_before
+    );
+}
+
+#[test]
+fn soft_delete_only_on_complete_scans_and_revive() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut w = open(&dir.path().join("w.duckdb"), &clock);
+    let run = w.begin_run(&["users"]).unwrap();
+    let all = [user("u1", "a"), user("u2", "b"), user("u3", "c")];
+    w.commit_page(&USERS, users_batch(&all), "users", "1", run)
+        .unwrap();
+    w.finish_scan("users", run, complete(&USERS)).unwrap();
+    let first_seen = "SELECT _first_seen_at::VARCHAR FROM users WHERE id = 'u3'";
+    let first_seen_before: String = scalar(&w, first_seen);
+
+    // A partial scan (e.g. filtered by last login) that returned only u1 deletes nothing.
+    clock.advance(60);
+    w.commit_page(&USERS, users_batch(&all[..1]), "users", "1", run)
+        .unwrap();
+    let partial = ScanEnd {
+        complete: false,
+        ..complete(&USERS)
+    };
+    assert_eq!(w.finish_scan("users", run, partial).unwrap(), 0);
+    assert_eq!(
+        scalar::<i64>(&w, "SELECT count(*) FROM users WHERE _deleted_at IS NULL"),
+        3
+    );
+
+    // A complete scan without u3 soft-deletes it; the row stays.
+    clock.advance(60);
+    w.commit_page(&USERS, users_batch(&all[..2]), "users", "1", run)
+        .unwrap();
+    assert_eq!(w.finish_scan("users", run, complete(&USERS)).unwrap(), 1);
+    let deleted_at: String = scalar(&w, "SELECT _deleted_at::VARCHAR FROM users WHERE id = 'u3'");
+    assert!(
+        deleted_at.starts_with("2026-01-01 08:02:00"),
+        "{deleted_at}"
+    );
+
+    // u3 returns unchanged: revived, counted as changed, first-seen time kept.
+    clock.advance(60);
+    let stats = w
+        .commit_page(&USERS, users_batch(&all), "users", "1", run)
+        .unwrap();
+    assert_eq!((stats.new, stats.changed, stats.unchanged), (0, 1, 2));
+    w.finish_scan("users", run, complete(&USERS)).unwrap();
+    assert_eq!(
+        scalar::<i64>(&w, "SELECT count(*) FROM users WHERE _deleted_at IS NULL"),
+        3
+    );
+    assert_eq!(scalar::<String>(&w, first_seen), first_seen_before);
+}
+
+#[test]
+fn the_end_of_scan_anti_join_in_parts_deletes_exactly_the_unseen_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut w = open(&dir.path().join("w.duckdb"), &clock);
+    let run = w.begin_run(&["users"]).unwrap();
+    let all: Vec<_> = (0..40)
+        .map(|i| user(&format!("u{i:02}"), &format!("n{i}")))
+        .collect();
+    w.commit_page(&USERS, users_batch(&all), "users", "1", run)
+        .unwrap();
+    w.finish_scan("users", run, complete(&USERS)).unwrap();
+
+    // 30 of 40 seen again, the anti-join in parts of 4 keys (8 parts): the other 10 go.
+    w.anti_join_keys = 4;
+    clock.advance(60);
+    let seen: Vec<_> = all
+        .iter()
+        .filter(|u| !u.0.ends_with('3'))
+        .cloned()
+        .collect();
+    let seen: Vec<_> = seen.into_iter().take(30).collect();
+    w.commit_page(&USERS, users_batch(&seen), "users", "1", run)
+        .unwrap();
+    assert_eq!(w.finish_scan("users", run, complete(&USERS)).unwrap(), 10);
+    let mut expected: Vec<String> = all
+        .iter()
+        .filter(|u| !seen.contains(u))
+        .map(|u| u.0.clone())
+        .collect();
+    expected.sort();
+    let mut stmt = w
+        .connection()
+        .prepare("SELECT id FROM users WHERE _deleted_at IS NOT NULL ORDER BY id")
+        .unwrap();
+    let deleted: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(deleted, expected);
+}
+
+#[test]
+fn history_versions_after_two_changes_delete_and_revive() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut w = open(&dir.path().join("w.duckdb"), &clock);
+    let run = w.begin_run(&["portfolio"]).unwrap();
+    let done = NaiveDate::from_ymd_opt(2026, 1, 3);
+    let load = |w: &mut Warehouse, items: &[Item], clock: &TestClock| {
+        clock.advance(86_400);
+        let s = w
+            .commit_page(&PORTFOLIO_ITEMS, items_batch(items), "portfolio", "p", run)
+            .unwrap();
+        w.finish_scan("portfolio", run, complete(&PORTFOLIO_ITEMS))
+            .unwrap();
+        s
+    };
+    let other = item("u2", "Other", 0.0, None);
+    load(
+        &mut w,
+        &[item("u1", "Safety", 10.0, None), other.clone()],
+        &clock,
+    ); // Jan 2
+    load(
+        &mut w,
+        &[item("u1", "Safety", 50.0, None), other.clone()],
+        &clock,
+    ); // Jan 3
+    load(
+        &mut w,
+        &[item("u1", "Safety", 100.0, done), other.clone()],
+        &clock,
+    ); // Jan 4
+    // A change of an untracked value (the user's ref) updates the row, no new version.
+    let mut renamed = item("u1", "Safety", 100.0, done);
+    renamed.user_ref = "new-ref".into();
+    let s = load(&mut w, &[renamed.clone(), other.clone()], &clock); // Jan 5
+    assert_eq!((s.changed, s.unchanged), (1, 1));
+    load(&mut w, std::slice::from_ref(&other), &clock); // Jan 6: gone
+    load(&mut w, &[renamed, other], &clock); // Jan 7: back
+
+    let versions = dump(
+        &w,
+        "SELECT h.progress, h.completion_date::VARCHAR, strftime(valid_from, '%d'),
+                coalesce(strftime(valid_to, '%d'), '-')
+         FROM portfolio_item_history h JOIN portfolio_items i USING (item_key)
+         WHERE i.user_id = 'u1' ORDER BY valid_from",
+    );
+    assert_eq!(
+        versions,
+        [
+            r#"Double(10.0) | Null | Text("02") | Text("03")"#,
+            r#"Double(50.0) | Null | Text("03") | Text("04")"#,
+            r#"Double(100.0) | Text("2026-01-03") | Text("04") | Text("06")"#,
+            r#"Double(100.0) | Text("2026-01-03") | Text("07") | Text("-")"#,
+        ]
+    );
+    // The unchanged item has exactly one open version.
+    assert_eq!(
+        scalar::<i64>(
+            &w,
+            "SELECT count(*) FROM portfolio_item_history h JOIN portfolio_items i
+             USING (item_key) WHERE i.user_id = 'u2'"
+        ),
+        1
+    );
+    assert_eq!(
+        scalar::<String>(
+            &w,
+            "SELECT user_ref FROM portfolio_items WHERE user_id = 'u1'"
+        ),
+        "new-ref"
+    );
+}
+
+#[test]
+fn duplicate_keys_in_a_page_and_across_pages_make_one_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut w = open(&dir.path().join("w.duckdb"), &clock);
+    let run = w.begin_run(&["users"]).unwrap();
+    let page1 = users_batch(&[user("u1", "first"), user("u2", "x"), user("u1", "second")]);
+    let s1 = w.commit_page(&USERS, page1, "users", "1", run).unwrap();
+    assert_eq!((s1.new, s1.duplicates), (2, 1));
+    // An offset pager over a moving set repeats u1 on the next page, with newer data.
+    let page2 = users_batch(&[user("u1", "third"), user("u3", "y")]);
+    let s2 = w.commit_page(&USERS, page2, "users", "2", run).unwrap();
+    assert_eq!((s2.new, s2.changed), (1, 1));
+    // ... and again unchanged.
+    let page3 = users_batch(&[user("u1", "third")]);
+    let s3 = w.commit_page(&USERS, page3, "users", "3", run).unwrap();
+    assert_eq!(s3.unchanged, 1);
+    assert_eq!(w.finish_scan("users", run, complete(&USERS)).unwrap(), 0);
+    assert_eq!(
+        dump(&w, "SELECT id, email FROM users ORDER BY id"),
+        [
+            r#"Text("u1") | Text("third")"#,
+            r#"Text("u2") | Text("x")"#,
+            r#"Text("u3") | Text("y")"#,
+        ]
+    );
+    for spec in tables::ALL {
+        let keys = key_names(spec);
+        let dupes: i64 = scalar(
+            &w,
+            &format!(
+                "SELECT count(*) FROM (SELECT {keys} FROM {} GROUP BY ALL HAVING count(*) > 1)",
+                q(spec.table)
+            ),
+        );
+        assert_eq!(dupes, 0, "{}", spec.table);
+    }
+}
+
+#[test]
+fn scope_limits_what_a_complete_scan_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut w = open(&dir.path().join("w.duckdb"), &clock);
+    let run = w.begin_run(&["groups"]).unwrap();
+    let all = [("g1", "u1"), ("g1", "u2"), ("g2", "u1"), ("g2", "u3")];
+    w.commit_page(&GROUP_MEMBERS, member_batch(&all), "groups", "1", run)
+        .unwrap();
+    w.finish_scan("groups", run, complete(&GROUP_MEMBERS))
+        .unwrap();
+
+    // Only g1's members were re-read: u2 left g1; g2 is out of scope and untouched.
+    w.commit_page(&GROUP_MEMBERS, member_batch(&all[..1]), "groups", "1", run)
+        .unwrap();
+    let g1 = vec!["g1".to_string()];
+    let end = ScanEnd {
+        complete: true,
+        tables: vec![(
+            &GROUP_MEMBERS,
+            Scope::In {
+                column: "group_id",
+                values: &g1,
+            },
+        )],
+        next_checkpoint: None,
+    };
+    assert_eq!(w.finish_scan("groups", run, end).unwrap(), 1);
+    assert_eq!(
+        dump(
+            &w,
+            "SELECT group_id, user_id FROM group_members WHERE _deleted_at IS NOT NULL"
+        ),
+        [r#"Text("g1") | Text("u2")"#]
+    );
+
+    // A completion-date window: only items completed in it can disappear.
+    let jan = |d| NaiveDate::from_ymd_opt(2026, 1, d);
+    let items = [
+        item("u1", "A", 100.0, jan(5)),
+        item("u1", "B", 100.0, jan(20)),
+        item("u1", "C", 10.0, None),
+    ];
+    w.commit_page(&PORTFOLIO_ITEMS, items_batch(&items), "portfolio", "1", run)
+        .unwrap();
+    w.finish_scan("portfolio", run, complete(&PORTFOLIO_ITEMS))
+        .unwrap();
+    w.commit_page(&PORTFOLIO_ITEMS, items_batch(&[]), "portfolio", "1", run)
+        .unwrap();
+    let end = ScanEnd {
+        complete: true,
+        tables: vec![(
+            &PORTFOLIO_ITEMS,
+            Scope::Between {
+                column: "completion_date",
+                from: jan(1).unwrap(),
+                to: jan(10).unwrap(),
+            },
+        )],
+        next_checkpoint: Some(r#"{"completed_through":"2026-01-10"}"#),
+    };
+    assert_eq!(w.finish_scan("portfolio", run, end).unwrap(), 1);
+    assert_eq!(
+        dump(
+            &w,
+            "SELECT title FROM portfolio_items WHERE _deleted_at IS NOT NULL"
+        ),
+        [r#"Text("A")"#]
+    );
+    assert_eq!(
+        w.checkpoint("portfolio").unwrap().as_deref(),
+        Some(r#"{"completed_through":"2026-01-10"}"#)
+    );
+
+    // Both at once: titles B and C that were completed in January. C has no completion
+    // date, so only B is in scope and gone.
+    w.commit_page(&PORTFOLIO_ITEMS, items_batch(&[]), "portfolio", "1", run)
+        .unwrap();
+    let titles = vec!["B".to_string(), "C".to_string()];
+    let end = ScanEnd {
+        complete: true,
+        tables: vec![(
+            &PORTFOLIO_ITEMS,
+            Scope::And(vec![
+                Scope::In {
+                    column: "title",
+                    values: &titles,
+                },
+                Scope::Between {
+                    column: "completion_date",
+                    from: jan(1).unwrap(),
+                    to: jan(31).unwrap(),
+                },
+            ]),
+        )],
+        next_checkpoint: None,
+    };
+    assert_eq!(w.finish_scan("portfolio", run, end).unwrap(), 1);
+    assert_eq!(
+        dump(
+            &w,
+            "SELECT title FROM portfolio_items WHERE _deleted_at IS NULL"
+        ),
+        [r#"Text("C")"#]
+    );
+
+    // A scope on a column the table lacks is refused before anything happens.
+    let end = ScanEnd {
+        complete: true,
+        tables: vec![(
+            &PORTFOLIO_ITEMS,
+            Scope::In {
+                column: "nope",
+                values: &g1,
+            },
+        )],
+        next_checkpoint: None,
+    };
+    let err = w
+        .finish_scan("portfolio", run, end)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "scope column `nope` is not a column of `portfolio_items`"
+    );
+}
+
+#[test]
+fn reset_scan_forgets_keys_of_an_abandoned_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut w = open(&dir.path().join("w.duckdb"), &clock);
+    let run = w.begin_run(&["users"]).unwrap();
+    w.commit_page(
+        &USERS,
+        users_batch(&[user("u1", "a"), user("u2", "b")]),
+        "users",
+        "1",
+        run,
+    )
+    .unwrap();
+    w.finish_scan("users", run, complete(&USERS)).unwrap();
+    // A scan that saw u2 is abandoned (e.g. --full-refresh next run) ...
+    w.commit_page(&USERS, users_batch(&[user("u2", "b")]), "users", "1", run)
+        .unwrap();
+    w.reset_scan("users").unwrap();
+    assert_eq!(w.checkpoint("users").unwrap(), None);
+    // ... so a new complete scan that returns only u1 must delete u2.
+    w.commit_page(&USERS, users_batch(&[user("u1", "a")]), "users", "1", run)
+        .unwrap();
+    assert_eq!(w.finish_scan("users", run, complete(&USERS)).unwrap(), 1);
+}
+
+#[test]
+fn empty_page_still_moves_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut w = open(&dir.path().join("w.duckdb"), &clock);
+    let run = w.begin_run(&["users"]).unwrap();
+    let s = w
+        .commit_page(&USERS, users_batch(&[]), "users", "cursor-9", run)
+        .unwrap();
+    assert_eq!(s, MergeStats::default());
+    assert_eq!(w.checkpoint("users").unwrap().as_deref(), Some("cursor-9"));
+}
+
+#[test]
+fn batch_with_wrong_shape_is_refused_naming_the_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut w = open(&dir.path().join("w.duckdb"), &clock);
+    let run = w.begin_run(&["users"]).unwrap();
+    let err = w
+        .commit_page(&USERS, member_batch(&[("g", "u")]), "users", "1", run)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("batch for `users` does not match its spec: columns are"),
+        "{err}"
+    );
+    assert_eq!(w.checkpoint("users").unwrap(), None);
+}
