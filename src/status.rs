@@ -98,7 +98,7 @@ pub struct PushPlanStatus {
     pub rows_failed: i64,
 }
 
-/// Timestamps as ISO 8601 UTC text (TIMESTAMPTZ → TIMESTAMP: this DuckDB has no ICU).
+/// Timestamps (UTC) as ISO 8601 text.
 fn iso(column: &str) -> String {
     format!("strftime({column}::TIMESTAMP, '%Y-%m-%dT%H:%M:%SZ')")
 }

@@ -587,7 +587,7 @@ const CASES: &[Case] = &[
             "--query",
             "SELECT last_login AS ref FROM users",
         ],
-        problem: &["column `ref` is TIMESTAMP WITH TIME ZONE"],
+        problem: &["column `ref` is TIMESTAMP; it must be text"],
         fix: &["cast it in the SQL"],
         ..BASE
     },

@@ -24,6 +24,10 @@ mod publish;
 /// `push`: plans send nothing, each action, validation, exactly once under kills and faults.
 mod push;
 
+/// Dates and times as analysts write them (issue 18): `now()`, `current_date`, intervals,
+/// `date_trunc`, casts, in `query`, the snapshot, the views and push selections.
+mod dates;
+
 /// `status`: runs, checkpoints, counts, push plans; read-only, a locked or missing file named.
 mod status;
 

@@ -332,7 +332,7 @@ async fn bad_selections_fail_clearly_and_send_nothing() {
                 "--query",
                 "SELECT last_login AS ref FROM users",
             ],
-            "column `ref` is TIMESTAMP WITH TIME ZONE; it must be text",
+            "column `ref` is TIMESTAMP; it must be text",
         ),
         (
             &[

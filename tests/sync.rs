@@ -161,7 +161,7 @@ async fn a_full_sync_equals_the_simulator_row_for_row() {
         vec![
             "completion_date | DATE",
             "end_date | DATE",
-            "last_login | TIMESTAMP WITH TIME ZONE"
+            "last_login | TIMESTAMP"
         ]
     );
 }

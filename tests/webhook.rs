@@ -325,7 +325,7 @@ async fn bad_signatures_and_bodies_are_refused_and_nothing_is_stored() {
     );
     assert_eq!(
         row,
-        ["USER_UPDATED | u1 | emp-1 | emp-1 | 2026-06-01 10:00:00+00"]
+        ["USER_UPDATED | u1 | emp-1 | emp-1 | 2026-06-01 10:00:00"]
     );
 }
 

@@ -5,7 +5,7 @@
 -- every certificate template), days (default 90), as_of (DATE, default today, UTC).
 -- Readers: compliance officers (`export compliance` writes it to CSV or Parquet).
 WITH params AS (
-    SELECT coalesce(CAST(getvariable('as_of') AS DATE), now()::TIMESTAMP::DATE) AS today,
+    SELECT coalesce(CAST(getvariable('as_of') AS DATE), make_timestamp(epoch_us(now()))::DATE) AS today,
            coalesce(CAST(getvariable('days') AS INTEGER), 90) AS days,
            -- one title or a list: as a JSON array either way
            CASE WHEN getvariable('certificates') IS NULL THEN NULL

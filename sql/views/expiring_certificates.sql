@@ -1,10 +1,10 @@
 -- expiring_certificates: issued certificates (portfolio items of type CERTIFICATE) whose end
 -- date lies within `days` days from today (today included), of users who are not archived.
 -- Parameters: days (default 90), as_of (DATE, default today, UTC).
--- Readers: compliance officers. "Today" is the UTC date (the bundled DuckDB has no ICU
--- time-zone extension, so dates come from now()::TIMESTAMP).
+-- Readers: compliance officers. "Today" is the UTC date: make_timestamp(epoch_us(now())) is
+-- the UTC time in every DuckDB, whatever its TimeZone setting.
 WITH params AS (
-    SELECT coalesce(CAST(getvariable('as_of') AS DATE), now()::TIMESTAMP::DATE) AS today,
+    SELECT coalesce(CAST(getvariable('as_of') AS DATE), make_timestamp(epoch_us(now()))::DATE) AS today,
            coalesce(CAST(getvariable('days') AS INTEGER), 90) AS days
 )
 SELECT u.ref AS user_ref, u.name, u.email, p.title AS certificate,

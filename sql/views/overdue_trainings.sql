@@ -5,13 +5,13 @@
 -- Parameters: stalled_days (default 30), as_of (DATE or TIMESTAMP, default now, UTC).
 -- Readers: managers and L&D following up on learners.
 WITH params AS (
-    SELECT coalesce(CAST(getvariable('as_of') AS TIMESTAMP), now()::TIMESTAMP) AS as_of,
+    SELECT coalesce(CAST(getvariable('as_of') AS TIMESTAMP), make_timestamp(epoch_us(now()))) AS as_of,
            coalesce(CAST(getvariable('stalled_days') AS INTEGER), 30) AS stalled_days
 ),
 open_items AS (
     SELECT p.item_key, p.user_id, p.title, p.progress,
-           t.ref AS training_ref, t.end_date::TIMESTAMP::DATE AS due_on,
-           h.valid_from::TIMESTAMP AS unchanged_since
+           t.ref AS training_ref, t.end_date::DATE AS due_on,
+           h.valid_from AS unchanged_since
     FROM portfolio_items p
     LEFT JOIN (SELECT title, min(ref) AS ref, max(end_date) AS end_date
                FROM trainings WHERE _deleted_at IS NULL GROUP BY title) t ON t.title = p.title

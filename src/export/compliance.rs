@@ -110,11 +110,11 @@ pub fn write(conn: &Connection, request: &Request<'_>) -> Result<Written, Error>
         .body();
     let sql = format!(
         "SELECT DATE '{as_of}' AS as_of, r.*, {run} AS run_id,
-                TIMESTAMPTZ '{now}' AS exported_at
+                TIMESTAMP '{now}' AS exported_at
          FROM ({roster}\n) r
          ORDER BY r.user_ref, r.user_id, r.certificate",
         run = run_id.map_or("NULL::BIGINT".to_string(), |r| r.to_string()),
-        now = now.format("%Y-%m-%d %H:%M:%S%.6f+00"),
+        now = now.format("%Y-%m-%d %H:%M:%S%.6f"),
     );
     let rows = write_file(conn, &sql, request.format, request.out)?;
     let counting = "counting the roster by status";

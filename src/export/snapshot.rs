@@ -125,6 +125,7 @@ impl Reader {
 pub fn open_snapshot(dir: &Path, manifest: &Manifest) -> Result<Connection> {
     let config = duckdb_config(AccessMode::ReadWrite).map_err(db("configuring DuckDB"))?;
     let conn = Connection::open_in_memory_with_flags(config).map_err(db("opening DuckDB"))?;
+    crate::store::sqltime::install(&conn).map_err(db("defining the time functions"))?;
     for table in &manifest.tables {
         let hive = !table.partition_by.is_empty();
         conn.execute_batch(&format!(

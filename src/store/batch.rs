@@ -39,7 +39,7 @@ pub enum Cell {
     Double(f64),
     BigInt(i64),
     Date(NaiveDate),
-    TimestampTz(DateTime<Utc>),
+    Timestamp(DateTime<Utc>),
     VarcharList(Vec<String>),
     /// Canonical JSON text (object keys sorted, no insignificant whitespace); build with
     /// [`Cell::json`] or from a `serde_json::Value`.
@@ -62,7 +62,7 @@ impl Cell {
             Cell::Double(_) => "a float",
             Cell::BigInt(_) => "an integer",
             Cell::Date(_) => "a date",
-            Cell::TimestampTz(_) => "a timestamp",
+            Cell::Timestamp(_) => "a timestamp",
             Cell::VarcharList(_) => "a list of text",
             Cell::Json(_) => "JSON",
         }
@@ -76,7 +76,7 @@ fn expected(ty: ColumnType) -> &'static str {
         ColumnType::Double => "a float",
         ColumnType::BigInt => "an integer",
         ColumnType::Date => "a date",
-        ColumnType::TimestampTz => "a timestamp",
+        ColumnType::Timestamp => "a timestamp",
         ColumnType::VarcharList => "a list of text",
         ColumnType::Json => "JSON",
     }
@@ -129,7 +129,7 @@ impl From<NaiveDate> for Cell {
 }
 impl From<DateTime<Utc>> for Cell {
     fn from(v: DateTime<Utc>) -> Cell {
-        Cell::TimestampTz(v)
+        Cell::Timestamp(v)
     }
 }
 impl From<Vec<String>> for Cell {
@@ -240,7 +240,7 @@ fn coerce(col: &Column, cell: Cell) -> std::result::Result<Cell, Coerce> {
         | (T::Double, c @ Cell::Double(_))
         | (T::BigInt, c @ Cell::BigInt(_))
         | (T::Date, c @ Cell::Date(_))
-        | (T::TimestampTz, c @ Cell::TimestampTz(_))
+        | (T::Timestamp, c @ Cell::Timestamp(_))
         | (T::VarcharList, c @ Cell::VarcharList(_))
         | (T::Json, c @ Cell::Json(_)) => c,
         (T::Double, Cell::BigInt(v)) => Cell::Double(v as f64),
@@ -255,7 +255,7 @@ enum ColumnBuilder {
     Double(Float64Builder),
     BigInt(Int64Builder),
     Date(Date32Builder),
-    TimestampTz(TimestampMicrosecondBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
     VarcharList(ListBuilder<StringBuilder>),
 }
 
@@ -269,9 +269,9 @@ impl ColumnBuilder {
             ColumnType::Double => ColumnBuilder::Double(Float64Builder::with_capacity(capacity)),
             ColumnType::BigInt => ColumnBuilder::BigInt(Int64Builder::with_capacity(capacity)),
             ColumnType::Date => ColumnBuilder::Date(Date32Builder::with_capacity(capacity)),
-            ColumnType::TimestampTz => ColumnBuilder::TimestampTz(
-                TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"),
-            ),
+            ColumnType::Timestamp => {
+                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity))
+            }
             ColumnType::VarcharList => {
                 ColumnBuilder::VarcharList(ListBuilder::new(StringBuilder::new()))
             }
@@ -291,8 +291,8 @@ impl ColumnBuilder {
             (ColumnBuilder::BigInt(b), Cell::BigInt(v)) => b.append_value(v),
             (ColumnBuilder::Date(b), Cell::Null) => b.append_null(),
             (ColumnBuilder::Date(b), Cell::Date(v)) => b.append_value(days_since_epoch(v)),
-            (ColumnBuilder::TimestampTz(b), Cell::Null) => b.append_null(),
-            (ColumnBuilder::TimestampTz(b), Cell::TimestampTz(v)) => {
+            (ColumnBuilder::Timestamp(b), Cell::Null) => b.append_null(),
+            (ColumnBuilder::Timestamp(b), Cell::Timestamp(v)) => {
                 b.append_value(v.timestamp_micros())
             }
             (ColumnBuilder::VarcharList(b), Cell::Null) => b.append_null(),
@@ -313,7 +313,7 @@ impl ColumnBuilder {
             ColumnBuilder::Double(b) => Arc::new(b.finish()),
             ColumnBuilder::BigInt(b) => Arc::new(b.finish()),
             ColumnBuilder::Date(b) => Arc::new(b.finish()),
-            ColumnBuilder::TimestampTz(b) => Arc::new(b.finish()),
+            ColumnBuilder::Timestamp(b) => Arc::new(b.finish()),
             ColumnBuilder::VarcharList(b) => Arc::new(b.finish()),
         }
     }
@@ -467,7 +467,7 @@ fn encode_cell(array: &dyn Array, ty: ColumnType, row: usize, out: &mut Vec<u8>)
         ColumnType::Date => {
             out.extend_from_slice(&downcast::<Date32Array>(any).value(row).to_le_bytes())
         }
-        ColumnType::TimestampTz => out.extend_from_slice(
+        ColumnType::Timestamp => out.extend_from_slice(
             &downcast::<TimestampMicrosecondArray>(any)
                 .value(row)
                 .to_le_bytes(),

@@ -30,6 +30,7 @@ pub mod alloc;
 mod batch;
 mod duckdb;
 mod schema;
+pub mod sqltime;
 pub mod tables;
 mod webhooks;
 

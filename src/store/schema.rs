@@ -33,6 +33,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 3,
         sql: include_str!("../../sql/schema/003_webhooks.sql"),
     },
+    Migration {
+        version: 4,
+        sql: include_str!("../../sql/schema/004_utc_timestamps.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
@@ -203,6 +207,55 @@ mod tests {
                 .unwrap();
             assert_eq!(n, 0, "{table} exists and is empty");
         }
+    }
+
+    /// Migration 4: a version-3 file's TIMESTAMPTZ values become the same instants as UTC
+    /// wall-clock TIMESTAMPs, and the index on `users.ref` is back.
+    #[test]
+    fn a_version_3_file_keeps_its_instants_as_utc_timestamps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.duckdb");
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn, &path, &MIGRATIONS[..3], now()).unwrap();
+        conn.execute_batch(
+            "INSERT INTO users (id, ref, last_login, _hash, _first_seen_at, _updated_at, _run_id)
+             VALUES ('u1', 'R1', TIMESTAMPTZ '2026-01-02 03:04:05.123456+00', 1,
+                     TIMESTAMPTZ '2025-12-31 23:30:00+00', now(), 1);
+             INSERT INTO _runs (run_id, status, streams, started_at)
+             VALUES (1, 'succeeded', '[]', TIMESTAMPTZ '2026-01-02 00:00:00+00')",
+        )
+        .unwrap();
+        drop(conn);
+
+        let w = crate::store::Warehouse::open(&path).unwrap();
+        let row: (String, String, String, String) = w
+            .connection()
+            .query_row(
+                "SELECT typeof(last_login), last_login::VARCHAR, _first_seen_at::DATE::VARCHAR,
+                        (SELECT started_at::VARCHAR FROM _runs)
+                 FROM users",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            row,
+            (
+                "TIMESTAMP".to_string(),
+                "2026-01-02 03:04:05.123456".to_string(),
+                "2025-12-31".to_string(),
+                "2026-01-02 00:00:00".to_string()
+            )
+        );
+        let indexes: i64 = w
+            .connection()
+            .query_row(
+                "SELECT count(*) FROM duckdb_indexes() WHERE index_name = 'users_ref'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 1);
     }
 
     #[test]

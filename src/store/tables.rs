@@ -28,8 +28,10 @@ pub enum ColumnType {
     BigInt = 4,
     /// `DATE` ← Arrow `Date32` (chrono `NaiveDate`).
     Date = 5,
-    /// `TIMESTAMPTZ` ← Arrow `Timestamp(µs, "UTC")` (chrono `DateTime<Utc>`).
-    TimestampTz = 6,
+    /// `TIMESTAMP` holding UTC wall-clock time ← Arrow `Timestamp(µs)` without a time zone
+    /// (chrono `DateTime<Utc>`). Naive on purpose: see `sql/schema/004_utc_timestamps.sql`.
+    /// The number is part of the row hash: a row's hash did not change with the type.
+    Timestamp = 6,
     /// `VARCHAR[]` ← Arrow `List<Utf8>`.
     VarcharList = 7,
     /// `JSON` ← Arrow `Utf8` holding JSON text (canonicalised by the batch builder).
@@ -45,7 +47,7 @@ impl ColumnType {
             ColumnType::Double => "DOUBLE",
             ColumnType::BigInt => "BIGINT",
             ColumnType::Date => "DATE",
-            ColumnType::TimestampTz => "TIMESTAMP WITH TIME ZONE",
+            ColumnType::Timestamp => "TIMESTAMP",
             ColumnType::VarcharList => "VARCHAR[]",
             ColumnType::Json => "JSON",
         }
@@ -68,9 +70,7 @@ impl ColumnType {
             ColumnType::Double => DataType::Float64,
             ColumnType::BigInt => DataType::Int64,
             ColumnType::Date => DataType::Date32,
-            ColumnType::TimestampTz => {
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-            }
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             ColumnType::VarcharList => {
                 DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
             }
@@ -150,7 +150,7 @@ pub const USERS: TableSpec = TableSpec {
         col("ref", Varchar),
         col("name", Varchar),
         col("email", Varchar),
-        col("last_login", TimestampTz),
+        col("last_login", Timestamp),
         col("archived", Boolean),
         col("language", Varchar),
         col("roles", VarcharList),
@@ -228,8 +228,8 @@ pub const TRAININGS: TableSpec = TableSpec {
         col("title", Varchar),
         col("is_active", Boolean),
         col("archived", Boolean),
-        col("start_date", TimestampTz),
-        col("end_date", TimestampTz),
+        col("start_date", Timestamp),
+        col("end_date", Timestamp),
     ],
     history: None,
 };

@@ -56,7 +56,7 @@ pub struct WebhookRow<'a> {
 const STAGE: &str = "_stage_webhook_events";
 
 fn timestamp(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string()
+    t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
 }
 
 impl Warehouse {
@@ -110,7 +110,7 @@ impl Warehouse {
             let mut insert = tx
                 .prepare_cached(&format!(
                     "INSERT INTO webhook_events
-                     SELECT body_sha256, received_at::TIMESTAMPTZ, event, sent_date::TIMESTAMPTZ,
+                     SELECT body_sha256, received_at::TIMESTAMP, event, sent_date::TIMESTAMP,
                             object_id, object_ref, user_ref, payload
                      FROM {STAGE}
                      ON CONFLICT DO NOTHING RETURNING body_sha256"

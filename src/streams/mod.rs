@@ -250,7 +250,7 @@ impl Drift {
     }
 }
 
-/// Parse an API `DateTime` (ISO 8601) for a TIMESTAMPTZ column.
+/// Parse an API `DateTime` (ISO 8601) for a timestamp column (stored as UTC).
 pub(crate) fn timestamp(text: Option<&str>) -> Option<chrono::DateTime<chrono::Utc>> {
     text.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&chrono::Utc))

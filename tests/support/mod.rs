@@ -302,3 +302,39 @@ pub fn read_terminal(controller: std::os::fd::OwnedFd) -> std::thread::JoinHandl
         screen
     })
 }
+
+/// `python3` with the pinned PyPI packages `pins` importable, installed on first use into a
+/// folder under the target dir (kept between runs), so that a test needs nothing installed by
+/// hand. Used to read the warehouse with other clients (stock DuckDB with ICU, …).
+pub fn python_with(pins: &[&str]) -> std::process::Command {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("python")
+        .join(pins.join("+").replace(['=', '<', '>'], "_"));
+    let done = dir.join(".installed");
+    if !done.exists() {
+        let out = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg("--target")
+            .arg(&dir)
+            .args(pins)
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "pip install {pins:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&done, "").unwrap();
+    }
+    let mut cmd = std::process::Command::new("python3");
+    cmd.env("PYTHONPATH", &dir);
+    cmd
+}

@@ -188,6 +188,7 @@ impl Warehouse {
             duckdb_config(AccessMode::ReadWrite).map_err(|source| open_error(&path, source))?;
         let mut conn = Connection::open_with_flags(&path, config)
             .map_err(|source| open_error(&path, source))?;
+        super::sqltime::install(&conn).map_err(Self::db("defining the time functions"))?;
         let now = clock.now();
         let schema_version = schema::migrate(&mut conn, &path, MIGRATIONS, now)?;
         let warehouse = Warehouse {
@@ -215,6 +216,7 @@ impl Warehouse {
             duckdb_config(AccessMode::ReadOnly).map_err(|source| open_error(&path, source))?;
         let conn = Connection::open_with_flags(&path, config)
             .map_err(|source| open_error(&path, source))?;
+        super::sqltime::install(&conn).map_err(Self::db("defining the time functions"))?;
         let found = schema::version(&conn, &path)?.ok_or_else(|| StoreError::Foreign {
             path: path.clone(),
             reason: "it is empty".into(),
@@ -322,7 +324,7 @@ fn open_error(path: &Path, source: duckdb::Error) -> StoreError {
 /// DuckDB settings for every connection the tool opens. Extension autoloading is off: DuckDB
 /// would otherwise try to download a missing extension (e.g. `icu` for time-zone arithmetic)
 /// from the internet in the middle of a query. The bundled build has `parquet` and `json`;
-/// for TIMESTAMPTZ arithmetic cast to TIMESTAMP (UTC), as the views in sql/ do.
+/// the time functions that live in ICU come from [`super::sqltime`].
 pub fn duckdb_config(mode: AccessMode) -> ::duckdb::Result<Config> {
     Config::default()
         .access_mode(mode)?
@@ -347,11 +349,7 @@ pub(super) struct Now(DateTime<Utc>);
 
 impl fmt::Display for Now {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "TIMESTAMPTZ '{}'",
-            self.0.format("%Y-%m-%d %H:%M:%S%.6f+00")
-        )
+        write!(f, "TIMESTAMP '{}'", self.0.format("%Y-%m-%d %H:%M:%S%.6f"))
     }
 }
 
