@@ -331,17 +331,27 @@ impl Config {
                     .or_else(|| file_value.map(|v| (v, from_file.clone())))
             };
 
+        // Paths in the file are relative to the file (the configuration travels with its
+        // folder); flags and environment variables to the current folder, as in a shell.
+        let beside_file = |path: &Path| match file.parent() {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
+        };
         let db = pick(
             flags.db.as_ref().map(|p| (p.display().to_string(), "--db")),
             PLUVO_DB,
             raw.warehouse.db.as_ref().map(|p| p.display().to_string()),
         )
-        .map(|(v, _)| PathBuf::from(v))
+        .map(|(v, source)| match source {
+            Source::File(_) => beside_file(Path::new(&v)),
+            _ => PathBuf::from(v),
+        })
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DB_FILE));
         let export_dir = raw
             .warehouse
             .export_dir
-            .clone()
+            .as_deref()
+            .map(beside_file)
             .unwrap_or_else(|| default_export_dir(&db));
 
         let url = pick(
@@ -596,6 +606,44 @@ pub fn documented_keys() -> BTreeMap<&'static str, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 22: a configuration used from another folder finds its own warehouse.
+    #[test]
+    fn paths_in_the_file_are_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("org");
+        std::fs::create_dir(&sub).unwrap();
+        let file = sub.join("pluvo-warehouse.toml");
+        std::fs::write(
+            &file,
+            "[warehouse]\ndb = \"w.duckdb\"\nexport_dir = \"out\"\n",
+        )
+        .unwrap();
+        let flags = Flags {
+            config: Some(file.clone()),
+            ..Flags::default()
+        };
+        let config = Config::load_with(&flags, |_| None).unwrap();
+        assert_eq!(config.db, sub.join("w.duckdb"));
+        assert_eq!(config.export_dir, sub.join("out"));
+        // Flags and the environment stay relative to the current folder.
+        let flagged = Config::load_with(
+            &Flags {
+                db: Some("x.duckdb".into()),
+                ..flags.clone()
+            },
+            |_| None,
+        )
+        .unwrap();
+        assert_eq!(flagged.db, PathBuf::from("x.duckdb"));
+        let from_env =
+            Config::load_with(&flags, |n| (n == "PLUVO_DB").then(|| "y.duckdb".into())).unwrap();
+        assert_eq!(from_env.db, PathBuf::from("y.duckdb"));
+        // An absolute path is kept.
+        std::fs::write(&file, "[warehouse]\ndb = \"/tmp/abs.duckdb\"\n").unwrap();
+        let config = Config::load_with(&flags, |_| None).unwrap();
+        assert_eq!(config.db, PathBuf::from("/tmp/abs.duckdb"));
+    }
 
     #[test]
     fn default_scope_covers_every_push_operation() {

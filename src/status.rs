@@ -18,6 +18,14 @@ use crate::streams;
 pub struct Status {
     pub db: String,
     pub schema_version: i64,
+    /// `warehouse` (the file itself), or `snapshot` when a writer holds the file: the
+    /// answer then comes from the published snapshot and its copy of the run history.
+    pub source: &'static str,
+    /// A sync or `webhook serve` holds the file right now. Not a failure: monitoring should
+    /// judge `last_run` (the newest published one) and not alarm on `busy` alone.
+    pub busy: bool,
+    /// Why the answer comes from the snapshot, when it does.
+    pub note: Option<String>,
     /// The newest run (any status), `null` before the first sync.
     pub last_run: Option<RunStatus>,
     /// The last run of each stream that has run, in registry order.
@@ -130,12 +138,38 @@ fn query_all<T>(
     Ok(rows)
 }
 
+/// The status from a published snapshot, read while a writer holds the warehouse `db`: its
+/// run history and row counts as of that snapshot; no checkpoints nor push plans (they are
+/// not published).
+pub fn collect_snapshot(
+    db: &std::path::Path,
+    reader: &crate::export::snapshot::Reader,
+    schema_version: i64,
+) -> Result<Status, StoreError> {
+    let conn = reader.connection();
+    Ok(Status {
+        db: db.display().to_string(),
+        schema_version,
+        source: "snapshot",
+        busy: true,
+        note: reader.source.note(),
+        last_run: last_run(conn)?,
+        streams: stream_runs(conn)?,
+        checkpoints: Vec::new(),
+        tables: table_counts(conn)?,
+        push_plans: None,
+    })
+}
+
 /// Read the status of an open warehouse.
 pub fn collect(warehouse: &Warehouse) -> Result<Status, StoreError> {
     let conn = warehouse.connection();
     Ok(Status {
         db: warehouse.path().display().to_string(),
         schema_version: warehouse.schema_version(),
+        source: "warehouse",
+        busy: false,
+        note: None,
         last_run: last_run(conn)?,
         streams: stream_runs(conn)?,
         checkpoints: checkpoints(conn)?,

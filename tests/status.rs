@@ -196,3 +196,57 @@ async fn status_names_the_pid_of_a_writer_and_a_missing_file() {
         empty.stdout
     );
 }
+
+/// Issue 22: monitoring must not cry wolf. While a writer (a sync, `webhook serve`) holds the
+/// file, `status` answers from the published snapshot, exits 0 and says so with `busy`; the
+/// last run and the row counts are those of the snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_22_status_answers_from_the_snapshot_while_a_writer_holds_the_file() {
+    let sim = sim(80).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("w.duckdb");
+    let first = sync(&sim, &db, false).await;
+    let db_text = db.to_str().unwrap();
+    let free = status_json(dir.path(), db_text).await;
+    assert_eq!(free["busy"], false);
+    assert_eq!(free["source"], "warehouse");
+
+    // This process holds the writer's lock, as a running sync would.
+    let writer = pluvo_warehouse::store::Warehouse::open(&db).unwrap();
+    let run = run_bin(
+        dir.path(),
+        &["--db", db_text, "status", "--format", "json"],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let busy: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(busy["busy"], true);
+    assert_eq!(busy["source"], "snapshot");
+    assert_eq!(busy["last_run"]["run_id"], first.run_id);
+    assert_eq!(busy["last_run"]["status"], "succeeded");
+    assert_eq!(busy["tables"], free["tables"], "the snapshot's counts");
+    assert_eq!(busy["streams"], free["streams"]);
+    assert!(
+        run.stderr.contains("is being written by another process")
+            && run.stderr.contains(&format!("PID {}", std::process::id())),
+        "{}",
+        run.stderr
+    );
+    // The README's monitoring check passes while the writer runs.
+    assert!(
+        busy["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "succeeded")
+    );
+    let table = run_bin(dir.path(), &["--db", db_text, "status"], &[]).await;
+    assert_eq!(table.code, Some(0), "{table:?}");
+    assert!(
+        table.stdout.contains("busy: another process writes it"),
+        "{}",
+        table.stdout
+    );
+    writer.close().unwrap();
+}

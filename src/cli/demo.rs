@@ -76,6 +76,9 @@ pub fn answer(
 /// Write `file` (a configuration for the in-process `sim`, warehouse `db`) and load it, with
 /// the simulator's secret in place of the environment. Used by the demo and the benchmarks.
 pub fn config_for_sim(sim: &Sim, file: &Path, db: &Path, by: &str) -> Result<Config> {
+    // Paths in the file are relative to the file: name the warehouse from its folder.
+    let folder = file.parent().unwrap_or(Path::new(""));
+    let db = db.strip_prefix(folder).unwrap_or(db);
     std::fs::write(
         file,
         format!(

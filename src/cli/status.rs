@@ -1,6 +1,7 @@
 //! `status`: open the warehouse read-only, collect [`crate::status::Status`], print it as a
-//! table or JSON. While a sync holds the file DuckDB's lock refuses readers: `status` then
-//! names the PID holding it and exits 1.
+//! table or JSON. While a sync or receiver holds the file (DuckDB's lock refuses readers),
+//! `status` answers from the published snapshot and says so (`busy`, `source`), exit 0; with no
+//! snapshot to read it names the PID holding the file and exits 1.
 
 use std::fmt::Write as _;
 
@@ -10,7 +11,9 @@ use clap::Args;
 use super::output::Format;
 use crate::config::Config;
 use crate::error::Exit;
-use crate::status::{Status, collect};
+use crate::export::snapshot::Reader;
+use crate::export::{Manifest, current_snapshot};
+use crate::status::{Status, collect, collect_snapshot};
 use crate::store::{StoreError, Warehouse};
 
 /// Arguments of `status`.
@@ -21,16 +24,38 @@ pub struct StatusArgs {
     pub format: Format,
 }
 
-/// `status`: open read-only, collect, print. A missing or locked file is an error (exit 1).
+/// `status`: open read-only, collect, print. A missing file is an error (exit 1); a locked
+/// one is answered from the published snapshot.
 pub fn run(config: &Config, args: &StatusArgs) -> Result<Exit> {
-    let warehouse = Warehouse::open_read_only(&config.db).map_err(|err| {
-        let hint = match &err {
-            StoreError::Locked { .. } => "status reads the warehouse only while nothing writes it",
-            _ => "reading the warehouse status",
-        };
-        anyhow::Error::new(err).context(hint)
-    })?;
-    let status = collect(&warehouse).context("reading the warehouse status")?;
+    let status = match Warehouse::open_read_only(&config.db) {
+        Ok(warehouse) => collect(&warehouse).context("reading the warehouse status")?,
+        Err(StoreError::Locked { pid, .. }) if current_snapshot(&config.export_dir).is_some() => {
+            let reason = format!(
+                "`{}` is being written by another process{}",
+                config.db.display(),
+                pid.map(|p| format!(" (PID {p})")).unwrap_or_default()
+            );
+            let reader = Reader::snapshot(&config.export_dir, reason)
+                .context("reading the published snapshot")?;
+            let version = Manifest::read(&current_snapshot(&config.export_dir).unwrap_or_default())
+                .map(|m| m.schema_version)
+                .unwrap_or_default();
+            if let Some(note) = reader.source.note() {
+                eprintln!("{note}");
+            }
+            collect_snapshot(&config.db, &reader, version)
+                .context("reading the status from the published snapshot")?
+        }
+        Err(err) => {
+            let hint = match &err {
+                StoreError::Locked { .. } => {
+                    "another process writes the warehouse and no snapshot is published yet"
+                }
+                _ => "reading the warehouse status",
+            };
+            return Err(anyhow::Error::new(err).context(hint));
+        }
+    };
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&status)?),
         Format::Table => print!("{}", render(&status)),
@@ -51,6 +76,12 @@ pub fn render(status: &Status) -> String {
         "warehouse {} (schema version {})",
         status.db, status.schema_version
     );
+    if status.busy {
+        let _ = writeln!(
+            w,
+            "busy: another process writes it; showing its published snapshot (no checkpoints or push plans)"
+        );
+    }
     match &status.last_run {
         None => {
             let _ = writeln!(w, "no sync has run yet: run `pluvo-warehouse sync`");
