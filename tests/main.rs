@@ -28,6 +28,9 @@ mod push;
 /// `date_trunc`, casts, in `query`, the snapshot, the views and push selections.
 mod dates;
 
+/// Other clients read the warehouse: DuckDB 1.x opens a file the tool created.
+mod readers;
+
 /// `status`: runs, checkpoints, counts, push plans; read-only, a locked or missing file named.
 mod status;
 

@@ -60,7 +60,8 @@ async fn init_writes_a_loadable_file_without_the_secret_and_refuses_to_overwrite
             .collect::<Vec<_>>()
             .join(" ")
     );
-    assert_eq!(config.db, std::path::PathBuf::from("pluvo.duckdb"));
+    // Relative to the file's folder (issue 22).
+    assert_eq!(config.db, dir.path().join("pluvo.duckdb"));
     assert_eq!(api.http.max_attempts, 8);
 
     std::fs::write(&path, "# edited by hand\n").unwrap();

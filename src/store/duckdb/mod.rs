@@ -326,11 +326,23 @@ fn open_error(path: &Path, source: duckdb::Error) -> StoreError {
 /// from the internet in the middle of a query. The bundled build has `parquet` and `json`;
 /// the time functions that live in ICU come from [`super::sqltime`].
 pub fn duckdb_config(mode: AccessMode) -> ::duckdb::Result<Config> {
-    Config::default()
+    let writes = matches!(mode, AccessMode::ReadWrite);
+    let config = Config::default()
         .access_mode(mode)?
         .enable_autoload_extension(false)?
-        .with("autoinstall_known_extensions", "false")
+        .with("autoinstall_known_extensions", "false")?;
+    if writes {
+        // A file this tool creates opens in every DuckDB 1.x client too (DBeaver's driver, R,
+        // older Python, BI connectors), not only in 2.0: storage format 64, as DuckDB 1.0
+        // wrote it. Files created by earlier versions of the tool keep their format.
+        return config.with("storage_compatibility_version", STORAGE_VERSION);
+    }
+    Ok(config)
 }
+
+/// The oldest DuckDB release whose storage format new warehouse files use (see
+/// [`duckdb_config`]); DuckDB 1.0 through 2.0 read it.
+pub const STORAGE_VERSION: &str = "v1.0.0";
 
 /// The PID in DuckDB's lock error message, if it names one.
 pub fn lock_holder_pid(message: &str) -> Option<u32> {
