@@ -29,9 +29,8 @@ def manifest_glob(name):
     return next(t["glob"] for t in manifest["tables"] if t["name"] == name)
 
 
-try:
-    import polars as pl
-
+def report_polars(pl):
+    pl.Config.set_tbl_rows(-1)  # a report shows every row
     items = pl.scan_parquet(table("portfolio_items"), hive_partitioning=True)
     per_year = (
         items.filter(pl.col("related_object_type") == "CERTIFICATE")  # prunes to one folder
@@ -41,18 +40,27 @@ try:
         .sort("completion_year", "title")
         .collect()
     )
+    print("certificates issued per year and title")
     print(per_year)
 
-    members = pl.scan_parquet(table("group_members")).filter(
-        (pl.col("role") == "participant") & pl.col("_deleted_at").is_null()
+    # Every table carries _hash and the _*_at columns: select what each join needs, or the
+    # joined frame would hold two of each.
+    members = (
+        pl.scan_parquet(table("group_members"))
+        .filter((pl.col("role") == "participant") & pl.col("_deleted_at").is_null())
+        .select("group_id", "user_id")
     )
-    groups = pl.scan_parquet(table("groups")).filter(pl.col("_deleted_at").is_null())
+    groups = (
+        pl.scan_parquet(table("groups"))
+        .filter(pl.col("_deleted_at").is_null())
+        .select(pl.col("id").alias("group_id"), "name")
+    )
     trainings = items.filter(
         (pl.col("related_object_type") == "TRAINING") & pl.col("_deleted_at").is_null()
-    )
+    ).select("user_id", "progress", "completion_date")
     rate = (
         members.join(trainings, on="user_id")
-        .join(groups, left_on="group_id", right_on="id")
+        .join(groups, on="group_id")
         .group_by("name")
         .agg(
             pl.len().alias("items"),
@@ -62,15 +70,50 @@ try:
             .round(1)
             .alias("completion_pct"),
         )
-        .sort("completion_pct", descending=True)
+        .sort("completion_pct", "name", descending=[True, False])
         .collect()
     )
+    print("completion per group")
     print(rate)
-except ImportError:
-    import pandas as pd  # needs pyarrow
 
-    items = pd.read_parquet(
-        snapshot / "portfolio_items", filters=[("related_object_type", "=", "CERTIFICATE")]
+
+def report_pandas(pd):  # needs pyarrow
+    import pyarrow.dataset as ds
+
+    # Partition columns as plain values (pandas' own reader makes them dictionaries, which
+    # fail on the null partition `completion_year=__HIVE_DEFAULT_PARTITION__`).
+    items = (
+        ds.dataset(snapshot / "portfolio_items", format="parquet", partitioning="hive")
+        .to_table()
+        .to_pandas()
     )
     items = items[items["_deleted_at"].isna()]
-    print(items.groupby(["completion_year", "title"]).size().rename("issued").to_string())
+    certificates = items[items["related_object_type"] == "CERTIFICATE"]
+    print("certificates issued per year and title")
+    print(certificates.groupby(["completion_year", "title"]).size().rename("issued").to_string())
+
+    members = pd.read_parquet(snapshot / "group_members")
+    members = members[(members["role"] == "participant") & members["_deleted_at"].isna()]
+    groups = pd.read_parquet(snapshot / "groups")
+    groups = groups[groups["_deleted_at"].isna()][["id", "name"]]
+    trainings = items[items["related_object_type"] == "TRAINING"]
+    joined = (
+        members[["group_id", "user_id"]]
+        .merge(trainings[["user_id", "progress", "completion_date"]], on="user_id")
+        .merge(groups.rename(columns={"id": "group_id"}), on="group_id")
+    )
+    joined["done"] = (joined["progress"] >= 100) | joined["completion_date"].notna()
+    rate = joined.groupby("name").agg(items=("done", "size"), completion_pct=("done", "mean"))
+    rate["completion_pct"] = (rate["completion_pct"] * 100).round(1)
+    print("completion per group")
+    print(rate.sort_values(["completion_pct"], ascending=False).to_string())
+
+
+try:
+    import polars
+except ImportError:
+    import pandas
+
+    report_pandas(pandas)
+else:
+    report_polars(polars)
