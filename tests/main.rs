@@ -31,6 +31,9 @@ mod dates;
 /// Other clients read the warehouse: DuckDB 1.x opens a file the tool created.
 mod readers;
 
+/// The examples as users run them: the crontab line with only its env file.
+mod examples;
+
 /// `status`: runs, checkpoints, counts, push plans; read-only, a locked or missing file named.
 mod status;
 

@@ -7,8 +7,16 @@
 # then written as a dated CSV (same date + same run = same rows).
 #
 # Needs PLUVO_URL, PLUVO_CLIENT_ID, PLUVO_CLIENT_SECRET (and optionally PLUVO_DB) in the
-# environment. Try it against the simulator: see examples/README.md.
+# environment, or in the file PLUVO_ENV_FILE names. Try it against the simulator: see examples/README.md.
 set -eu
+
+# Settings from a systemd-style EnvironmentFile (KEY=value lines, no quoting), for cron.
+if [ -n "${PLUVO_ENV_FILE:-}" ]; then
+    while IFS= read -r line || [ -n "$line" ]; do
+        case $line in '' | '#'*) continue ;; esac
+        export "${line%%=*}=${line#*=}"
+    done < "$PLUVO_ENV_FILE"
+fi
 
 BIN=${PLUVO_WAREHOUSE:-pluvo-warehouse}
 if ! command -v "$BIN" >/dev/null 2>&1; then
