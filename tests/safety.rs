@@ -16,7 +16,7 @@ use crate::support::{command, config_file, rows, sim_with, sync};
 /// A synced warehouse next to a running simulator, with `extra` appended to its config file.
 struct Env {
     sim: Sim,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     db: PathBuf,
     config: PathBuf,
 }
@@ -38,7 +38,7 @@ async fn synced(users: usize, seed: u64, extra: &str) -> Env {
     std::fs::write(&config, text).unwrap();
     Env {
         sim,
-        dir,
+        _dir: dir,
         db,
         config,
     }
@@ -151,7 +151,7 @@ async fn issue_16_certificates_after_a_504_are_issued_exactly_once() {
         "two requests (250 + 50 rows), never re-sent: {c:?}"
     );
     for r in &refs {
-        let key = format!("{title}:{r}");
+        let key = format!("generateCertificate:{title}:{r}");
         assert_eq!(c.applied.get(&key), Some(&1), "{key}: issued once");
     }
     assert_eq!(c.mutation_rows("generateCertificate"), 300, "no duplicate");

@@ -14,6 +14,8 @@
 //! Inputs: the API client and the warehouse's `users` and `_organisation` tables. Output: the
 //! verdict; [`record`] stores the identity after a successful sync. Never prints.
 
+use std::sync::Mutex;
+
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -165,13 +167,17 @@ struct Node {
 
 /// Check that `client` serves the organisation the warehouse holds. `Ok` when it does, when
 /// the warehouse holds none yet, or when `accept` (a person said the change is intended).
+/// The warehouse is behind a mutex only so that this future can move between threads; it is
+/// locked for the two reads, never across a request.
 pub async fn check(
     client: &Client,
-    warehouse: &Warehouse,
+    warehouse: &Mutex<Warehouse>,
     base_url: &str,
     accept: bool,
 ) -> Result<(), Error> {
-    let Some(held) = held(warehouse)? else {
+    let lock = || warehouse.lock().unwrap_or_else(|e| e.into_inner());
+    let held = held(&lock())?;
+    let Some(held) = held else {
         return Ok(());
     };
     if accept {
@@ -228,7 +234,7 @@ pub async fn check(
         .unwrap_or_default();
     if !found && !nodes.is_empty() {
         let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
-        let known: i64 = warehouse
+        let known: i64 = lock()
             .connection()
             .query_row(
                 "SELECT count(*) FROM users
