@@ -300,12 +300,11 @@ pub async fn run(config: &Config, args: &PushArgs, quiet: bool) -> Result<Exit> 
             let plan_id = twin.plan_id;
             let age = chrono::Utc::now() - twin.created_at;
             if age <= RESUME_WITHIN {
-                if !quiet {
-                    eprintln!(
-                        "Resuming plan {plan_id}: same action and selection, made {} ago and not finished (settled rows are not sent again).",
-                        minutes(age)
-                    );
-                }
+                // Said even with --quiet: a resumed plan is not what the command line reads.
+                eprintln!(
+                    "Resuming plan {plan_id}: same action and selection, made {} ago and not finished (settled rows are not sent again).",
+                    minutes(age)
+                );
                 return apply_and_print(config, client, &mut warehouse, plan_id, &select.run, quiet)
                     .await;
             }
