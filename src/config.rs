@@ -405,7 +405,9 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     key: "push.settle_after_secs",
                     origin: from_file.clone(),
-                    problem: format!("`{secs}` is not a number of seconds from 0 to 604800 (a week)"),
+                    problem: format!(
+                        "`{secs}` is not a number of seconds from 0 to 604800 (a week)"
+                    ),
                 });
             }
         };

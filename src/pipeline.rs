@@ -134,7 +134,12 @@ pub async fn sync(
         .set_memory_limit(&config.memory_limit)
         .map_err(|e| Error::MemoryLimit(Box::new(e)))?;
     // Nothing is read into the warehouse from an organisation it does not hold.
-    let base_url = config.api()?.base_url.as_str().trim_end_matches('/').to_string();
+    let base_url = config
+        .api()?
+        .base_url
+        .as_str()
+        .trim_end_matches('/')
+        .to_string();
     let warehouse = std::sync::Mutex::new(warehouse);
     streams::identity::check(&client, &warehouse, &base_url, options.accept_organisation)
         .await

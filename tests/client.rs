@@ -941,7 +941,11 @@ async fn issue_16_a_transient_token_failure_is_retried_later() {
         client.authenticate().await.is_err(),
         "within the backoff the error is reused"
     );
-    assert_eq!(sim.counters().token_requests, asked, "no storm of token requests");
+    assert_eq!(
+        sim.counters().token_requests,
+        asked,
+        "no storm of token requests"
+    );
     tokio::time::sleep(Duration::from_millis(1300)).await;
     client
         .authenticate()

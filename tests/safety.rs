@@ -251,9 +251,18 @@ async fn issue_16_another_organisation_at_the_same_url_is_refused() {
     // A person looked: accepted, the warehouse now holds the new organisation.
     let out = env.run(&["sync", "--accept-organisation"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(live_users(&env.db), env.sim.with_data(|d| d.users.iter().filter(|u| !u.deleted).count()) as u64);
+    assert_eq!(
+        live_users(&env.db),
+        env.sim
+            .with_data(|d| d.users.iter().filter(|u| !u.deleted).count()) as u64
+    );
     let out = env.run(&["sync"]);
-    assert_eq!(out.status.code(), Some(0), "the new organisation is recorded: {}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the new organisation is recorded: {}",
+        text(&out)
+    );
 }
 
 /// Scenario 2: lists come back empty (rights narrowed). Nothing is deleted, the run says why
@@ -272,12 +281,20 @@ async fn issue_16_empty_lists_delete_nothing() {
         assert_eq!(out.status.code(), Some(1), "{}", text(&out));
         let err = stderr(&out);
         assert!(
-            err.contains("returned no rows") && err.contains("`users`") && err.contains("--accept-deletes"),
+            err.contains("returned no rows")
+                && err.contains("`users`")
+                && err.contains("--accept-deletes"),
             "{}",
             text(&out)
         );
-        assert_eq!(rows(&env.db, "SELECT count(_deleted_at) FROM users"), vec!["0"]);
-        assert_eq!(rows(&env.db, "SELECT count(_deleted_at) FROM portfolio_items"), vec!["0"]);
+        assert_eq!(
+            rows(&env.db, "SELECT count(_deleted_at) FROM users"),
+            vec!["0"]
+        );
+        assert_eq!(
+            rows(&env.db, "SELECT count(_deleted_at) FROM portfolio_items"),
+            vec!["0"]
+        );
     }
 }
 
@@ -288,7 +305,12 @@ async fn issue_16_a_mass_delete_waits_for_a_person() {
     let env = synced(200, 34, "").await;
     let gone = env.sim.edit(|d| {
         let mut n = 0;
-        for u in d.users.iter_mut().filter(|u| !u.deleted && !u.archived).take(80) {
+        for u in d
+            .users
+            .iter_mut()
+            .filter(|u| !u.deleted && !u.archived)
+            .take(80)
+        {
             u.deleted = true;
             n += 1;
         }
@@ -308,7 +330,11 @@ async fn issue_16_a_mass_delete_waits_for_a_person() {
     assert_eq!(live_users(&env.db), live, "nothing deleted");
     let out = env.run(&["sync", "--streams", "users", "--accept-deletes"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(live_users(&env.db), live - gone as u64, "deleted once accepted");
+    assert_eq!(
+        live_users(&env.db),
+        live - gone as u64,
+        "deleted once accepted"
+    );
 }
 
 // ---------------------------------------------------------------- 3. rows that still exist
@@ -322,10 +348,13 @@ fn wrongly_deleted(env: &Env) -> Vec<String> {
             .map(|u| u.id.to_string())
             .collect()
     });
-    rows(&env.db, "SELECT id FROM users WHERE _deleted_at IS NOT NULL")
-        .into_iter()
-        .filter(|id| live.contains(id))
-        .collect()
+    rows(
+        &env.db,
+        "SELECT id FROM users WHERE _deleted_at IS NOT NULL",
+    )
+    .into_iter()
+    .filter(|id| live.contains(id))
+    .collect()
 }
 
 /// Scenario 3: users are deleted and created between offset pages, so a row moves into a page
@@ -334,14 +363,18 @@ fn wrongly_deleted(env: &Env) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_16_rows_shifting_between_pages_are_not_deleted() {
     let env = synced(200, 35, "").await;
-    let deleted_before = env.sim.with_data(|d| d.users.iter().filter(|u| u.deleted).count());
+    let deleted_before = env
+        .sim
+        .with_data(|d| d.users.iter().filter(|u| u.deleted).count());
     env.sim.set_faults(Faults {
         shift_pages: 3,
         ..Faults::default()
     });
     let out = env.run(&["sync", "--streams", "users"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let deleted_now = env.sim.with_data(|d| d.users.iter().filter(|u| u.deleted).count());
+    let deleted_now = env
+        .sim
+        .with_data(|d| d.users.iter().filter(|u| u.deleted).count());
     assert_eq!(deleted_now - deleted_before, 3, "the fault struck");
     assert_eq!(wrongly_deleted(&env), Vec::<String>::new());
     for _ in 0..2 {
@@ -350,11 +383,22 @@ async fn issue_16_rows_shifting_between_pages_are_not_deleted() {
         assert_eq!(wrongly_deleted(&env), Vec::<String>::new());
     }
     let deleted: BTreeSet<String> = env.sim.with_data(|d| {
-        d.users.iter().filter(|u| u.deleted).map(|u| u.id.to_string()).collect()
+        d.users
+            .iter()
+            .filter(|u| u.deleted)
+            .map(|u| u.id.to_string())
+            .collect()
     });
-    let recorded: BTreeSet<String> =
-        rows(&env.db, "SELECT id FROM users WHERE _deleted_at IS NOT NULL").into_iter().collect();
-    assert_eq!(recorded, deleted, "the real deletions are recorded after two scans");
+    let recorded: BTreeSet<String> = rows(
+        &env.db,
+        "SELECT id FROM users WHERE _deleted_at IS NOT NULL",
+    )
+    .into_iter()
+    .collect();
+    assert_eq!(
+        recorded, deleted,
+        "the real deletions are recorded after two scans"
+    );
 }
 
 /// Scenario 3: a scan resumed at a later offset page trusts pages a killed process read; it
@@ -374,7 +418,10 @@ async fn issue_16_a_resumed_offset_scan_deletes_nothing() {
         drop(conn);
         let out = env.run(&["sync", "--streams", "users"]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-        assert_eq!(rows(&env.db, "SELECT count(_deleted_at) FROM users"), vec!["0"]);
+        assert_eq!(
+            rows(&env.db, "SELECT count(_deleted_at) FROM users"),
+            vec!["0"]
+        );
     }
 }
 

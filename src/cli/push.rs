@@ -305,8 +305,15 @@ pub async fn run(config: &Config, args: &PushArgs, quiet: bool) -> Result<Exit> 
                     "Resuming plan {plan_id}: same action and selection, made {} ago and not finished (settled rows are not sent again).",
                     minutes(age)
                 );
-                return apply_and_print(config, client, &mut warehouse, plan_id, &select.run, quiet)
-                    .await;
+                return apply_and_print(
+                    config,
+                    client,
+                    &mut warehouse,
+                    plan_id,
+                    &select.run,
+                    quiet,
+                )
+                .await;
             }
             // Said even with --quiet: the person who scheduled this should learn it.
             eprintln!(

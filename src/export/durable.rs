@@ -116,17 +116,17 @@ mod tests {
             .position(|e| *e == Event::Switch(out.join(CURRENT)))
             .expect("the switch is logged");
         // Files were synced under the temporary name the snapshot had before its rename.
-        let tmp_name = |p: &Path| {
-            let rel = p.strip_prefix(&snapshot).unwrap().to_path_buf();
-            rel
-        };
         for file in &files {
-            let rel = tmp_name(file);
+            let rel = file.strip_prefix(&snapshot).unwrap();
             let synced = log[..switch].iter().any(|e| match e {
-                Event::File(p) => p.ends_with(&rel) && p.starts_with(out.join(SNAPSHOTS)),
+                Event::File(p) => p.ends_with(rel) && p.starts_with(out.join(SNAPSHOTS)),
                 _ => false,
             });
-            assert!(synced, "`{}` synced before the switch: {log:?}", file.display());
+            assert!(
+                synced,
+                "`{}` synced before the switch: {log:?}",
+                file.display()
+            );
         }
         assert!(
             log[..switch].contains(&Event::Dir(out.join(SNAPSHOTS))),

@@ -175,7 +175,11 @@ pub async fn apply(
         if idempotent {
             let unknown = ledger::rows(conn, plan_id, &[SENT])?;
             if !unknown.is_empty() {
-                info!(plan_id, rows = unknown.len(), "Resending rows whose outcome is unknown (idempotent).");
+                info!(
+                    plan_id,
+                    rows = unknown.len(),
+                    "Resending rows whose outcome is unknown (idempotent)."
+                );
                 let keys: Vec<&str> = unknown.iter().map(|r| r.key.as_str()).collect();
                 ledger::mark_pending(conn, plan_id, &keys)?;
             }
@@ -184,7 +188,11 @@ pub async fn apply(
             // looked up or re-sent by it.
             let due = ledger::sent_before(conn, plan_id, settle_cutoff)?;
             if !due.is_empty() {
-                info!(plan_id, rows = due.len(), "Looking up rows whose outcome is unknown.");
+                info!(
+                    plan_id,
+                    rows = due.len(),
+                    "Looking up rows whose outcome is unknown."
+                );
                 outcome.verified_in_portfolio +=
                     settle_unknown(client, conn, plan_id, action, &due).await?;
             }

@@ -308,11 +308,11 @@ async fn graphql(AxState(app): AxState<App>, headers: HeaderMap, body: Bytes) ->
     };
     let users_page = faults.shift_pages > 0
         && response
-        .data
-        .clone()
-        .into_json()
-        .ok()
-        .is_some_and(|d| d.get("paginatedUsers").is_some_and(|c| !c.is_null()));
+            .data
+            .clone()
+            .into_json()
+            .ok()
+            .is_some_and(|d| d.get("paginatedUsers").is_some_and(|c| !c.is_null()));
     let mut bytes = if faults.empty_lists {
         let mut json = serde_json::to_value(&response).unwrap_or_default();
         if let Some(data) = json.get_mut("data") {

@@ -74,7 +74,10 @@ pub enum Error {
     #[error(transparent)]
     Other(Box<OtherOrganisation>),
     #[error("checking which organisation `{url}` serves: {cause}")]
-    Api { url: String, cause: crate::api::Error },
+    Api {
+        url: String,
+        cause: crate::api::Error,
+    },
     #[error("reading which organisation the warehouse holds: {cause}")]
     Store { cause: StoreError },
 }
@@ -206,7 +209,9 @@ pub async fn check(
         let one: OneUser = match client.query(&queries::USER, json!({ "id": id })).await {
             Ok(one) => one,
             // Without `users.read` the users cannot be compared; the URL check still holds.
-            Err(e) if e.to_string().to_lowercase().contains("permission") => return url_only(why, held_org, base_url),
+            Err(e) if e.to_string().to_lowercase().contains("permission") => {
+                return url_only(why, held_org, base_url);
+            }
             Err(e) => return Err(api(e)),
         };
         if one.user.is_some_and(|u| &u.id == id) {

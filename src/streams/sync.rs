@@ -446,7 +446,10 @@ async fn drive<S: Extract>(
     // inserted since may have moved across them. It merges what it read and deletes nothing.
     let deletes = complete && !resumed;
     if complete && resumed {
-        info!(stream = name, "Resumed scan: nothing will be deleted this run.");
+        info!(
+            stream = name,
+            "Resumed scan: nothing will be deleted this run."
+        );
     }
     let scopes = stream.scopes();
     let next = stream.next_state(complete).map(|state| {

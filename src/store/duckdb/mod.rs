@@ -363,9 +363,9 @@ mod merge;
 mod runs;
 mod scan;
 
-pub use scan::{Deletes, GUARD_FLOOR, MAX_DELETE_SHARE};
 use merge::*;
 use runs::*;
+pub use scan::{Deletes, GUARD_FLOOR, MAX_DELETE_SHARE};
 
 #[cfg(test)]
 mod tests;

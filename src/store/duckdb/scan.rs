@@ -69,9 +69,7 @@ impl Warehouse {
             .conn
             .transaction()
             .map_err(Self::db("starting the end of a scan"))?;
-        let finish = |table: &'static str| {
-            move |cause| StoreError::FinishScan { table, cause }
-        };
+        let finish = |table: &'static str| move |cause| StoreError::FinishScan { table, cause };
         if matches!(deletes, Deletes::Guarded { .. }) {
             // A row this scan returned exists, whatever the scan's end.
             for (spec, _) in &end.tables {
@@ -101,7 +99,9 @@ impl Warehouse {
                 for u in &unseen {
                     let table = finish(u.spec.table);
                     deleted += match deletes {
-                        Deletes::Guarded { .. } => confirm_misses(&tx, u, run, now).map_err(table)?,
+                        Deletes::Guarded { .. } => {
+                            confirm_misses(&tx, u, run, now).map_err(table)?
+                        }
                         _ => soft_delete(&tx, u.spec, &u.gone, run, now).map_err(table)?,
                     };
                 }
@@ -247,7 +247,6 @@ fn confirm_misses(tx: &Connection, u: &Unseen<'_>, run: RunId, now: Now) -> duck
     ))?;
     Ok(deleted)
 }
-
 
 /// The SQL predicate (over alias `t`) of a scope, and its parameters in order.
 pub(super) fn scope_sql(spec: &TableSpec, scope: &Scope<'_>) -> Result<(String, Vec<String>)> {
