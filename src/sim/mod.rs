@@ -76,9 +76,10 @@ pub struct Faults {
     /// rights were narrowed and Pluvo answers empty lists instead of an error. Lookups of one
     /// object (`user(id:)`) still answer.
     pub empty_lists: bool,
-    /// Deletes and inserts between pages: after each of the next `shift_pages` pages of
-    /// `paginatedUsers` it serves, the first active user is deleted and a new one created at
-    /// the end, so `count` stays the same while rows move into pages already read.
+    /// Deletes and inserts between pages: before each of the next `shift_pages` pages of
+    /// `paginatedUsers` after the first (`offset` > 0), the first active user is deleted and
+    /// a new one created at the end, so `count` stays the same while rows move into pages
+    /// already read.
     pub shift_pages: u32,
 }
 
@@ -379,9 +380,9 @@ impl State {
         f(&mut self.counters.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    /// The `shift_pages` fault: after a page of users was served, delete the first active
-    /// user and create one at the end (if the fault still has shifts left).
-    fn shift_after_page(&self) {
+    /// The `shift_pages` fault: before a later page of users is served, delete the first
+    /// active user and create one at the end (if the fault still has shifts left).
+    fn shift_before_page(&self) {
         {
             let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
             if faults.shift_pages == 0 {

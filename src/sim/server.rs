@@ -297,6 +297,10 @@ async fn graphql(AxState(app): AxState<App>, headers: HeaderMap, body: Bytes) ->
         return respond(st, status, body, false);
     }
     st.count(|c| *c.operations.entry(op).or_default() += 1);
+    if faults.shift_pages > 0 && is_later_users_page(&request) {
+        // Between pages: the rows move after the first page was read.
+        st.shift_before_page();
+    }
     let response = app.schema.execute(request.data(Grant(token.scopes))).await;
     // Parse and validation errors carry no `path`: the document was refused (400). Errors in
     // resolvers carry the path of their field and come with HTTP 200.
@@ -306,13 +310,6 @@ async fn graphql(AxState(app): AxState<App>, headers: HeaderMap, body: Bytes) ->
     } else {
         StatusCode::OK
     };
-    let users_page = faults.shift_pages > 0
-        && response
-            .data
-            .clone()
-            .into_json()
-            .ok()
-            .is_some_and(|d| d.get("paginatedUsers").is_some_and(|c| !c.is_null()));
     let mut bytes = if faults.empty_lists {
         let mut json = serde_json::to_value(&response).unwrap_or_default();
         if let Some(data) = json.get_mut("data") {
@@ -322,9 +319,6 @@ async fn graphql(AxState(app): AxState<App>, headers: HeaderMap, body: Bytes) ->
     } else {
         serde_json::to_vec(&response).unwrap_or_default()
     };
-    if users_page {
-        st.shift_after_page();
-    }
     match strike {
         Strike::FailAfter(status) => server_error(st, status, "after"),
         Strike::Truncate => {
@@ -359,6 +353,16 @@ fn empty_connections(value: &mut serde_json::Value) {
         serde_json::Value::Array(items) => items.iter_mut().for_each(empty_connections),
         _ => {}
     }
+}
+
+/// A `paginatedUsers` page after the first (`offset` > 0): where the `shift_pages` fault
+/// strikes, so that the first page is always read before the rows move.
+fn is_later_users_page(request: &async_graphql::Request) -> bool {
+    request.query.contains("paginatedUsers")
+        && serde_json::to_value(&request.variables)
+            .ok()
+            .and_then(|v| v.get("offset").and_then(serde_json::Value::as_u64))
+            .is_some_and(|offset| offset > 0)
 }
 
 /// Whether the request's operation is a mutation (an unparsable document is not: the schema
