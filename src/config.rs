@@ -184,6 +184,8 @@ pub struct RawConfig {
     pub warehouse: RawWarehouse,
     #[serde(default)]
     pub http: RawHttp,
+    #[serde(default)]
+    pub push: RawPush,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -203,6 +205,18 @@ pub struct RawWarehouse {
     pub db: Option<PathBuf>,
     pub export_dir: Option<PathBuf>,
     pub memory_limit: Option<String>,
+    /// Largest share (0 < x <= 1) of a table's rows one sync may mark deleted without
+    /// `--accept-deletes` (default 0.25).
+    pub max_delete_share: Option<f64>,
+}
+
+/// Write-back knobs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPush {
+    /// Seconds after which a row of a non-repeatable mutation whose answer was lost may be
+    /// looked up and settled by `push resume` (default 300).
+    pub settle_after_secs: Option<f64>,
 }
 
 /// HTTP knobs of the API client.
@@ -232,6 +246,11 @@ pub struct Config {
     pub export_dir: PathBuf,
     /// DuckDB's memory cap during `sync` (`warehouse.memory_limit`), e.g. `"32MB"`.
     pub memory_limit: String,
+    /// Largest share of a table's rows one sync may mark deleted (`warehouse.max_delete_share`).
+    pub max_delete_share: f64,
+    /// When `push resume` may look up rows of a non-repeatable mutation whose answer was lost
+    /// (`push.settle_after_secs`).
+    pub settle_after: Duration,
     url: Option<(String, Source)>,
     client_id: Option<(String, Source)>,
     client_secret: Option<Secret>,
@@ -374,11 +393,41 @@ impl Config {
                 ),
             })?,
         };
+        let max_delete_share = match raw.warehouse.max_delete_share {
+            None => crate::store::MAX_DELETE_SHARE,
+            Some(share) if share > 0.0 && share <= 1.0 => share,
+            Some(share) => {
+                return Err(ConfigError::Invalid {
+                    key: "warehouse.max_delete_share",
+                    origin: from_file.clone(),
+                    problem: format!(
+                        "`{share}` is not a share of a table above 0 and at most 1, like 0.25"
+                    ),
+                });
+            }
+        };
+        let settle_after = match raw.push.settle_after_secs {
+            None => crate::push::apply::SETTLE_AFTER,
+            Some(secs) if secs.is_finite() && (0.0..=7.0 * 86_400.0).contains(&secs) => {
+                Duration::from_secs_f64(secs)
+            }
+            Some(secs) => {
+                return Err(ConfigError::Invalid {
+                    key: "push.settle_after_secs",
+                    origin: from_file.clone(),
+                    problem: format!(
+                        "`{secs}` is not a number of seconds from 0 to 604800 (a week)"
+                    ),
+                });
+            }
+        };
         Ok(Config {
             file,
             db,
             export_dir,
             memory_limit,
+            max_delete_share,
+            settle_after,
             url,
             client_id,
             client_secret: env(PLUVO_CLIENT_SECRET).map(Secret),

@@ -13,7 +13,7 @@ use crate::api::{Client, ClientOptions};
 use crate::config::{Config, ConfigError};
 use crate::error::UsageError;
 use crate::export::{self, ExportError, Report};
-use crate::store::{StoreError, Warehouse};
+use crate::store::{Deletes, StoreError, Warehouse};
 use crate::streams::{self, Outcome, Progress};
 
 /// What a sync is asked to do.
@@ -25,6 +25,12 @@ pub struct SyncOptions {
     pub full_refresh: bool,
     /// Requests in flight at once.
     pub concurrency: usize,
+    /// A person checked: the URL now serves another organisation, and that is intended (its
+    /// rows replace the old organisation's, which are marked deleted).
+    pub accept_organisation: bool,
+    /// A person checked: record the deletions the guard would refuse (see
+    /// [`crate::store::Deletes`]).
+    pub accept_deletes: bool,
 }
 
 impl Default for SyncOptions {
@@ -33,6 +39,8 @@ impl Default for SyncOptions {
             streams: Vec::new(),
             full_refresh: false,
             concurrency: ClientOptions::default().concurrency,
+            accept_organisation: false,
+            accept_deletes: false,
         }
     }
 }
@@ -54,6 +62,10 @@ pub enum Error {
         #[source]
         source: Box<StoreError>,
     },
+    #[error(transparent)]
+    Organisation(Box<streams::identity::Error>),
+    #[error("recording which organisation the warehouse holds")]
+    RecordOrganisation(#[source] Box<StoreError>),
     #[error("applying `warehouse.memory_limit`")]
     MemoryLimit(#[source] Box<StoreError>),
     #[error("sync")]
@@ -81,6 +93,7 @@ impl Error {
     pub fn is_usage(&self) -> bool {
         match self {
             Error::Usage(_) | Error::Config(_) => true,
+            Error::Organisation(e) => matches!(**e, streams::identity::Error::Other(_)),
             Error::Auth(e) => e.is_auth(),
             _ => false,
         }
@@ -120,6 +133,25 @@ pub async fn sync(
     warehouse
         .set_memory_limit(&config.memory_limit)
         .map_err(|e| Error::MemoryLimit(Box::new(e)))?;
+    // Nothing is read into the warehouse from an organisation it does not hold.
+    let base_url = config
+        .api()?
+        .base_url
+        .as_str()
+        .trim_end_matches('/')
+        .to_string();
+    let warehouse = std::sync::Mutex::new(warehouse);
+    streams::identity::check(&client, &warehouse, &base_url, options.accept_organisation)
+        .await
+        .map_err(|e| Error::Organisation(Box::new(e)))?;
+    let mut warehouse = warehouse.into_inner().unwrap_or_else(|e| e.into_inner());
+    warehouse.set_deletes(if options.accept_deletes || options.accept_organisation {
+        Deletes::Accepted
+    } else {
+        Deletes::Guarded {
+            max_share: config.max_delete_share,
+        }
+    });
     let run = streams::Options {
         streams: options.streams.clone(),
         full_refresh: options.full_refresh,
@@ -131,6 +163,8 @@ pub async fn sync(
         warehouse.close().map_err(|e| Error::Close(Box::new(e)))?;
         return Err(Error::StreamsFailed(Box::new(outcome)));
     }
+    streams::identity::record(&warehouse, &base_url)
+        .map_err(|e| Error::RecordOrganisation(Box::new(e)))?;
     // Readers are never locked out: they read this snapshot while the next sync writes.
     let report = publish(&warehouse, config)?;
     tracing::info!(dir = %report.dir.display(), seconds = report.seconds, "Snapshot published.");

@@ -918,3 +918,75 @@ async fn issue_5_no_secret_or_token_in_trace_logs() {
         );
     }
 }
+
+// ---------------------------------------------------------------- issue 16: a bad minute
+
+/// Issue #16, scenario 4: a token endpoint that fails for a while (not a refusal) is not
+/// remembered for the life of the process: callers get the error during a short backoff
+/// (no storm of token requests), then the next one gets a token.
+#[tokio::test]
+async fn issue_16_a_transient_token_failure_is_retried_later() {
+    let sim = start(10, Duration::from_secs(3600)).await;
+    sim.set_faults(Faults {
+        token_unavailable: true,
+        ..Faults::default()
+    });
+    let client = client_with_attempts(&sim, fast(), 2);
+    let err = client.authenticate().await.unwrap_err();
+    assert!(!err.is_auth(), "a 503 is not a refusal: {err}");
+    assert!(err.to_string().contains("503"), "{err}");
+    sim.set_faults(Faults::default());
+    let asked = sim.counters().token_requests;
+    assert!(
+        client.authenticate().await.is_err(),
+        "within the backoff the error is reused"
+    );
+    assert_eq!(
+        sim.counters().token_requests,
+        asked,
+        "no storm of token requests"
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    client
+        .authenticate()
+        .await
+        .expect("after the backoff a token is fetched again");
+    let answer: Value = client
+        .query(&queries::USER, json!({ "ref": "nobody" }))
+        .await
+        .expect("queries work again");
+    assert_eq!(answer["user"], Value::Null);
+}
+
+/// Issue #16, scenario 4: a renewal that fails keeps the token that is still valid, and the
+/// requests go on with it; once the endpoint is back, the token is renewed.
+#[tokio::test]
+async fn issue_16_a_failed_renewal_keeps_the_valid_token() {
+    let sim = start(10, Duration::from_secs(8)).await;
+    let client = client_with_attempts(&sim, fast(), 2);
+    client.authenticate().await.unwrap();
+    // Renewal is due after 3/4 of the lifetime (6 s); the token lasts 8 s.
+    tokio::time::sleep(Duration::from_millis(6100)).await;
+    sim.set_faults(Faults {
+        token_unavailable: true,
+        ..Faults::default()
+    });
+    let answer: Value = client
+        .query(&queries::USER, json!({ "ref": "nobody" }))
+        .await
+        .expect("the still-valid token is used when its renewal fails");
+    assert_eq!(answer["user"], Value::Null);
+    let c = sim.counters();
+    assert!(
+        c.faults.get("5xx-token").copied().unwrap_or(0) >= 1,
+        "the renewal was tried: {c:?}"
+    );
+    assert_eq!(c.tokens_issued, 1);
+    sim.set_faults(Faults::default());
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let _: Value = client
+        .query(&queries::USER, json!({ "ref": "nobody" }))
+        .await
+        .expect("renewed once the endpoint is back");
+    assert_eq!(sim.counters().tokens_issued, 2, "renewed");
+}

@@ -48,3 +48,7 @@ mod progress;
 
 /// The bad-input catalogue: each bad input names problem and fix, exits right, changes nothing.
 mod badinput;
+
+/// Safe to leave unattended (issue #16): lost answers never double an effect, another
+/// organisation or an empty answer never wipes the warehouse, deletions are confirmed.
+mod safety;

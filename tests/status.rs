@@ -67,8 +67,10 @@ async fn status_reports_runs_checkpoints_counts_and_push_plans() {
         "no push plans yet"
     );
 
-    // A user disappears: the next run soft-deletes it, and status counts it as deleted.
+    // A user disappears: the next run notes it missing, the one after (a second complete scan
+    // without it) soft-deletes it, and status counts it as deleted.
     sim.edit(|d| d.users[0].deleted = true);
+    sync(&sim, &db, false).await;
     let second = sync(&sim, &db, false).await;
     // A scan in progress and push plans, written as the tool would.
     {

@@ -3,9 +3,17 @@
 //! One token request at a time: [`TokenCache::get`] holds an async mutex while it fetches, so
 //! concurrent requests wait for that one answer instead of each asking for a token. The token
 //! is renewed shortly before `expires_in` runs out, and dropped on a 401 so the next request
-//! fetches a new one ([`TokenCache::invalidate`]). A failed fetch (wrong secret, unreachable
-//! host, retries used up) is remembered: every later request gets the same error without
-//! another token request, so a wrong secret costs one request, not a storm.
+//! fetches a new one ([`TokenCache::invalidate`]).
+//!
+//! Failures, for a process that runs for days (`webhook serve --refresh`):
+//! - **rejected credentials** (the token endpoint refuses the client: 401 `invalid_client`,
+//!   other 4xx refusals) are final: every later request gets the same error without another
+//!   token request, so a wrong secret costs one request, not a storm;
+//! - **anything else** (unreachable, 5xx or 429 until the retry budget ran out, a cut-off
+//!   answer) is transient: callers get the error without a new token request for a backoff
+//!   that doubles from [`BACKOFF_MIN`] to [`BACKOFF_MAX`], then the next caller tries again;
+//! - a failed **renewal** keeps the current token while it is still valid: requests go on
+//!   with it, and renewal is tried again after the backoff.
 //!
 //! Neither the secret nor a token is ever logged or put into an error: both live in
 //! [`Secret`] and leave it only for the request body or the `Authorization` header.
@@ -14,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use backon::Retryable;
 use serde::Deserialize;
-use tracing::{Instrument, debug, field};
+use tracing::{Instrument, debug, field, warn};
 
 use super::Error;
 use super::client::Transport;
@@ -23,6 +31,14 @@ use crate::config::{ApiConfig, Secret, redact_url};
 
 /// Used when the token answer has no `expires_in` (Pluvo sends 86400).
 const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+
+/// First wait after a transient token failure before the next token request.
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Longest wait between token requests after repeated transient failures.
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// A token is not used in its last seconds: a request sent with it could arrive expired.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
 
 /// A token and when it was obtained.
 #[derive(Clone)]
@@ -44,6 +60,11 @@ impl Token {
     fn renew_at(&self, margin: Duration) -> Instant {
         self.obtained + self.ttl - margin.min(self.ttl / 4)
     }
+
+    /// Still usable now (not within [`EXPIRY_MARGIN`] of its expiry).
+    fn valid(&self) -> bool {
+        self.obtained.elapsed() + EXPIRY_MARGIN.min(self.ttl / 8) < self.ttl
+    }
 }
 
 /// Why a token is being fetched (counted separately in [`super::Stats`]).
@@ -59,8 +80,17 @@ struct State {
     generation: u64,
     /// The last token was dropped by a 401.
     invalidated: bool,
-    /// A fetch failed for good; every caller gets this error.
+    /// The credentials were rejected: final, every caller gets this error.
     failed: Option<Error>,
+    /// The last fetch failed transiently: no new token request before `until`.
+    backoff: Option<Backoff>,
+}
+
+/// A transient token failure and when to try again.
+struct Backoff {
+    error: Error,
+    until: Instant,
+    delay: Duration,
 }
 
 pub(crate) struct TokenCache {
@@ -101,6 +131,7 @@ impl TokenCache {
                 generation: 0,
                 invalidated: false,
                 failed: None,
+                backoff: None,
             }),
         }
     }
@@ -115,10 +146,16 @@ impl TokenCache {
         if let Some(err) = &state.failed {
             return Err(err.clone_for_waiters());
         }
-        if let Some(token) = &state.token
-            && Instant::now() < token.renew_at(self.renew_margin)
-        {
-            return Ok(token.clone());
+        let now = Instant::now();
+        let waiting = state.backoff.as_ref().filter(|b| now < b.until);
+        match (&state.token, waiting) {
+            (Some(token), _) if now < token.renew_at(self.renew_margin) => {
+                return Ok(token.clone());
+            }
+            // A renewal failed a moment ago: keep the token while it lasts.
+            (Some(token), Some(_)) if token.valid() => return Ok(token.clone()),
+            (_, Some(backoff)) => return Err(backoff.error.clone_for_waiters()),
+            _ => {}
         }
         let reason = match (&state.token, state.invalidated) {
             (Some(_), _) => Reason::Renewal,
@@ -136,12 +173,32 @@ impl TokenCache {
                 };
                 state.token = Some(token.clone());
                 state.invalidated = false;
+                state.backoff = None;
                 Ok(token)
             }
-            Err(err) => {
+            Err((err, true)) => {
                 state.token = None;
                 state.failed = Some(err.clone_for_waiters());
                 Err(err)
+            }
+            Err((err, false)) => {
+                let delay = state
+                    .backoff
+                    .as_ref()
+                    .map_or(BACKOFF_MIN, |b| (b.delay * 2).min(BACKOFF_MAX));
+                warn!(url = %self.url_text, error = %err, ?delay, "Token request failed; trying again after a pause.");
+                state.backoff = Some(Backoff {
+                    error: err.clone_for_waiters(),
+                    until: Instant::now() + delay,
+                    delay,
+                });
+                match &state.token {
+                    Some(token) if token.valid() => Ok(token.clone()),
+                    _ => {
+                        state.token = None;
+                        Err(err)
+                    }
+                }
             }
         }
     }
@@ -166,12 +223,13 @@ impl TokenCache {
         state.failed = Some(err.clone_for_waiters());
     }
 
-    /// One token, with retries for transient failures. Returns the token and its lifetime.
+    /// One token, with retries for transient failures. Returns the token and its lifetime, or
+    /// the error and whether it is final (the endpoint refused the client).
     async fn fetch(
         &self,
         transport: &Transport,
         reason: Reason,
-    ) -> Result<(Secret, Duration), Error> {
+    ) -> Result<(Secret, Duration), (Error, bool)> {
         match reason {
             Reason::First => {}
             Reason::Renewal => transport.counters.renewals.inc(),
@@ -193,7 +251,16 @@ impl TokenCache {
         })
         .await;
         result.map_err(|failure| match failure {
-            Failure::Fatal(err) => err,
+            // A host never reached fails fast on first contact, but is not a refusal.
+            Failure::Fatal(err @ Error::Unreachable { .. }) => (err, false),
+            Failure::Fatal(err) => (err, true),
+            other => (self.gave_up(other, started), false),
+        })
+    }
+
+    /// The error for a transient failure that outlasted the retry budget.
+    fn gave_up(&self, failure: Failure, started: Instant) -> Error {
+        match failure {
             Failure::RateLimited { after } => Error::Token {
                 url: self.url_text.clone(),
                 reason: format!(
@@ -205,7 +272,7 @@ impl TokenCache {
                 url: self.url_text.clone(),
                 reason: format!("{other} (gave up after {:.1?})", started.elapsed()),
             },
-        })
+        }
     }
 
     async fn attempt(

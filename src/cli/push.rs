@@ -17,6 +17,19 @@ use crate::push::actions::{Action, TrainingRole};
 use crate::push::{Error, Options, Outcome, Planned, Selection, ledger};
 use crate::store::Warehouse;
 
+/// `push ACTION --apply` resumes an unfinished plan with the same action and selection only
+/// when it was made this recently; older ones only through `push resume PLAN`, because the
+/// warehouse (who is inactive, who holds what) may have changed since.
+const RESUME_WITHIN: chrono::Duration = chrono::Duration::hours(1);
+
+/// A duration as a person reads it in a message ("45 min", "3 h").
+fn minutes(d: chrono::Duration) -> String {
+    match d.num_minutes() {
+        m if m < 120 => format!("{} min", m.max(0)),
+        m => format!("{} h", m / 60),
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct PushArgs {
     #[command(subcommand)]
@@ -160,11 +173,12 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    fn options(&self) -> Options {
+    fn options(&self, config: &Config) -> Options {
         Options {
             batch_size: self.batch_size.map(|b| b as usize),
             concurrency: self.concurrency as usize,
             max_rows: self.max_rows,
+            settle_after: config.settle_after,
         }
     }
 }
@@ -210,7 +224,7 @@ pub async fn run(config: &Config, args: &PushArgs, quiet: bool) -> Result<Exit> 
         PushCommand::Apply { plan, run } | PushCommand::Resume { plan, run } => {
             let client = client(config, run).await?;
             let mut warehouse = open(config)?;
-            return apply_and_print(&client, &mut warehouse, *plan, run, quiet).await;
+            return apply_and_print(config, &client, &mut warehouse, *plan, run, quiet).await;
         }
         PushCommand::Status { plan, format } => return status(config, *plan, *format),
         PushCommand::ArchiveUsers(s) => (Action::ArchiveUsers, s),
@@ -282,13 +296,34 @@ pub async fn run(config: &Config, args: &PushArgs, quiet: bool) -> Result<Exit> 
             &selection.stored_params(),
         )
         .map_err(usage)?;
-        if let Some(plan_id) = twin {
-            if !quiet {
+        if let Some(twin) = twin {
+            let plan_id = twin.plan_id;
+            let age = chrono::Utc::now() - twin.created_at;
+            if age <= RESUME_WITHIN {
+                // Said even with --quiet: a resumed plan is not what the command line reads.
                 eprintln!(
-                    "Resuming plan {plan_id}: same action and selection, not finished (settled rows are not sent again)."
+                    "Resuming plan {plan_id}: same action and selection, made {} ago and not finished (settled rows are not sent again).",
+                    minutes(age)
                 );
+                return apply_and_print(
+                    config,
+                    client,
+                    &mut warehouse,
+                    plan_id,
+                    &select.run,
+                    quiet,
+                )
+                .await;
             }
-            return apply_and_print(client, &mut warehouse, plan_id, &select.run, quiet).await;
+            // Said even with --quiet: the person who scheduled this should learn it.
+            eprintln!(
+                "warning: plan {plan_id} (same action and selection, made {} UTC) is unfinished and is \
+                 not resumed: it is older than {} and the warehouse may have changed since. Planning \
+                 anew from the warehouse as it is now; to finish the old plan instead, run \
+                 `pluvo-warehouse push resume {plan_id}`.",
+                twin.created_at.format("%Y-%m-%d %H:%M"),
+                minutes(RESUME_WITHIN)
+            );
         }
     }
     let planned = match crate::push::plan(conn, &action, select.notify, &selection) {
@@ -311,7 +346,15 @@ pub async fn run(config: &Config, args: &PushArgs, quiet: bool) -> Result<Exit> 
             Ok(Exit::Ok)
         }
         Some(client) => {
-            apply_and_print(client, &mut warehouse, planned.plan_id, &select.run, quiet).await
+            apply_and_print(
+                config,
+                client,
+                &mut warehouse,
+                planned.plan_id,
+                &select.run,
+                quiet,
+            )
+            .await
         }
     }
 }
@@ -399,13 +442,14 @@ fn print_plan(action: &Action, planned: &Planned, run: &RunArgs) {
 }
 
 async fn apply_and_print(
+    config: &Config,
     client: &Client,
     warehouse: &mut Warehouse,
     plan_id: i64,
     run: &RunArgs,
     quiet: bool,
 ) -> Result<Exit> {
-    let outcome = crate::push::apply(client, warehouse, plan_id, &run.options())
+    let outcome = crate::push::apply(client, warehouse, plan_id, &run.options(config))
         .await
         .map_err(usage)?;
     let failures = ledger::failures(warehouse.connection(), plan_id, 10).map_err(usage)?;
@@ -430,6 +474,19 @@ async fn apply_and_print(
                 "warning: the push is complete, but refreshing the warehouse failed ({e:#}); run `pluvo-warehouse sync`"
             ),
         }
+    }
+    if let Some(from) = outcome.settle_from {
+        // An error, not a note: printed even with --quiet, and the exit code is 1.
+        anyhow::bail!(
+            "{} rows of plan {plan_id} have an unknown outcome: Pluvo did not answer in time (a \
+             timeout or a gateway error) and may still apply them. `{}` is not safe to repeat, \
+             so they are not sent again by this run. Run `pluvo-warehouse push resume {plan_id}` \
+             after {} UTC (`push.settle_after_secs`): it looks them up and sends only what is \
+             still missing",
+            outcome.unknown,
+            outcome.mutation,
+            from.format("%Y-%m-%d %H:%M:%S")
+        );
     }
     if outcome.unfinished > 0 {
         if !quiet {
@@ -478,7 +535,7 @@ fn print_outcome(outcome: &Outcome, failures: &[(String, String)], client: &Clie
     );
     if outcome.verified_in_portfolio > 0 {
         println!(
-            "  {} certificates with an unknown outcome were found in the portfolio (not resent)",
+            "  {} rows with an unknown outcome were looked up and found applied (not resent)",
             outcome.verified_in_portfolio
         );
     }

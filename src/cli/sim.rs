@@ -125,6 +125,7 @@ impl ServeArgs {
                 fail_rate: self.fail_rate,
                 truncate_rate: self.truncate_rate,
                 auth_error: self.auth_error,
+                ..Faults::default()
             },
             addr: SocketAddr::new(self.bind, self.port),
             ..SimConfig::default()

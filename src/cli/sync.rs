@@ -24,6 +24,14 @@ pub struct SyncArgs {
     /// Output of the run summary
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Accept that `pluvo.url` now serves another organisation than the warehouse holds (its
+    /// rows replace the old organisation's, which are marked deleted)
+    #[arg(long)]
+    pub accept_organisation: bool,
+    /// Record the deletions a sync refused (more than `warehouse.max_delete_share` of a
+    /// table, or a table the API returned empty), once you have checked they are real
+    #[arg(long)]
+    pub accept_deletes: bool,
 }
 
 impl SyncArgs {
@@ -32,6 +40,8 @@ impl SyncArgs {
             streams: self.streams.clone(),
             full_refresh: self.full_refresh,
             concurrency: self.concurrency as usize,
+            accept_organisation: self.accept_organisation,
+            accept_deletes: self.accept_deletes,
         }
     }
 }
@@ -68,7 +78,7 @@ pub fn print_sync(outcome: &streams::Outcome, format: Format) -> Result<()> {
                 let note = match (&s.error, s.complete, s.resumed) {
                     (Some(e), _, _) => format!("FAILED: {e}"),
                     (None, false, _) => "incomplete scan: no deletes this run".into(),
-                    (None, true, true) => "resumed from checkpoint".into(),
+                    (None, true, true) => "resumed from checkpoint: no deletes this run".into(),
                     _ => String::new(),
                 };
                 println!(

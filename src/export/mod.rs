@@ -24,6 +24,7 @@
 //! read snapshots through [`snapshot`].
 
 pub mod compliance;
+mod durable;
 pub mod snapshot;
 
 use std::fs;
@@ -333,9 +334,14 @@ pub fn export(conn: &Connection, options: &Options, now: DateTime<Utc>) -> Resul
             .expect("manifest serialises")
             .as_bytes(),
     )?;
+    // Data first, then names (see `durable`): a power cut never leaves `current` naming files
+    // whose contents were not on disk.
+    durable::sync_tree(&tmp).map_err(io("syncing the snapshot to disk", &tmp))?;
     let dir = snapshots.join(&id);
     fs::rename(&tmp, &dir).map_err(io("publishing the snapshot", &dir))?;
+    durable::sync_dir(&snapshots).map_err(io("syncing", &snapshots))?;
     point_current(&options.out, &id)?;
+    durable::sync_dir(&options.out).map_err(io("syncing", &options.out))?;
     prune(&snapshots, &id, previous.as_deref())?;
     Ok(Report {
         dir,
@@ -560,7 +566,9 @@ fn point_current(out: &Path, id: &str) -> Result<()> {
         ),
     )));
     #[cfg(unix)]
-    fs::rename(&tmp, &link).map_err(io("publishing the snapshot as", &link))
+    fs::rename(&tmp, &link).map_err(io("publishing the snapshot as", &link))?;
+    durable::switched(&link);
+    Ok(())
 }
 
 /// Take the export folder's lock (released when the file is dropped).

@@ -189,9 +189,15 @@ impl Action {
 
     /// Safe to resend when the outcome of a request is unknown (pluvo-api.md: every mutation
     /// the tool sends is "safe to repeat" except `generateCertificate`, which may issue a
-    /// second certificate; its unknown outcomes are checked in the portfolio first).
-    pub fn idempotent(&self) -> bool {
-        !matches!(self, Action::GenerateCertificate { .. })
+    /// second certificate). An `updateOrCreateUser` with `sendInvite` (`--notify`) is not
+    /// either: a resend may e-mail a second invite. Unknown outcomes of these are looked up
+    /// before anything is re-sent (`apply.rs`).
+    pub fn idempotent(&self, notify: bool) -> bool {
+        match self {
+            Action::GenerateCertificate { .. } => false,
+            Action::ArchiveUsers | Action::UnarchiveUsers | Action::UpsertUsers => !notify,
+            _ => true,
+        }
     }
 
     /// The request for `rows`: the operation and its variables.
@@ -235,7 +241,10 @@ impl Action {
                     vars.insert(format!("r{i}"), json!(row.key));
                     vars.insert(format!("u{i}"), self.user_input(row));
                 }
-                (aliased(AliasKind::User, rows.len()), Value::Object(vars))
+                let op = aliased(AliasKind::User, rows.len());
+                // With invites on, the client must not resend after an unknown outcome either.
+                let op = if notify { op.not_idempotent() } else { op };
+                (op, Value::Object(vars))
             }
             Action::SetExtraField { category } => {
                 let mut vars = Map::new();
@@ -580,6 +589,9 @@ mod tests {
         assert_eq!(op.document.matches("updateOrCreateUser(").count(), 2);
         assert!(op.idempotent);
         assert_eq!(vars["u1"], json!({ "archived": true }));
+        let (invite, _) = Action::UpsertUsers.request(&[row("a"), row("b")], true);
+        assert!(!invite.idempotent, "a resent invite is a second e-mail");
+        assert!(!Action::UpsertUsers.idempotent(true) && Action::UpsertUsers.idempotent(false));
         assert_eq!(vars["n"], json!(false));
         let (again, _) = Action::UnarchiveUsers.request(&[row("c"), row("d")], true);
         assert!(

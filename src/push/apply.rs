@@ -1,14 +1,23 @@
 //! Apply: a stored plan's pending rows → batched mutations, concurrently, exactly once.
 //!
-//! Rounds: (1) settle rows left `sent` by an earlier run or an unknown answer — rows of
-//! idempotent mutations go back to `pending`; rows of `generateCertificate` are looked up in
-//! the portfolio and only users without the certificate go back to `pending`; (2) send every
+//! Rounds: (1) settle rows left `sent` by an earlier run or an unknown answer; (2) send every
 //! pending row in batches, up to `concurrency` requests in flight, each batch marked `sent` in
 //! the ledger before it leaves and settled when its answer arrives. A round that leaves
 //! unknown outcomes is followed by another (bounded); `push resume` runs the same loop.
+//!
+//! Settling depends on whether a resend can repeat an effect ([`Action::idempotent`]):
+//! - idempotent mutations (upserts without invites, memberships, ...): back to `pending`;
+//! - the others (`generateCertificate`; `updateOrCreateUser` with `sendInvite`): a gateway may
+//!   answer 504 while Pluvo still applies the batch seconds later, so a row whose outcome is
+//!   unknown is **never re-sent in the run that sent it**. It stays `sent` (the run ends
+//!   unfinished, exit 1), and a later run settles it only once it was sent at least
+//!   [`Options::settle_after`] ago (`push.settle_after_secs`): it looks the row up (the
+//!   portfolio of the issue day, or the user) and re-sends only what is still missing.
 
 use std::collections::HashSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -39,12 +48,23 @@ pub struct Options {
     pub concurrency: usize,
     /// A plan with more rows to send refuses to apply (first apply only).
     pub max_rows: u64,
+    /// How long after it was sent a row of a non-idempotent mutation whose outcome is unknown
+    /// may be looked up and settled (`push.settle_after_secs`): long enough for a slow backend
+    /// to finish what a gateway gave up on.
+    pub settle_after: Duration,
 }
+
+/// Default of [`Options::settle_after`]: a few minutes. Measured behaviour to cover: a gateway
+/// answering 504 at once while the backend applies the batch 2.5 s later (issue #16); Pluvo's
+/// own request timeout is not documented, so the margin is generous.
+pub const SETTLE_AFTER: Duration = Duration::from_secs(300);
 
 /// What an apply run did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Outcome {
     pub plan_id: i64,
+    /// The Pluvo mutation the plan sends.
+    pub mutation: &'static str,
     /// Rows the plan sends (no-ops excluded).
     pub planned: u64,
     /// Rows dropped by the plan as already in place.
@@ -61,6 +81,12 @@ pub struct Outcome {
     pub failed: u64,
     /// Rows whose outcome is still unknown (`sent`) or not sent (`pending`): resume.
     pub unfinished: u64,
+    /// Of `unfinished`, rows whose outcome is unknown (`sent`): a non-idempotent mutation's
+    /// are left alone until [`Outcome::settle_from`].
+    pub unknown: u64,
+    /// When `push resume` may settle the unknown rows of a non-idempotent mutation by looking
+    /// them up (UTC); `None` when there are none.
+    pub settle_from: Option<DateTime<Utc>>,
     /// Certificate rows settled by finding the certificate in the portfolio.
     pub verified_in_portfolio: u64,
     pub seconds: f64,
@@ -107,6 +133,15 @@ pub async fn apply(
             max: options.max_rows,
         });
     }
+    if !plan.action.idempotent(plan.notify)
+        && let Some(&(other, rows)) = ledger::unknown_elsewhere(conn, plan_id)?.first()
+    {
+        return Err(Error::UnknownElsewhere {
+            plan_id,
+            other,
+            rows,
+        });
+    }
     let before = ledger::counts(conn, plan_id)?;
     let settled = |c: &std::collections::BTreeMap<String, u64>| {
         [ledger::SUCCEEDED, ledger::ALREADY, ledger::FAILED]
@@ -116,6 +151,7 @@ pub async fn apply(
     };
     let mut outcome = Outcome {
         plan_id,
+        mutation: plan.action.mutation(),
         planned: plan.rows_planned,
         noop: plan.rows_noop,
         skipped_in_ledger: settled(&before),
@@ -130,20 +166,35 @@ pub async fn apply(
     let crash = crash_hook();
     let mut batch_no = ledger::next_batch(conn, plan_id)?;
     let mut run_requests = 0u64;
+    let idempotent = action.idempotent(plan.notify);
+    // Rows sent before this cut-off (by an earlier run) have had time to take effect.
+    let settle_cutoff = Utc::now()
+        .checked_sub_signed(grace(options.settle_after))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     for round in 0..MAX_ROUNDS {
-        let unknown = ledger::rows(conn, plan_id, &[SENT])?;
-        if !unknown.is_empty() {
-            info!(
-                plan_id,
-                rows = unknown.len(),
-                "Settling rows whose outcome is unknown."
-            );
-            if action.idempotent() {
+        if idempotent {
+            let unknown = ledger::rows(conn, plan_id, &[SENT])?;
+            if !unknown.is_empty() {
+                info!(
+                    plan_id,
+                    rows = unknown.len(),
+                    "Resending rows whose outcome is unknown (idempotent)."
+                );
                 let keys: Vec<&str> = unknown.iter().map(|r| r.key.as_str()).collect();
                 ledger::mark_pending(conn, plan_id, &keys)?;
-            } else {
+            }
+        } else if round == 0 {
+            // Only rows an earlier run sent, long enough ago; rows this run sends are never
+            // looked up or re-sent by it.
+            let due = ledger::sent_before(conn, plan_id, settle_cutoff)?;
+            if !due.is_empty() {
+                info!(
+                    plan_id,
+                    rows = due.len(),
+                    "Looking up rows whose outcome is unknown."
+                );
                 outcome.verified_in_portfolio +=
-                    settle_certificates(client, conn, plan_id, action, &unknown).await?;
+                    settle_unknown(client, conn, plan_id, action, &due).await?;
             }
         }
         let pending = ledger::rows(conn, plan_id, &[PENDING])?;
@@ -220,6 +271,13 @@ pub async fn apply(
     outcome.already = get(ledger::ALREADY);
     outcome.failed = get(ledger::FAILED);
     outcome.unfinished = get(PENDING) + get(SENT);
+    outcome.unknown = get(SENT);
+    if outcome.unknown > 0 && !idempotent {
+        outcome.settle_from = ledger::last_sent_at(conn, plan_id)?.map(|at| {
+            at.checked_add_signed(grace(options.settle_after))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        });
+    }
     let status = if outcome.unfinished > 0 {
         "unfinished"
     } else if outcome.failed > 0 {
@@ -231,6 +289,95 @@ pub async fn apply(
     update_from_outcomes(conn, plan_id, action)?;
     outcome.seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
+}
+
+fn grace(settle_after: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(settle_after).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Settle rows of a non-idempotent mutation whose outcome is unknown by looking them up:
+/// rows found applied are recorded as succeeded, the others go back to `pending`. Returns the
+/// rows found applied.
+async fn settle_unknown(
+    client: &Client,
+    conn: &duckdb::Connection,
+    plan_id: i64,
+    action: &Action,
+    rows: &[Row],
+) -> Result<u64> {
+    match action {
+        Action::GenerateCertificate { .. } => {
+            settle_certificates(client, conn, plan_id, action, rows).await
+        }
+        _ => settle_users(client, conn, plan_id, action, rows).await,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct OneUser {
+    user: Option<LookedUp>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LookedUp {
+    archived: Option<bool>,
+    name: Option<String>,
+    email: Option<String>,
+}
+
+/// `updateOrCreateUser` rows sent with `sendInvite` whose outcome is unknown: a resend could
+/// invite the user a second time, so read each user first. A user who already shows what the
+/// row asked for (archived flag, or name and e-mail of an upsert) was updated: succeeded.
+async fn settle_users(
+    client: &Client,
+    conn: &duckdb::Connection,
+    plan_id: i64,
+    action: &Action,
+    rows: &[Row],
+) -> Result<u64> {
+    let answers: Vec<(usize, api::Result<OneUser>)> =
+        futures_util::stream::iter(rows.iter().enumerate())
+            .map(|(i, row)| async move {
+                (
+                    i,
+                    client
+                        .query::<OneUser>(&queries::USER, json!({ "ref": row.key }))
+                        .await,
+                )
+            })
+            .buffer_unordered(client.options().concurrency.max(1))
+            .collect()
+            .await;
+    let mut found = Vec::new();
+    let mut resend = Vec::new();
+    for (i, answer) in answers {
+        let row = &rows[i];
+        let user = answer.map_err(Error::Api)?.user;
+        let text = |k: &str| row.input.get(k).and_then(Value::as_str).map(str::to_owned);
+        let applied = user.is_some_and(|u| match action {
+            Action::ArchiveUsers => u.archived == Some(true),
+            Action::UnarchiveUsers => u.archived == Some(false),
+            _ => u.name == text("name") && u.email == text("email"),
+        });
+        if applied {
+            found.push(RowOutcome {
+                key: row.key.clone(),
+                status: RowStatus::Succeeded,
+                answer: json!({ "verified": "user" }),
+            });
+        } else {
+            resend.push(row.key.as_str());
+        }
+    }
+    ledger::record(conn, plan_id, &found)?;
+    ledger::mark_pending(conn, plan_id, &resend)?;
+    info!(
+        plan_id,
+        found = found.len(),
+        resend = resend.len(),
+        "Checked unknown user outcomes."
+    );
+    Ok(found.len() as u64)
 }
 
 /// The server refused the request as a whole (nothing was applied): the rows failed.

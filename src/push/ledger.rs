@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use duckdb::{Connection, params, params_from_iter};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -185,25 +186,64 @@ pub fn plan(conn: &Connection, plan_id: i64) -> Result<PlanRecord> {
     })
 }
 
-/// The newest unfinished plan (status planned/applying/unfinished) with exactly this action,
-/// arguments and selection: re-running the same `--apply` resumes it instead of planning anew.
+/// An unfinished plan with the same action, arguments and selection as a new `--apply`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Twin {
+    pub plan_id: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The newest unfinished plan (status applying/unfinished) with exactly this action,
+/// arguments and selection; the caller decides whether it is recent enough to resume.
 pub fn unfinished_twin(
     conn: &Connection,
     action: &Action,
     notify: bool,
     sql: &str,
     params: &BTreeMap<String, String>,
-) -> Result<Option<i64>> {
+) -> Result<Option<Twin>> {
     let args = serde_json::json!({ "action": action, "notify": notify }).to_string();
     let params_json = serde_json::to_string(params).unwrap_or_else(|_| "{}".into());
-    conn.query_row(
-        "SELECT max(plan_id) FROM _push_plans
-         WHERE status IN ('applying', 'unfinished') AND args::VARCHAR = ?
-           AND sql_text = ? AND params::VARCHAR = ?",
-        params![args, sql, params_json],
-        |r| r.get(0),
-    )
-    .map_err(db("looking for an unfinished plan"))
+    let found: Option<(i64, i64)> = conn
+        .query_row(
+            "SELECT plan_id, epoch_us(created_at::TIMESTAMP) FROM _push_plans
+             WHERE status IN ('applying', 'unfinished') AND args::VARCHAR = ?
+               AND sql_text = ? AND params::VARCHAR = ?
+             ORDER BY plan_id DESC LIMIT 1",
+            params![args, sql, params_json],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            duckdb::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })
+        .map_err(db("looking for an unfinished plan"))?;
+    Ok(found.map(|(plan_id, micros)| Twin {
+        plan_id,
+        created_at: DateTime::<Utc>::from_timestamp_micros(micros).unwrap_or_default(),
+    }))
+}
+
+/// Other plans of the same mutation with rows whose outcome is unknown (`sent`) for keys
+/// this plan would send: (other plan id, rows), oldest plan first.
+pub fn unknown_elsewhere(conn: &Connection, plan_id: i64) -> Result<Vec<(i64, u64)>> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT b.plan_id, count(*) FROM _push_ledger a
+             JOIN _push_ledger b ON a.row_key = b.row_key AND a.mutation = b.mutation
+             WHERE a.plan_id = ? AND a.status = 'pending' AND b.plan_id <> a.plan_id
+               AND b.status = 'sent'
+             GROUP BY b.plan_id ORDER BY b.plan_id",
+        )
+        .map_err(db("looking for unknown outcomes"))?;
+    let rows = stmt
+        .query_map(params![plan_id], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
+        })
+        .map_err(db("looking for unknown outcomes"))?;
+    rows.collect::<std::result::Result<_, _>>()
+        .map_err(db("looking for unknown outcomes"))
 }
 
 /// Set the plan's status; `applying` also records the first apply time.
@@ -241,6 +281,43 @@ pub fn rows(conn: &Connection, plan_id: i64, statuses: &[&str]) -> Result<Vec<Ro
         out.push(Row { key, input });
     }
     Ok(out)
+}
+
+/// Rows of the plan left `sent` (outcome unknown) that were sent at or before `cutoff`, in
+/// selection order.
+pub fn sent_before(conn: &Connection, plan_id: i64, cutoff: DateTime<Utc>) -> Result<Vec<Row>> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT row_key, input::VARCHAR FROM _push_ledger
+             WHERE plan_id = ? AND status = 'sent' AND epoch_us(sent_at::TIMESTAMP) <= ?
+             ORDER BY seq",
+        )
+        .map_err(db("reading the ledger"))?;
+    let found = stmt
+        .query_map(params![plan_id, cutoff.timestamp_micros()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .map_err(db("reading the ledger"))?;
+    let mut out = Vec::new();
+    for row in found {
+        let (key, input) = row.map_err(db("reading the ledger"))?;
+        let input: Map<String, Value> = serde_json::from_str(&input).unwrap_or_default();
+        out.push(Row { key, input });
+    }
+    Ok(out)
+}
+
+/// When the most recent of the plan's rows still `sent` (outcome unknown) was sent.
+pub fn last_sent_at(conn: &Connection, plan_id: i64) -> Result<Option<DateTime<Utc>>> {
+    let micros: Option<i64> = conn
+        .query_row(
+            "SELECT epoch_us(max(sent_at)::TIMESTAMP) FROM _push_ledger
+             WHERE plan_id = ? AND status = 'sent'",
+            params![plan_id],
+            |r| r.get(0),
+        )
+        .map_err(db("reading the ledger"))?;
+    Ok(micros.and_then(DateTime::<Utc>::from_timestamp_micros))
 }
 
 /// Mark `keys` as `sent` in request `batch` (one statement: atomic), before the request leaves.

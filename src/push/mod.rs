@@ -76,6 +76,13 @@ pub enum Error {
     EmptySelection,
     #[error("there is no push plan {plan_id} in this warehouse; `push status` lists the plans")]
     NoPlan { plan_id: i64 },
+    #[error(
+        "plan {other} has {rows} rows whose outcome is unknown for users of plan {plan_id} (Pluvo \
+         may still have applied them); plan {plan_id} was not sent, so that nothing is applied \
+         twice. Run `pluvo-warehouse push resume {other}` first: once its grace period \
+         (`push.settle_after_secs`) has passed, it looks those rows up"
+    )]
+    UnknownElsewhere { plan_id: i64, other: i64, rows: u64 },
     #[error("push plan {plan_id} is unreadable ({problem})")]
     Corrupt { plan_id: i64, problem: String },
     #[error("{doing}: {cause}")]
@@ -92,7 +99,10 @@ impl Error {
     pub fn is_usage(&self) -> bool {
         !matches!(
             self,
-            Error::Ledger { .. } | Error::Api(_) | Error::Corrupt { .. }
+            Error::Ledger { .. }
+                | Error::Api(_)
+                | Error::Corrupt { .. }
+                | Error::UnknownElsewhere { .. }
         )
     }
 }

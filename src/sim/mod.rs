@@ -63,6 +63,24 @@ pub struct Faults {
     /// Probability of a 200 answer whose JSON body is cut in the middle (also after executing).
     pub truncate_rate: f64,
     pub auth_error: AuthErrorMode,
+    /// Probability that a mutation is answered 504 by the gateway at once while the backend
+    /// still applies it [`Faults::gateway_apply_after`] later: the answer is lost, the effect
+    /// is not (issue #16). Queries are not affected.
+    pub gateway_timeout_rate: f64,
+    /// How long after the 504 such a mutation takes effect.
+    pub gateway_apply_after: Duration,
+    /// The token endpoint answers 503 (a bad minute of the identity service); GraphQL
+    /// requests with a valid token still work.
+    pub token_unavailable: bool,
+    /// Every list (connection) answers with no rows and `count` 0, as when the API client's
+    /// rights were narrowed and Pluvo answers empty lists instead of an error. Lookups of one
+    /// object (`user(id:)`) still answer.
+    pub empty_lists: bool,
+    /// Deletes and inserts between pages: before each of the next `shift_pages` pages of
+    /// `paginatedUsers` after the first (`offset` > 0), the first active user is deleted and
+    /// a new one created at the end, so `count` stays the same while rows move into pages
+    /// already read.
+    pub shift_pages: u32,
 }
 
 /// Start-up settings of a simulator.
@@ -114,7 +132,8 @@ pub struct Counters {
     pub graphql_requests: u64,
     /// Executed GraphQL requests by `operationName` (`-` when none).
     pub operations: BTreeMap<String, u64>,
-    /// Requests answered with an injected fault, by kind (`429`, `5xx-before`, `5xx-after`, `truncated`).
+    /// Requests answered with an injected fault, by kind (`429`, `5xx-before`, `5xx-after`,
+    /// `truncated`, `504-then-apply`).
     pub faults: BTreeMap<String, u64>,
     /// Mutation rows processed, by `mutation:target` (every time, applied or already in place).
     pub mutations: BTreeMap<String, u64>,
@@ -361,6 +380,29 @@ impl State {
         f(&mut self.counters.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
+    /// The `shift_pages` fault: before a later page of users is served, delete the first
+    /// active user and create one at the end (if the fault still has shifts left).
+    fn shift_before_page(&self) {
+        {
+            let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+            if faults.shift_pages == 0 {
+                return;
+            }
+            faults.shift_pages -= 1;
+        }
+        let mut data = self.write();
+        if let Some(user) = data.users.iter_mut().find(|u| !u.deleted && !u.archived) {
+            user.deleted = true;
+        }
+        let seq = data.users.len();
+        data.create_user(
+            format!("Shifted {seq}"),
+            Some(format!("shifted{seq}@example.com")),
+            Some(format!("shifted-{seq}")),
+        );
+        data.version += 1;
+    }
+
     fn faults(&self) -> Faults {
         self.faults
             .lock()
@@ -477,6 +519,15 @@ impl Sim {
         let out = f(&mut data);
         data.version += 1;
         out
+    }
+
+    /// Serve another organisation at the same URL from now on (a new tenant, staging, a
+    /// gateway routing to the wrong backend): a freshly generated dataset with its own ids.
+    pub fn replace_organisation(&self, seed: Seed) {
+        let mut data = Dataset::generate(&seed);
+        let mut current = self.state.write();
+        data.version = current.version + 1;
+        *current = data;
     }
 
     /// Advance the organisation by `changes` random edits (a churn tick).

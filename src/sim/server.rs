@@ -89,9 +89,12 @@ fn respond(
 async fn token(AxState(app): AxState<App>, headers: HeaderMap, body: Bytes) -> Response {
     let st = &app.state;
     st.count(|c| c.token_requests += 1);
-    let latency = st.faults().latency;
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+    let faults = st.faults();
+    if !faults.latency.is_zero() {
+        tokio::time::sleep(faults.latency).await;
+    }
+    if faults.token_unavailable {
+        return server_error(st, StatusCode::SERVICE_UNAVAILABLE, "token");
     }
     let form: HashMap<String, String> = serde_urlencoded_pairs(&body);
     let (mut id, mut secret) = (
@@ -270,7 +273,34 @@ async fn graphql(AxState(app): AxState<App>, headers: HeaderMap, body: Bytes) ->
         }
     };
     let op = request.operation_name.clone().unwrap_or_else(|| "-".into());
+    if faults.gateway_timeout_rate > 0.0 && is_mutation(&request) && {
+        let mut rng = st.rng.lock().unwrap_or_else(|e| e.into_inner());
+        rng.random_bool(faults.gateway_timeout_rate.min(1.0))
+    } {
+        // The gateway gives up at once; the backend finishes the mutation later.
+        st.count(|c| *c.faults.entry("504-then-apply".into()).or_default() += 1);
+        let (schema, state, delay) = (
+            app.schema.clone(),
+            app.state.clone(),
+            faults.gateway_apply_after,
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            state.count(|c| *c.operations.entry(op).or_default() += 1);
+            let _ = schema.execute(request.data(Grant(token.scopes))).await;
+        });
+        let status = StatusCode::GATEWAY_TIMEOUT;
+        let body = format!(
+            "<html><head><title>{0}</title></head><body><h1>{0}</h1></body></html>",
+            status
+        );
+        return respond(st, status, body, false);
+    }
     st.count(|c| *c.operations.entry(op).or_default() += 1);
+    if faults.shift_pages > 0 && is_later_users_page(&request) {
+        // Between pages: the rows move after the first page was read.
+        st.shift_before_page();
+    }
     let response = app.schema.execute(request.data(Grant(token.scopes))).await;
     // Parse and validation errors carry no `path`: the document was refused (400). Errors in
     // resolvers carry the path of their field and come with HTTP 200.
@@ -280,7 +310,15 @@ async fn graphql(AxState(app): AxState<App>, headers: HeaderMap, body: Bytes) ->
     } else {
         StatusCode::OK
     };
-    let mut bytes = serde_json::to_vec(&response).unwrap_or_default();
+    let mut bytes = if faults.empty_lists {
+        let mut json = serde_json::to_value(&response).unwrap_or_default();
+        if let Some(data) = json.get_mut("data") {
+            empty_connections(data);
+        }
+        serde_json::to_vec(&json).unwrap_or_default()
+    } else {
+        serde_json::to_vec(&response).unwrap_or_default()
+    };
     match strike {
         Strike::FailAfter(status) => server_error(st, status, "after"),
         Strike::Truncate => {
@@ -293,6 +331,56 @@ async fn graphql(AxState(app): AxState<App>, headers: HeaderMap, body: Bytes) ->
             respond(st, status, bytes, true)
         }
         _ => respond(st, status, bytes, true),
+    }
+}
+
+/// The `empty_lists` fault: every connection in `value` loses its rows.
+fn empty_connections(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if map.contains_key("edges") {
+                map.insert("edges".into(), json!([]));
+                if map.contains_key("count") {
+                    map.insert("count".into(), json!(0));
+                }
+                if let Some(info) = map.get_mut("pageInfo").and_then(|i| i.as_object_mut()) {
+                    info.insert("hasNextPage".into(), json!(false));
+                    info.insert("endCursor".into(), serde_json::Value::Null);
+                }
+            }
+            map.values_mut().for_each(empty_connections);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(empty_connections),
+        _ => {}
+    }
+}
+
+/// A `paginatedUsers` page after the first (`offset` > 0): where the `shift_pages` fault
+/// strikes, so that the first page is always read before the rows move.
+fn is_later_users_page(request: &async_graphql::Request) -> bool {
+    request.query.contains("paginatedUsers")
+        && serde_json::to_value(&request.variables)
+            .ok()
+            .and_then(|v| v.get("offset").and_then(serde_json::Value::as_u64))
+            .is_some_and(|offset| offset > 0)
+}
+
+/// Whether the request's operation is a mutation (an unparsable document is not: the schema
+/// refuses it).
+fn is_mutation(request: &async_graphql::Request) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
+        return false;
+    };
+    let mutation = |ty: OperationType| ty == OperationType::Mutation;
+    match &document.operations {
+        DocumentOperations::Single(op) => mutation(op.node.ty),
+        DocumentOperations::Multiple(ops) => match &request.operation_name {
+            Some(name) => ops
+                .iter()
+                .any(|(n, op)| n.as_str() == name && mutation(op.node.ty)),
+            None => ops.values().any(|op| mutation(op.node.ty)),
+        },
     }
 }
 

@@ -40,8 +40,8 @@ use chrono::{DateTime, Utc};
 
 pub use batch::{BatchBuilder, Cell, Row};
 pub use duckdb::{
-    MergeStats, RunId, RunStatus, ScanEnd, Scope, StreamStats, WRITER_MEMORY_LIMIT, Warehouse,
-    duckdb_config, lock_holder_pid,
+    Deletes, GUARD_FLOOR, MAX_DELETE_SHARE, MergeStats, RunId, RunStatus, ScanEnd, Scope,
+    StreamStats, WRITER_MEMORY_LIMIT, Warehouse, duckdb_config, lock_holder_pid,
 };
 pub use schema::SCHEMA_VERSION;
 pub use tables::{Column, ColumnType, HistorySpec, TableSpec, portfolio_item_key};
@@ -99,6 +99,12 @@ pub enum StoreError {
         table: &'static str,
         cause: ::duckdb::Error,
     },
+    #[error(
+        "nothing was deleted: {problems}. A wrong answer looks like this (the API client's \
+         rights narrowed, `pluvo.url` pointing elsewhere); check, and if Pluvo really lost \
+         these rows, run `pluvo-warehouse sync --accept-deletes`"
+    )]
+    DeletesRefused { stream: String, problems: String },
     #[error("finishing the scan of `{table}`: {cause}")]
     FinishScan {
         table: &'static str,

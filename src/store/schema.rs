@@ -37,6 +37,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 4,
         sql: include_str!("../../sql/schema/004_utc_timestamps.sql"),
     },
+    Migration {
+        version: 5,
+        sql: include_str!("../../sql/schema/005_safety.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

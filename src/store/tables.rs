@@ -135,6 +135,11 @@ impl TableSpec {
         format!("_seen_{}", self.table)
     }
 
+    /// The table holding the keys a complete scan missed once (not yet deleted).
+    pub fn missing_table(&self) -> String {
+        format!("_missing_{}", self.table)
+    }
+
     pub(crate) fn column(&self, name: &str) -> Option<&Column> {
         self.columns().find(|c| c.name == name)
     }

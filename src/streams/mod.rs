@@ -8,6 +8,7 @@
 
 pub mod certificates;
 pub mod groups;
+pub mod identity;
 pub mod portfolio;
 pub mod refresh;
 mod sync;

@@ -442,6 +442,15 @@ async fn drive<S: Extract>(
     }
 
     let complete = outcome.complete;
+    // A resumed scan trusts pages a killed process read, maybe long ago: rows deleted and
+    // inserted since may have moved across them. It merges what it read and deletes nothing.
+    let deletes = complete && !resumed;
+    if complete && resumed {
+        info!(
+            stream = name,
+            "Resumed scan: nothing will be deleted this run."
+        );
+    }
     let scopes = stream.scopes();
     let next = stream.next_state(complete).map(|state| {
         Checkpoint {
@@ -456,15 +465,22 @@ async fn drive<S: Extract>(
                 name,
                 run,
                 ScanEnd {
-                    complete,
+                    complete: deletes,
                     tables: scopes,
                     next_checkpoint: next.as_deref(),
                 },
             )
         })
-        .await?
-        .map_err(store)?;
-    outcome.deleted = deleted;
+        .await?;
+    match deleted {
+        Ok(deleted) => outcome.deleted = deleted,
+        // The scan ended and its rows are merged; the deletions wait for a person.
+        Err(refused @ crate::store::StoreError::DeletesRefused { .. }) => {
+            warn!(stream = name, %refused, "Deletions refused.");
+            outcome.error = Some(store(refused).to_string());
+        }
+        Err(e) => return Err(store(e)),
+    }
     let ops_after = api.op_stats(&ops);
     outcome.requests = ops_after.requests - ops_before.requests;
     outcome.retries = ops_after.retries - ops_before.retries;

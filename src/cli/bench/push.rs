@@ -137,6 +137,7 @@ async fn measure(
             batch_size,
             concurrency,
             max_rows: u64::MAX,
+            settle_after: push::apply::SETTLE_AFTER,
         },
     )
     .await?;

@@ -159,6 +159,8 @@ pub struct Warehouse {
     schema_version: i64,
     /// Seen keys per part of the end-of-scan anti-join ([`ANTI_JOIN_KEYS`]; tests lower it).
     pub(crate) anti_join_keys: u64,
+    /// How rows missing from a complete scan are recorded ([`Warehouse::set_deletes`]).
+    deletes: Deletes,
     #[cfg(test)]
     pub(crate) fail_before_commit: bool,
 }
@@ -197,6 +199,7 @@ impl Warehouse {
             clock,
             schema_version,
             anti_join_keys: ANTI_JOIN_KEYS,
+            deletes: Deletes::Immediate,
             #[cfg(test)]
             fail_before_commit: false,
         };
@@ -228,6 +231,7 @@ impl Warehouse {
             clock: Box::new(SystemClock),
             schema_version: found,
             anti_join_keys: ANTI_JOIN_KEYS,
+            deletes: Deletes::Immediate,
             #[cfg(test)]
             fail_before_commit: false,
         })
@@ -371,6 +375,7 @@ mod scan;
 
 use merge::*;
 use runs::*;
+pub use scan::{Deletes, GUARD_FLOOR, MAX_DELETE_SHARE};
 
 #[cfg(test)]
 mod tests;
