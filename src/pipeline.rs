@@ -113,7 +113,7 @@ pub async fn sync(
     )
     .map_err(Error::Client)?;
     client.authenticate().await.map_err(Error::Auth)?;
-    let warehouse = Warehouse::open(&config.db).map_err(|source| Error::Open {
+    let mut warehouse = Warehouse::open(&config.db).map_err(|source| Error::Open {
         db: config.db.clone(),
         source: Box::new(source),
     })?;
@@ -133,6 +133,8 @@ pub async fn sync(
     }
     // Readers are never locked out: they read this snapshot while the next sync writes.
     let report = publish(&warehouse, config)?;
+    let mut outcome = outcome;
+    outcome.publish_seconds = Some(report.seconds);
     tracing::info!(dir = %report.dir.display(), seconds = report.seconds, "Snapshot published.");
     warehouse.close().map_err(|e| Error::Close(Box::new(e)))?;
     Ok(outcome)
@@ -142,11 +144,12 @@ pub async fn sync(
 /// readers use while the next sync holds the file.
 pub fn publish(warehouse: &Warehouse, config: &Config) -> Result<Report, Error> {
     crate::views::install(warehouse.connection()).map_err(Error::Views)?;
-    export::export(
-        warehouse.connection(),
-        &export::Options::new(&config.export_dir),
-        Utc::now(),
-    )
+    let options = export::Options {
+        // Row groups the writer's memory cap can hold (a Parquet row group does not spill).
+        row_group_bytes: warehouse.memory_limit().map(export::row_group_bytes),
+        ..export::Options::new(&config.export_dir)
+    };
+    export::export(warehouse.connection(), &options, Utc::now())
     .map_err(|source| Error::Publish {
         dir: config.export_dir.clone(),
         source: Box::new(source),

@@ -33,6 +33,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 3,
         sql: include_str!("../../sql/schema/003_webhooks.sql"),
     },
+    Migration {
+        version: 4,
+        sql: include_str!("../../sql/schema/004_no_index.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

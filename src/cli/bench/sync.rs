@@ -20,6 +20,8 @@ struct ChildRun {
     peak_rss_mib: f64,
     writes: u64,
     rows: u64,
+    /// Seconds of the publish step (views + Parquet export) inside the sync.
+    publish_seconds: f64,
 }
 
 pub async fn run(users: usize, latency: Duration, concurrency: usize) -> Result<()> {
@@ -49,14 +51,22 @@ pub async fn run(users: usize, latency: Duration, concurrency: usize) -> Result<
         plain.0, plain.1
     );
     println!(
-        "  full sync: {:.1} s = {:.2}× the plain fetch; peak RSS {:.0} MiB; file {size:.0} MiB",
+        "  full sync: {:.1} s = {:.2}× the plain fetch, {:.0}k rows/s; export {:.1} s; \
+         peak RSS {:.0} MiB; file {size:.0} MiB",
         full.seconds,
         full.seconds / plain.0,
+        full.rows as f64 / full.seconds / 1000.0,
+        full.publish_seconds,
         full.peak_rss_mib
     );
     println!(
-        "  no-change re-sync: {:.1} s; rows written {} (new + changed + deleted); peak RSS {:.0} MiB",
-        again.seconds, again.writes, again.peak_rss_mib
+        "  no-change re-sync: {:.1} s = {:.2}× the plain fetch; export {:.1} s; rows written {} \
+         (new + changed + deleted); peak RSS {:.0} MiB",
+        again.seconds,
+        again.seconds / plain.0,
+        again.publish_seconds,
+        again.writes,
+        again.peak_rss_mib
     );
     std::fs::remove_dir_all(&dir)?;
     Ok(())
@@ -170,5 +180,6 @@ async fn child_sync(sim: &Sim, config: &Path, db: &Path, concurrency: usize) -> 
         peak_rss_mib: peak_kib / 1024.0,
         writes: sum("new") + sum("changed") + sum("deleted"),
         rows: sum("new") + sum("changed") + sum("unchanged"),
+        publish_seconds: outcome["publish_seconds"].as_f64().unwrap_or(0.0),
     })
 }
