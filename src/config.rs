@@ -712,7 +712,14 @@ mod tests {
         };
         assert_eq!(set("256 mb").unwrap().memory_limit, "256MB");
         assert_eq!(set("1.5GB").unwrap().memory_limit, "1.5GB");
-        for bad in ["8MB", "16MB", "lots", "64", "64 apples", "'; DROP TABLE users; --"] {
+        for bad in [
+            "8MB",
+            "16MB",
+            "lots",
+            "64",
+            "64 apples",
+            "'; DROP TABLE users; --",
+        ] {
             let err = set(bad).unwrap_err().to_string();
             assert!(
                 err.contains("`warehouse.memory_limit`") && err.contains("like \"64MB\""),

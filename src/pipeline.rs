@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use crate::api::{Client, ClientOptions};
+use crate::api::{AUTO_CEILING, Client, ClientOptions, Concurrency};
 use crate::config::{Config, ConfigError};
 use crate::error::UsageError;
 use crate::export::{self, ExportError, Report};
@@ -23,8 +23,8 @@ pub struct SyncOptions {
     pub streams: Vec<String>,
     /// Ignore checkpoints: re-read everything and reconcile.
     pub full_refresh: bool,
-    /// Requests in flight at once.
-    pub concurrency: usize,
+    /// Requests in flight at once, or `auto`.
+    pub concurrency: Concurrency,
 }
 
 impl Default for SyncOptions {
@@ -32,7 +32,7 @@ impl Default for SyncOptions {
         SyncOptions {
             streams: Vec::new(),
             full_refresh: false,
-            concurrency: ClientOptions::default().concurrency,
+            concurrency: Concurrency::Fixed(ClientOptions::default().concurrency),
         }
     }
 }
@@ -107,7 +107,11 @@ pub async fn sync(
     let client = Client::new(
         &config.api()?,
         ClientOptions {
-            concurrency: options.concurrency,
+            concurrency: match options.concurrency {
+                Concurrency::Fixed(n) => n,
+                Concurrency::Auto => AUTO_CEILING,
+            },
+            adaptive_concurrency: options.concurrency == Concurrency::Auto,
             ..ClientOptions::default()
         },
     )
@@ -149,8 +153,7 @@ pub fn publish(warehouse: &Warehouse, config: &Config) -> Result<Report, Error> 
         row_group_bytes: warehouse.memory_limit().map(export::row_group_bytes),
         ..export::Options::new(&config.export_dir)
     };
-    export::export(warehouse.connection(), &options, Utc::now())
-    .map_err(|source| Error::Publish {
+    export::export(warehouse.connection(), &options, Utc::now()).map_err(|source| Error::Publish {
         dir: config.export_dir.clone(),
         source: Box::new(source),
     })

@@ -554,7 +554,10 @@ async fn issue_19_sync_and_publish_succeed_at_the_smallest_memory_limit() {
     let d = sim.data();
     let items: usize = d.users.iter().map(|u| u.items.len()).sum();
     let count = |sql: &str| rows(&db, sql)[0].clone();
-    assert_eq!(count("SELECT count(*) FROM users"), d.users.len().to_string());
+    assert_eq!(
+        count("SELECT count(*) FROM users"),
+        d.users.len().to_string()
+    );
     assert_eq!(
         count("SELECT count(*) FROM portfolio_items WHERE _deleted_at IS NULL"),
         items.to_string()
