@@ -389,7 +389,7 @@ impl Config {
                 key: "warehouse.memory_limit",
                 origin: from_file.clone(),
                 problem: format!(
-                    "`{text}` is not an amount of memory of at least 16MB, like \"64MB\" or \"1GB\""
+                    "`{text}` is not an amount of memory of at least 20MB, like \"64MB\" or \"1GB\""
                 ),
             })?,
         };
@@ -518,7 +518,9 @@ fn read_file(path: &Path, explicit: bool) -> Result<RawConfig, ConfigError> {
 }
 
 /// A memory amount as DuckDB's `memory_limit` takes it (`"64MB"`, `"1.5 GB"`), normalised to
-/// `<number><unit>`; `None` unless it is at least 16 MB (less cannot hold a page group).
+/// `<number><unit>`; `None` unless it is at least 20 MB: below that DuckDB's fixed working set
+/// (a block per thread and partition, the staged page group) does not fit, and a 5k-user sync
+/// ran out of memory at 16 MB (issue 19).
 fn parse_memory_limit(text: &str) -> Option<String> {
     let text = text.trim();
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
@@ -530,7 +532,7 @@ fn parse_memory_limit(text: &str) -> Option<String> {
         "GB" | "GIB" => number * 1024.0,
         _ => return None,
     };
-    (mb.is_finite() && mb >= 16.0).then(|| format!("{number}{unit}"))
+    (mb.is_finite() && mb >= 20.0).then(|| format!("{number}{unit}"))
 }
 
 fn resolve_http(raw: &RawHttp, source: &Source) -> Result<HttpSettings, ConfigError> {
@@ -807,7 +809,14 @@ mod tests {
         };
         assert_eq!(set("256 mb").unwrap().memory_limit, "256MB");
         assert_eq!(set("1.5GB").unwrap().memory_limit, "1.5GB");
-        for bad in ["8MB", "lots", "64", "64 apples", "'; DROP TABLE users; --"] {
+        for bad in [
+            "8MB",
+            "16MB",
+            "lots",
+            "64",
+            "64 apples",
+            "'; DROP TABLE users; --",
+        ] {
             let err = set(bad).unwrap_err().to_string();
             assert!(
                 err.contains("`warehouse.memory_limit`") && err.contains("like \"64MB\""),

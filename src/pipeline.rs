@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use crate::api::{Client, ClientOptions};
+use crate::api::{AUTO_CEILING, Client, ClientOptions, Concurrency};
 use crate::config::{Config, ConfigError};
 use crate::error::UsageError;
 use crate::export::{self, ExportError, Report};
@@ -23,8 +23,8 @@ pub struct SyncOptions {
     pub streams: Vec<String>,
     /// Ignore checkpoints: re-read everything and reconcile.
     pub full_refresh: bool,
-    /// Requests in flight at once.
-    pub concurrency: usize,
+    /// Requests in flight at once, or `auto`.
+    pub concurrency: Concurrency,
     /// A person checked: the URL now serves another organisation, and that is intended (its
     /// rows replace the old organisation's, which are marked deleted).
     pub accept_organisation: bool,
@@ -38,7 +38,7 @@ impl Default for SyncOptions {
         SyncOptions {
             streams: Vec::new(),
             full_refresh: false,
-            concurrency: ClientOptions::default().concurrency,
+            concurrency: Concurrency::Fixed(ClientOptions::default().concurrency),
             accept_organisation: false,
             accept_deletes: false,
         }
@@ -120,13 +120,17 @@ pub async fn sync(
     let client = Client::new(
         &config.api()?,
         ClientOptions {
-            concurrency: options.concurrency,
+            concurrency: match options.concurrency {
+                Concurrency::Fixed(n) => n,
+                Concurrency::Auto => AUTO_CEILING,
+            },
+            adaptive_concurrency: options.concurrency == Concurrency::Auto,
             ..ClientOptions::default()
         },
     )
     .map_err(Error::Client)?;
     client.authenticate().await.map_err(Error::Auth)?;
-    let warehouse = Warehouse::open(&config.db).map_err(|source| Error::Open {
+    let mut warehouse = Warehouse::open(&config.db).map_err(|source| Error::Open {
         db: config.db.clone(),
         source: Box::new(source),
     })?;
@@ -167,6 +171,8 @@ pub async fn sync(
         .map_err(|e| Error::RecordOrganisation(Box::new(e)))?;
     // Readers are never locked out: they read this snapshot while the next sync writes.
     let report = publish(&warehouse, config)?;
+    let mut outcome = outcome;
+    outcome.publish_seconds = Some(report.seconds);
     tracing::info!(dir = %report.dir.display(), seconds = report.seconds, "Snapshot published.");
     warehouse.close().map_err(|e| Error::Close(Box::new(e)))?;
     Ok(outcome)
@@ -176,12 +182,12 @@ pub async fn sync(
 /// readers use while the next sync holds the file.
 pub fn publish(warehouse: &Warehouse, config: &Config) -> Result<Report, Error> {
     crate::views::install(warehouse.connection()).map_err(Error::Views)?;
-    export::export(
-        warehouse.connection(),
-        &export::Options::new(&config.export_dir),
-        Utc::now(),
-    )
-    .map_err(|source| Error::Publish {
+    let options = export::Options {
+        // Row groups the writer's memory cap can hold (a Parquet row group does not spill).
+        row_group_bytes: warehouse.memory_limit().map(export::row_group_bytes),
+        ..export::Options::new(&config.export_dir)
+    };
+    export::export(warehouse.connection(), &options, Utc::now()).map_err(|source| Error::Publish {
         dir: config.export_dir.clone(),
         source: Box::new(source),
     })

@@ -534,3 +534,44 @@ async fn changes_between_the_pages_of_a_run_are_exact_after_the_next_run() {
         "every user once"
     );
 }
+
+/// Issue 19: a memory setting only makes a sync slower. 20,000 users (100k portfolio items)
+/// at the smallest cap the configuration accepts, 20MB: before the fix (two DuckDB threads
+/// whatever the cap, an index on `users`, 100k-row Parquet groups, anti-join parts of a
+/// fixed size) the portfolio stream ran out of DuckDB memory here (`merging a page into
+/// portfolio_items`).
+#[tokio::test]
+async fn issue_19_sync_and_publish_succeed_at_the_smallest_memory_limit() {
+    let sim = sim(20_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("w.duckdb");
+    let mut config = support::config_for(&sim, &db);
+    config.memory_limit = "20MB".into();
+    let options = pluvo_warehouse::pipeline::SyncOptions::default();
+    let silent = std::sync::Arc::new(pluvo_warehouse::streams::Silent);
+    for pass in ["full", "no-change"] {
+        let outcome = pluvo_warehouse::pipeline::sync(&config, &options, silent.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{pass} sync at 20MB: {e:#}"));
+        assert!(!outcome.failed(), "{pass}: {:?}", outcome.streams);
+    }
+    let d = sim.data();
+    let items: usize = d.users.iter().map(|u| u.items.len()).sum();
+    let count = |sql: &str| rows(&db, sql)[0].clone();
+    assert_eq!(
+        count("SELECT count(*) FROM users"),
+        d.users.len().to_string()
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM portfolio_items WHERE _deleted_at IS NULL"),
+        items.to_string()
+    );
+    // The published snapshot holds every row.
+    let snapshot = pluvo_warehouse::export::current_snapshot(&config.export_dir).unwrap();
+    let manifest = pluvo_warehouse::export::Manifest::read(&snapshot).unwrap();
+    assert_eq!(manifest.table("users").unwrap().rows, d.users.len() as u64);
+    assert_eq!(
+        manifest.table("portfolio_items").unwrap().rows,
+        items as u64
+    );
+}

@@ -9,13 +9,13 @@
 -- The cast TIMESTAMPTZ -> TIMESTAMP is UTC in this build (no ICU, so no session time zone).
 -- It is DuckDB's core cast, not a function of the core_functions extension: an ALTER is
 -- replayed from the WAL before extensions load, and a function there would fail the replay.
--- DuckDB alters no table that an index depends on: users_ref is dropped and rebuilt.
-DROP INDEX users_ref;
+-- DuckDB alters no table that an index depends on: users_ref is dropped, and not rebuilt
+-- (an in-memory ART index grows with the organisation; see 006_no_index.sql).
+DROP INDEX IF EXISTS users_ref;
 ALTER TABLE users ALTER COLUMN last_login SET DATA TYPE TIMESTAMP USING CAST(last_login AS TIMESTAMP);
 ALTER TABLE users ALTER COLUMN _first_seen_at SET DATA TYPE TIMESTAMP USING CAST(_first_seen_at AS TIMESTAMP);
 ALTER TABLE users ALTER COLUMN _updated_at SET DATA TYPE TIMESTAMP USING CAST(_updated_at AS TIMESTAMP);
 ALTER TABLE users ALTER COLUMN _deleted_at SET DATA TYPE TIMESTAMP USING CAST(_deleted_at AS TIMESTAMP);
-CREATE INDEX users_ref ON users (ref);
 ALTER TABLE portfolio_items ALTER COLUMN _first_seen_at SET DATA TYPE TIMESTAMP USING CAST(_first_seen_at AS TIMESTAMP);
 ALTER TABLE portfolio_items ALTER COLUMN _updated_at SET DATA TYPE TIMESTAMP USING CAST(_updated_at AS TIMESTAMP);
 ALTER TABLE portfolio_items ALTER COLUMN _deleted_at SET DATA TYPE TIMESTAMP USING CAST(_deleted_at AS TIMESTAMP);

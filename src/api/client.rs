@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use backon::Retryable;
 use serde::de::{DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
-use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, field};
 
 use super::auth::{Token, TokenCache};
+use super::limit::{AUTO_START, Limiter};
 use super::page::MAX_PAGE_SIZE;
 use super::rate::RateGate;
 use super::retry::{Failure, Policy, status_and_retry_after, transient_status};
@@ -32,8 +32,12 @@ const USER_AGENT: &str = concat!("pluvo-warehouse/", env!("CARGO_PKG_VERSION"));
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     /// Requests in flight at once (`--concurrency`). Pluvo's limits are undocumented; 4 keeps
-    /// a paced job near the limit without queueing much at the server.
+    /// a paced job near the limit without queueing much at the server. With
+    /// `adaptive_concurrency`, the most in flight at once.
     pub concurrency: usize,
+    /// Learn the number in flight from answer times and 429s (`--concurrency auto`), from
+    /// [`AUTO_START`] up to `concurrency` (see `limit.rs`).
+    pub adaptive_concurrency: bool,
     /// Nodes per page, 1..=50 (the API maximum).
     pub page_size: u32,
     /// First backoff delay; later ones double (with jitter) up to `retry_cap`.
@@ -49,6 +53,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             concurrency: 4,
+            adaptive_concurrency: false,
             page_size: MAX_PAGE_SIZE,
             retry_base: Duration::from_millis(250),
             retry_cap: Duration::from_secs(30),
@@ -80,6 +85,8 @@ pub struct Stats {
     pub rows: u64,
     /// The permitted request rate learnt from 429s, `None` while unlimited.
     pub permitted_rate: Option<f64>,
+    /// Requests allowed in flight now (moves with `--concurrency auto`).
+    pub concurrency: usize,
 }
 
 /// Requests and retries of one operation, from [`Client::op_stats`].
@@ -230,7 +237,7 @@ struct Inner {
     auth: TokenCache,
     graphql_url: reqwest::Url,
     graphql_url_text: String,
-    limit: Semaphore,
+    limit: Limiter,
     gate: RateGate,
     options: ClientOptions,
 }
@@ -287,7 +294,11 @@ impl Client {
                 auth: TokenCache::new(config, options.renew_margin),
                 graphql_url_text: redact_url(&graphql_url),
                 graphql_url,
-                limit: Semaphore::new(options.concurrency.max(1)),
+                limit: if options.adaptive_concurrency {
+                    Limiter::adaptive(AUTO_START, options.concurrency, Instant::now())
+                } else {
+                    Limiter::fixed(options.concurrency)
+                },
                 gate: RateGate::new(Instant::now()),
                 options,
             }),
@@ -330,6 +341,7 @@ impl Client {
             pages: c.pages.get(),
             rows: c.rows.get(),
             permitted_rate: self.inner.gate.rate(),
+            concurrency: self.inner.limit.limit(),
         }
     }
 
@@ -467,11 +479,7 @@ impl Client {
             ms = field::Empty
         );
         async move {
-            let _permit = inner
-                .limit
-                .acquire()
-                .await
-                .expect("the semaphore is never closed");
+            let _permit = inner.limit.acquire().await;
             let epoch = self.wait_for_slot().await;
             let token = inner
                 .auth
@@ -479,6 +487,12 @@ impl Client {
                 .await
                 .map_err(Failure::Fatal)?;
             let answer = self.post(op, &token, body).await?;
+            // The adaptive concurrency learns from every answer: a 429 or 503 says the
+            // server is saturated; any other answer gives its time.
+            match answer.status {
+                429 | 503 => inner.limit.on_throttle(),
+                _ => inner.limit.on_answer(answer.took, Instant::now()),
+            }
             match answer.status {
                 429 => return Err(self.throttled(epoch, answer.retry_after)),
                 401 => return Err(self.unauthorized(op, &token, reauthed, "http 401").await),
@@ -588,6 +602,7 @@ impl Client {
         span.record("bytes", body.len() as u64);
         debug!("Answered.");
         Ok(Answer {
+            took: sent_at.elapsed(),
             status,
             retry_after,
             location,
@@ -694,6 +709,8 @@ fn snippet(body: &[u8], err: &serde_json::Error) -> String {
 
 /// One HTTP answer, read whole.
 struct Answer {
+    /// From sending the request to the end of the body.
+    took: Duration,
     status: u16,
     retry_after: Option<Duration>,
     location: Option<String>,

@@ -11,6 +11,7 @@
 //! - `auth.rs`: the token cache (single flight, renewal before expiry, re-auth on 401).
 //! - `retry.rs`: what is retryable, `Retry-After`, backoff (via `backon`).
 //! - `rate.rs`: AIMD on the permitted request rate, so a big job settles near the server limit.
+//! - `limit.rs`: requests in flight, fixed or learnt from answer times (`--concurrency auto`).
 //! - `page.rs`: the Relay pager (cursor stream; offset mode with a completeness check).
 //! - `queries.rs` + `queries/*.graphql`: every operation the tool sends.
 //!
@@ -18,6 +19,7 @@
 
 mod auth;
 mod client;
+mod limit;
 mod page;
 pub mod queries;
 mod rate;
@@ -31,6 +33,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use client::{Client, ClientOptions, OpStats, Partial, Stats};
+pub use limit::{AUTO_CEILING, AUTO_START, Concurrency};
 pub use page::{MAX_PAGE_SIZE, Page};
 pub use queries::Operation;
 

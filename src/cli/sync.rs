@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::output::Format;
 use super::progress::Bars;
+use crate::api::Concurrency;
 use crate::error::Exit;
 use crate::pipeline::{self, SyncOptions};
 use crate::streams;
@@ -18,9 +19,10 @@ pub struct SyncArgs {
     /// Ignore checkpoints: re-read everything and reconcile
     #[arg(long)]
     pub full_refresh: bool,
-    /// Requests in flight at once
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
-    pub concurrency: u16,
+    /// Requests in flight at once (1-32), or `auto`: learnt from the server's answer times
+    /// and 429s, from 4 up to 32
+    #[arg(long, default_value = "4", value_name = "N|auto")]
+    pub concurrency: Concurrency,
     /// Output of the run summary
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -39,7 +41,7 @@ impl SyncArgs {
         SyncOptions {
             streams: self.streams.clone(),
             full_refresh: self.full_refresh,
-            concurrency: self.concurrency as usize,
+            concurrency: self.concurrency,
             accept_organisation: self.accept_organisation,
             accept_deletes: self.accept_deletes,
         }

@@ -71,6 +71,9 @@ pub struct Outcome {
     pub requests: u64,
     pub retries: u64,
     pub seconds: f64,
+    /// Seconds the published snapshot took (views + Parquet export), when one was published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_seconds: Option<f64>,
 }
 
 impl Outcome {
@@ -210,6 +213,7 @@ pub async fn run(
         requests: stats.requests - stats_before.requests,
         retries: stats.retries - stats_before.retries,
         seconds: started.elapsed().as_secs_f64(),
+        publish_seconds: None,
     };
     info!(run = run.0, seconds = outcome.seconds, "Sync finished.");
     Ok((warehouse, outcome))

@@ -38,9 +38,13 @@ pub enum BenchCommand {
         /// Latency the simulator adds to every answer, in milliseconds
         #[arg(long, default_value_t = 20)]
         latency_ms: u64,
-        /// Requests in flight, for the sync and the plain fetch alike
-        #[arg(long, default_value_t = 4)]
-        concurrency: usize,
+        /// Requests in flight, for the sync and the plain fetch alike; `auto` for the sync
+        /// (the plain fetch then runs at 4)
+        #[arg(long, default_value = "4", value_name = "N|auto")]
+        concurrency: crate::api::Concurrency,
+        /// The simulator answers 429 above this many requests per second (none by default)
+        #[arg(long)]
+        rate_limit_rps: Option<f64>,
     },
     /// Webhook receiver under load: signed events at a fixed rate, answer times, none lost
     Webhook {
@@ -120,9 +124,10 @@ pub async fn run(command: BenchCommand) -> Result<Exit> {
             users,
             latency_ms,
             concurrency,
+            rate_limit_rps,
         } => {
             let latency = Duration::from_millis(latency_ms);
-            sync::run(users, latency, concurrency).await?;
+            sync::run(users, latency, concurrency, rate_limit_rps).await?;
             Ok(Exit::Ok)
         }
         BenchCommand::Webhook {

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 
-use crate::api::{Operation, queries};
+use crate::api::{AUTO_START, Concurrency, Operation, queries};
 use crate::sim::{Faults, Sim};
 
 /// One sync run of the child process.
@@ -20,9 +20,16 @@ struct ChildRun {
     peak_rss_mib: f64,
     writes: u64,
     rows: u64,
+    /// Seconds of the publish step (views + Parquet export) inside the sync.
+    publish_seconds: f64,
 }
 
-pub async fn run(users: usize, latency: Duration, concurrency: usize) -> Result<()> {
+pub async fn run(
+    users: usize,
+    latency: Duration,
+    concurrency: Concurrency,
+    rate_limit_rps: Option<f64>,
+) -> Result<()> {
     let super::Org {
         sim,
         dir,
@@ -35,9 +42,23 @@ pub async fn run(users: usize, latency: Duration, concurrency: usize) -> Result<
     });
     let db = settings.db;
 
-    let plain = plain_fetch(&sim, concurrency).await?;
+    let plain_concurrency = match concurrency {
+        Concurrency::Fixed(n) => n,
+        Concurrency::Auto => AUTO_START,
+    };
+    let plain = plain_fetch(&sim, plain_concurrency).await?;
+    // The plain loop does not retry: the server's rate limit applies to the syncs only.
+    sim.set_faults(Faults {
+        latency,
+        rate_limit_rps,
+        ..Faults::default()
+    });
+    sim.reset_counters();
     let full = child_sync(&sim, &config, &db, concurrency).await?;
+    let refused_full = refused(&sim);
+    sim.reset_counters();
     let again = child_sync(&sim, &config, &db, concurrency).await?;
+    let refused_again = refused(&sim);
     let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0) as f64 / 1_048_576.0;
     println!(
         "sync of {users} users / {} rows at latency {} ms, concurrency {concurrency}:",
@@ -45,21 +66,48 @@ pub async fn run(users: usize, latency: Duration, concurrency: usize) -> Result<
         latency.as_millis()
     );
     println!(
-        "  plain fetch of the same pages: {:.1} s ({} pages)",
+        "  plain fetch of the same pages: {:.1} s ({} pages, concurrency {plain_concurrency})",
         plain.0, plain.1
     );
+    if let Some(rps) = rate_limit_rps {
+        println!(
+            "  simulator limit {rps} requests/s: refused (429) {} of {} requests in the full \
+             sync ({:.2}%), {} of {} in the re-sync ({:.2}%)",
+            refused_full.0,
+            refused_full.1,
+            100.0 * refused_full.0 as f64 / refused_full.1.max(1) as f64,
+            refused_again.0,
+            refused_again.1,
+            100.0 * refused_again.0 as f64 / refused_again.1.max(1) as f64,
+        );
+    }
     println!(
-        "  full sync: {:.1} s = {:.2}× the plain fetch; peak RSS {:.0} MiB; file {size:.0} MiB",
+        "  full sync: {:.1} s = {:.2}× the plain fetch, {:.0}k rows/s; export {:.1} s; \
+         peak RSS {:.0} MiB; file {size:.0} MiB",
         full.seconds,
         full.seconds / plain.0,
+        full.rows as f64 / full.seconds / 1000.0,
+        full.publish_seconds,
         full.peak_rss_mib
     );
     println!(
-        "  no-change re-sync: {:.1} s; rows written {} (new + changed + deleted); peak RSS {:.0} MiB",
-        again.seconds, again.writes, again.peak_rss_mib
+        "  no-change re-sync: {:.1} s = {:.2}× the plain fetch; export {:.1} s; rows written {} \
+         (new + changed + deleted); peak RSS {:.0} MiB",
+        again.seconds,
+        again.seconds / plain.0,
+        again.publish_seconds,
+        again.writes,
+        again.peak_rss_mib
     );
     std::fs::remove_dir_all(&dir)?;
     Ok(())
+}
+
+/// (429 answers, GraphQL requests) the simulator counted since its counters were reset.
+fn refused(sim: &Sim) -> (u64, u64) {
+    let counters = sim.counters();
+    let refused = counters.faults.get("429").copied().unwrap_or(0);
+    (refused, counters.graphql_requests)
 }
 
 /// Fetch every page a sync reads, with a plain reqwest loop (offsets in parallel).
@@ -118,7 +166,12 @@ async fn plain_fetch(sim: &Sim, concurrency: usize) -> Result<(f64, usize)> {
 }
 
 /// Run `pluvo-warehouse sync` as a child process; sample its peak RSS until it exits.
-async fn child_sync(sim: &Sim, config: &Path, db: &Path, concurrency: usize) -> Result<ChildRun> {
+async fn child_sync(
+    sim: &Sim,
+    config: &Path,
+    db: &Path,
+    concurrency: Concurrency,
+) -> Result<ChildRun> {
     let exe = std::env::current_exe().context("locating this executable")?;
     let started = Instant::now();
     let child = Command::new(exe)
@@ -170,5 +223,6 @@ async fn child_sync(sim: &Sim, config: &Path, db: &Path, concurrency: usize) -> 
         peak_rss_mib: peak_kib / 1024.0,
         writes: sum("new") + sum("changed") + sum("deleted"),
         rows: sum("new") + sum("changed") + sum("unchanged"),
+        publish_seconds: outcome["publish_seconds"].as_f64().unwrap_or(0.0),
     })
 }

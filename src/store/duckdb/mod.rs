@@ -41,17 +41,32 @@ use super::{Clock, Result, StoreError, SystemClock};
 /// DuckDB's memory cap for the writer (and the Parquet export at the end of `sync`). DuckDB's
 /// default (80% of RAM) lets its block cache grow with the warehouse; a sync touches mostly
 /// the key and hash columns, so a fixed cap keeps the process's memory flat as the
-/// organisation grows. What must fit: a commit's hash join (the staged page group, ~10k
-/// rows), one part of the end-of-scan anti-join ([`ANTI_JOIN_KEYS`] keys) and one Parquet row
-/// group. Measured (100k users, 500k items, latency 0, 2 cores, with [`super::alloc::tune`]):
-/// peak RSS 109 MB at 32 MB, 141 MB at 64 MB; the 10k-user sync peaks at 90 MB either way.
-/// At 24 and 28 MB the anti-join of `group_members` ran out of memory (whatever the number
-/// of parts), and at 28 MB the export of `portfolio_items` did too. Tune with
-/// [`Warehouse::set_memory_limit`].
-pub const WRITER_MEMORY_LIMIT: &str = "32MB";
+/// organisation grows. Everything the sync asks of DuckDB is sized to fit any cap the
+/// configuration accepts, so a smaller cap is slower, never fatal: hash joins spill to
+/// `<file>.tmp` beside the warehouse, the end-of-scan anti-join runs in parts sized to the
+/// cap ([`KEY_BYTES_PER_PART`]), Parquet row groups are cut by bytes, DuckDB's threads (each
+/// needs its own buffers) are fewer under small caps ([`MEMORY_PER_THREAD`]), and no table
+/// has an index (ART indexes stay in memory and grow with the organisation; see
+/// `sql/schema/004_no_index.sql`).
+///
+/// 32 MB was the default until issue 19: enough for 100k users of the simulator, but a 1M-user
+/// organisation ran out of memory with it. Measured by `bench sync --users 100000
+/// --latency-ms 0` (2 shared cores): peak RSS 103 MiB at 32 MB, 188 MiB at 128 MB.
+pub const WRITER_MEMORY_LIMIT: &str = "128MB";
 
-/// Seen keys per part of the end-of-scan anti-join (see `soft_delete_unseen`).
+/// Seen keys per part of the end-of-scan anti-join before the memory cap is known (see
+/// `soft_delete_unseen`); [`Warehouse::set_memory_limit`] sizes it to the cap.
 pub(super) const ANTI_JOIN_KEYS: u64 = 50_000;
+
+/// Bytes of the memory cap per key of one part of the anti-join. Its hash table does not
+/// spill; measured with DuckDB 2.0 on 600k item keys: 50k keys a part pass at 16 MB, the whole
+/// set in one part fails at 32 MB. 640 bytes a key gives 26k keys at 16 MB, 210k at 128 MB.
+const KEY_BYTES_PER_PART: u64 = 640;
+
+/// DuckDB gets one thread per this much of the cap (at least one, at most the cores): each
+/// thread of a join or a Parquet write holds its own blocks, and two threads under 16 MB ran
+/// out of memory where one did not.
+const MEMORY_PER_THREAD: u64 = 64_000_000;
 
 /// The id of one `sync` (or other writing command) in `_runs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -161,6 +176,8 @@ pub struct Warehouse {
     pub(crate) anti_join_keys: u64,
     /// How rows missing from a complete scan are recorded ([`Warehouse::set_deletes`]).
     deletes: Deletes,
+    /// The memory cap in bytes, once set.
+    memory_limit: Option<u64>,
     #[cfg(test)]
     pub(crate) fail_before_commit: bool,
 }
@@ -193,13 +210,22 @@ impl Warehouse {
         super::sqltime::install(&conn).map_err(Self::db("defining the time functions"))?;
         let now = clock.now();
         let schema_version = schema::migrate(&mut conn, &path, MIGRATIONS, now)?;
-        let warehouse = Warehouse {
+        // Spill beside the warehouse (DuckDB's default for a file, made explicit: the folder
+        // is known to be writable), and let DuckDB stream results out of order: keeping the
+        // insertion order makes a Parquet export buffer rows per thread.
+        let temp = sql_text(&format!("{}.tmp", path.display()));
+        conn.execute_batch(&format!(
+            "SET temp_directory = '{temp}'; SET preserve_insertion_order = false"
+        ))
+        .map_err(|source| open_error(&path, source))?;
+        let mut warehouse = Warehouse {
             conn,
             path,
             clock,
             schema_version,
             anti_join_keys: ANTI_JOIN_KEYS,
             deletes: Deletes::Immediate,
+            memory_limit: None,
             #[cfg(test)]
             fail_before_commit: false,
         };
@@ -232,27 +258,37 @@ impl Warehouse {
             schema_version: found,
             anti_join_keys: ANTI_JOIN_KEYS,
             deletes: Deletes::Immediate,
+            memory_limit: None,
             #[cfg(test)]
             fail_before_commit: false,
         })
     }
 
     /// Cap the memory DuckDB may use on this connection (buffer pool, hash tables), e.g.
-    /// `"96MB"`. Above the cap DuckDB evicts cached blocks and spills to `<file>.tmp`.
-    pub fn set_memory_limit(&self, limit: &str) -> Result<()> {
-        let valid = !limit.is_empty()
-            && limit
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == ' ');
-        if !valid {
-            return Err(StoreError::Setting {
-                setting: "memory_limit",
-                value: limit.to_owned(),
-            });
-        }
+    /// `"96MB"`. Above the cap DuckDB evicts cached blocks and spills to `<file>.tmp`; the
+    /// work that cannot spill is sized to the cap: the threads DuckDB uses and the parts of
+    /// the end-of-scan anti-join (see [`WRITER_MEMORY_LIMIT`]).
+    pub fn set_memory_limit(&mut self, limit: &str) -> Result<()> {
+        let bytes = memory_bytes(limit).ok_or_else(|| StoreError::Setting {
+            setting: "memory_limit",
+            value: limit.to_owned(),
+        })?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        let threads = (bytes / MEMORY_PER_THREAD).clamp(1, cores);
         self.conn
-            .execute_batch(&format!("SET memory_limit = '{limit}'"))
-            .map_err(Self::db("setting DuckDB's memory limit"))
+            .execute_batch(&format!(
+                "SET memory_limit = '{limit}'; SET threads = {threads}"
+            ))
+            .map_err(Self::db("setting DuckDB's memory limit"))?;
+        self.memory_limit = Some(bytes);
+        self.anti_join_keys = (bytes / KEY_BYTES_PER_PART).max(1_000);
+        Ok(())
+    }
+
+    /// The memory cap set by [`Warehouse::set_memory_limit`], in bytes (`None`: DuckDB's
+    /// default, for a reader).
+    pub fn memory_limit(&self) -> Option<u64> {
+        self.memory_limit
     }
 
     /// The number of threads DuckDB may use for one statement.
@@ -347,6 +383,33 @@ pub fn duckdb_config(mode: AccessMode) -> ::duckdb::Result<Config> {
 /// The oldest DuckDB release whose storage format new warehouse files use (see
 /// [`duckdb_config`]); DuckDB 1.0 through 2.0 read it.
 pub const STORAGE_VERSION: &str = "v1.0.0";
+/// A memory amount as DuckDB reads it (`"128MB"`, `"1.5 GiB"`, `"512 KB"`) in bytes; `None`
+/// for anything else. The check also keeps the text safe to inline in `SET`.
+pub fn memory_bytes(limit: &str) -> Option<u64> {
+    let text = limit.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale: f64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "B" => 1.0,
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        "KIB" => 1024.0,
+        "MIB" => 1024.0 * 1024.0,
+        "GIB" => 1024.0 * 1024.0 * 1024.0,
+        "TIB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = number * scale;
+    (bytes.is_finite() && bytes >= 1.0).then_some(bytes as u64)
+}
+
+/// Text as the body of a SQL string literal.
+fn sql_text(text: &str) -> String {
+    text.replace('\'', "''")
+}
 
 /// The PID in DuckDB's lock error message, if it names one.
 pub fn lock_holder_pid(message: &str) -> Option<u32> {
