@@ -105,7 +105,7 @@ pub async fn sync(
 ) -> Result<Outcome, Error> {
     streams::select(&options.streams).map_err(|e| UsageError::new(e.to_string()))?;
     let client = Client::new(
-        &config.api()?,
+        &config.api(crate::config::Access::Read)?,
         ClientOptions {
             concurrency: options.concurrency,
             ..ClientOptions::default()
@@ -144,7 +144,10 @@ pub fn publish(warehouse: &Warehouse, config: &Config) -> Result<Report, Error> 
     crate::views::install(warehouse.connection()).map_err(Error::Views)?;
     export::export(
         warehouse.connection(),
-        &export::Options::new(&config.export_dir),
+        &export::Options {
+            group_readable: config.export_group_readable,
+            ..export::Options::new(&config.export_dir)
+        },
         Utc::now(),
     )
     .map_err(|source| Error::Publish {

@@ -59,6 +59,7 @@ pub fn run(config: &Config, args: &ExportArgs) -> Result<Exit> {
             .unwrap_or_else(|| config.export_dir.clone()),
         tables: args.tables.clone(),
         row_group_size: args.row_group_size,
+        group_readable: config.export_group_readable,
     };
     let report = export(warehouse.connection(), &options, Utc::now())
         .with_context(|| format!("exporting to `{}`", options.out.display()))?;

@@ -60,7 +60,7 @@ pub async fn run(
     }
     let refresh = match args.refresh {
         true => Some(Refresh {
-            client: Client::new(&config.api()?, ClientOptions::default())
+            client: Client::new(&config.api(crate::config::Access::Read)?, ClientOptions::default())
                 .context("creating the API client for --refresh")?,
             debounce: Duration::from_millis(args.refresh_debounce_ms),
         }),
