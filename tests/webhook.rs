@@ -25,6 +25,7 @@ async fn receiver(db: &Path, max_body: usize) -> Receiver {
         key: Secret::new(KEY),
         max_body,
         refresh: None,
+        limits: pluvo_warehouse::webhook::Limits::default(),
     };
     Receiver::start(warehouse, options)
         .await
@@ -422,7 +423,7 @@ async fn with_refresh_a_new_certificate_reaches_portfolio_items_without_a_sync()
 
     let config = support::config_for(&sim, &db);
     let client =
-        pluvo_warehouse::api::Client::new(&config.api().unwrap(), Default::default()).unwrap();
+        pluvo_warehouse::api::Client::new(&config.api(pluvo_warehouse::config::Access::Read).unwrap(), Default::default()).unwrap();
     let receiver = Receiver::start(
         Warehouse::open(&db).unwrap(),
         Options {
@@ -434,6 +435,7 @@ async fn with_refresh_a_new_certificate_reaches_portfolio_items_without_a_sync()
                 client,
                 debounce: Duration::from_millis(100),
             }),
+            limits: pluvo_warehouse::webhook::Limits::default(),
         },
     )
     .await
