@@ -733,7 +733,10 @@ mod tests {
             url: Some("https://flag.pluvo.com/".into()),
             ..Flags::default()
         };
-        let api = load(Some(file), &env, flags).unwrap().api(Access::Write).unwrap();
+        let api = load(Some(file), &env, flags)
+            .unwrap()
+            .api(Access::Write)
+            .unwrap();
         assert_eq!(
             api.graphql_url().as_str(),
             "https://flag.pluvo.com/graphql/"
@@ -869,13 +872,28 @@ mod tests {
         ];
         let cfg = load(None, &env, Flags::default()).unwrap();
         assert_eq!(cfg.api(Access::Read).unwrap().scope, READ_SCOPE);
-        assert_eq!(cfg.api(Access::Write).unwrap().scope, DEFAULT_SCOPE.split_whitespace().collect::<Vec<_>>().join(" "));
+        assert_eq!(
+            cfg.api(Access::Write).unwrap().scope,
+            DEFAULT_SCOPE
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
         let file = "[pluvo]\nscope = \"users.read users.write groups.read\"\n";
         let cfg = load(Some(file), &env, Flags::default()).unwrap();
-        assert_eq!(cfg.api(Access::Read).unwrap().scope, "users.read groups.read");
-        assert_eq!(cfg.api(Access::Write).unwrap().scope, "users.read users.write groups.read");
+        assert_eq!(
+            cfg.api(Access::Read).unwrap().scope,
+            "users.read groups.read"
+        );
+        assert_eq!(
+            cfg.api(Access::Write).unwrap().scope,
+            "users.read users.write groups.read"
+        );
         let file = "[pluvo]\nscope = \"users.write\"\n";
-        let err = load(Some(file), &env, Flags::default()).unwrap().api(Access::Read).unwrap_err();
+        let err = load(Some(file), &env, Flags::default())
+            .unwrap()
+            .api(Access::Read)
+            .unwrap_err();
         assert!(err.to_string().contains("only write scopes"), "{err}");
     }
 }

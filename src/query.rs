@@ -279,10 +279,9 @@ pub fn check_read_only(conn: &Connection, sql: &str, who: &str) -> Result<(), Re
             Err(e) => Error::Sql(e.to_string()).into(),
             Ok(_) => Error::Sql(message).into(),
         }),
-        Err(GuardError::Refused(refusal)) => Err(UsageError::new(format!(
-            "{who} only reads the warehouse; {refusal}"
-        ))
-        .into()),
+        Err(GuardError::Refused(refusal)) => {
+            Err(UsageError::new(format!("{who} only reads the warehouse; {refusal}")).into())
+        }
         Err(GuardError::Db(e)) => Err(e.into()),
     }
 }
@@ -353,7 +352,8 @@ mod tests {
     #[test]
     fn write_statements_are_refused_and_reads_pass() {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE users AS SELECT 1 AS ref").unwrap();
+        conn.execute_batch("CREATE TABLE users AS SELECT 1 AS ref")
+            .unwrap();
         for sql in [
             "DELETE FROM users",
             "  -- tidy up\n drop table users",
@@ -377,7 +377,9 @@ mod tests {
         ] {
             assert!(check_read_only(&conn, sql, "`query`").is_ok(), "{sql}");
         }
-        let n: i64 = conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0)).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 1);
     }
 

@@ -422,8 +422,11 @@ async fn with_refresh_a_new_certificate_reaches_portfolio_items_without_a_sync()
     support::sync(&sim, &db, false).await;
 
     let config = support::config_for(&sim, &db);
-    let client =
-        pluvo_warehouse::api::Client::new(&config.api(pluvo_warehouse::config::Access::Read).unwrap(), Default::default()).unwrap();
+    let client = pluvo_warehouse::api::Client::new(
+        &config.api(pluvo_warehouse::config::Access::Read).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
     let receiver = Receiver::start(
         Warehouse::open(&db).unwrap(),
         Options {

@@ -75,8 +75,11 @@ pub async fn run(
     }
     let refresh = match args.refresh {
         true => Some(Refresh {
-            client: Client::new(&config.api(crate::config::Access::Read)?, ClientOptions::default())
-                .context("creating the API client for --refresh")?,
+            client: Client::new(
+                &config.api(crate::config::Access::Read)?,
+                ClientOptions::default(),
+            )
+            .context("creating the API client for --refresh")?,
             debounce: Duration::from_millis(args.refresh_debounce_ms),
         }),
         false => None,
@@ -125,7 +128,12 @@ pub async fn run(
     if !quiet {
         eprintln!(
             "Stopped: {} stored, {} redeliveries, {} refused (401), {} malformed (400), {} too old (400), {} failed.",
-            stats.stored, stats.duplicates, stats.unauthorized, stats.malformed, stats.stale, stats.failed
+            stats.stored,
+            stats.duplicates,
+            stats.unauthorized,
+            stats.malformed,
+            stats.stale,
+            stats.failed
         );
     }
     Ok(Exit::Ok)

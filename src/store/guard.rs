@@ -133,7 +133,15 @@ fn function_name(function: Option<&serde_json::Value>) -> Option<String> {
 
 /// Statement kinds that DuckDB parses as a SELECT.
 const SELECT_WORDS: &[&str] = &[
-    "SELECT", "WITH", "FROM", "VALUES", "TABLE", "PIVOT", "UNPIVOT", "SUMMARIZE", "DESCRIBE",
+    "SELECT",
+    "WITH",
+    "FROM",
+    "VALUES",
+    "TABLE",
+    "PIVOT",
+    "UNPIVOT",
+    "SUMMARIZE",
+    "DESCRIBE",
     "SHOW",
 ];
 
@@ -217,7 +225,8 @@ mod tests {
     #[test]
     fn one_read_only_select_passes_and_nothing_else_does() {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE users AS SELECT 'EMP1' AS ref").unwrap();
+        conn.execute_batch("CREATE TABLE users AS SELECT 'EMP1' AS ref")
+            .unwrap();
         for sql in [
             "SELECT 1",
             "SELECT ref FROM users;",
@@ -232,7 +241,10 @@ mod tests {
             assert_eq!(refusal(&conn, sql), None, "{sql}");
         }
         for (sql, says) in [
-            ("SELECT 1; COPY users TO 'x.csv'; SELECT 1", "a `COPY` statement"),
+            (
+                "SELECT 1; COPY users TO 'x.csv'; SELECT 1",
+                "a `COPY` statement",
+            ),
             ("SELECT 1; SELECT 2", "has 2 statements"),
             ("ATTACH 'w.duckdb' AS w", "a `ATTACH` statement"),
             ("INSTALL httpfs", "a `INSTALL` statement"),
@@ -241,16 +253,24 @@ mod tests {
             ("PRAGMA enable_profiling", "a `PRAGMA` statement"),
             ("EXPORT DATABASE 'x'", "a `EXPORT` statement"),
             ("CALL checkpoint()", "a `CALL` statement"),
-            ("WITH d AS (DELETE FROM users RETURNING *) SELECT * FROM d", "a `DELETE` inside a WITH"),
+            (
+                "WITH d AS (DELETE FROM users RETURNING *) SELECT * FROM d",
+                "a `DELETE` inside a WITH",
+            ),
             ("SELECT * FROM query('DELETE FROM users')", "`query(...)`"),
             ("-- only a comment", "no statement"),
-            ("SELECT 1) q; DELETE FROM users; SELECT * FROM (SELECT 1", "syntax error"),
+            (
+                "SELECT 1) q; DELETE FROM users; SELECT * FROM (SELECT 1",
+                "syntax error",
+            ),
         ] {
             let err = refusal(&conn, sql).unwrap_or_else(|| panic!("{sql} passed"));
             assert!(err.contains(says), "{sql}: {err}");
         }
         // The check ran none of it.
-        let n: i64 = conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0)).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 1);
         assert!(!std::path::Path::new("x.csv").exists());
     }
@@ -273,7 +293,10 @@ mod tests {
             ),
         ] {
             let err = conn.execute_batch(&sql).unwrap_err().to_string();
-            assert!(err.contains("the configuration has been locked"), "{sql}: {err}");
+            assert!(
+                err.contains("the configuration has been locked"),
+                "{sql}: {err}"
+            );
         }
         let outside = dir.path().join("out.csv");
         let err = conn

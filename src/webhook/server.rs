@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use futures_util::StreamExt;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -248,11 +248,7 @@ impl Drop for Receiver {
     }
 }
 
-async fn receive(
-    State(app): State<App>,
-    headers: HeaderMap,
-    body: Body,
-) -> (StatusCode, String) {
+async fn receive(State(app): State<App>, headers: HeaderMap, body: Body) -> (StatusCode, String) {
     let body = match read_body(&headers, body, app.max_body, app.limits.body_timeout).await {
         Ok(body) => body,
         Err((status, why)) => {
