@@ -25,7 +25,11 @@ async fn receiver(db: &Path, max_body: usize) -> Receiver {
         key: Secret::new(KEY),
         max_body,
         refresh: None,
-        limits: pluvo_warehouse::webhook::Limits::default(),
+        // The fixed bodies here are dated 2020; the replay window is tried in security.rs.
+        limits: pluvo_warehouse::webhook::Limits {
+            max_age: None,
+            ..Default::default()
+        },
     };
     Receiver::start(warehouse, options)
         .await

@@ -347,7 +347,7 @@ async fn read_body(
     let too_large = || {
         (
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is larger than {max} bytes (--max-body)"),
+            format!("length limit exceeded: the body is larger than {max} bytes (--max-body)"),
         )
     };
     let declared = headers
