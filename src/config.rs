@@ -74,6 +74,22 @@ pub const ENV_VARS: &[EnvVar] = &[
 pub const DEFAULT_SCOPE: &str = "users.read users.write trainings.read trainings.write \
      events.read events.write groups.read groups.write extra_categories.write";
 
+/// Scopes `sync`, `doctor` and `webhook serve --refresh` request when none are configured:
+/// only reading ones. Write scopes are requested by `push` alone, so a sync-only deployment
+/// never holds a token that can archive users. Every stream's scope is in here (a test in
+/// `streams` checks).
+pub const READ_SCOPE: &str = "users.read trainings.read groups.read";
+
+/// What a command does with the API, and so which scopes it requests ([`Config::api`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `sync`, `doctor`, `webhook serve --refresh`: [`READ_SCOPE`], or the configured scopes
+    /// less every `*.write` one.
+    Read,
+    /// `push`: [`DEFAULT_SCOPE`], or the configured scopes as they are.
+    Write,
+}
+
 /// The scope each write-back operation needs (`push`), by GraphQL field.
 pub const PUSH_SCOPES: &[(&str, &str)] = &[
     ("updateOrCreateUser", "users.write"),
@@ -208,6 +224,8 @@ pub struct RawWarehouse {
     /// Largest share (0 < x <= 1) of a table's rows one sync may mark deleted without
     /// `--accept-deletes` (default 0.25).
     pub max_delete_share: Option<f64>,
+    pub external_access: Option<bool>,
+    pub export_group_readable: Option<bool>,
 }
 
 /// Write-back knobs.
@@ -227,6 +245,7 @@ pub struct RawHttp {
     pub connect_timeout_secs: Option<f64>,
     pub max_attempts: Option<u32>,
     pub max_retry_secs: Option<f64>,
+    pub max_reply_mb: Option<f64>,
 }
 
 /// Values given on the command line; they win over everything else.
@@ -251,6 +270,12 @@ pub struct Config {
     /// When `push resume` may look up rows of a non-repeatable mutation whose answer was lost
     /// (`push.settle_after_secs`).
     pub settle_after: Duration,
+    /// `warehouse.external_access`: whether `query` and push selections may read files
+    /// (`'people.csv'`) and URLs beside the warehouse. Off for shared deployments.
+    pub external_access: bool,
+    /// `warehouse.export_group_readable`: export folders 0750 and files 0640 (a BI service
+    /// account in the group reads them) instead of 0700 and 0600.
+    pub export_group_readable: bool,
     url: Option<(String, Source)>,
     client_id: Option<(String, Source)>,
     client_secret: Option<Secret>,
@@ -266,6 +291,8 @@ pub struct HttpSettings {
     pub connect_timeout: Duration,
     pub max_attempts: u32,
     pub max_retry_time: Duration,
+    /// Largest answer body read, in bytes after gzip decoding (`http.max_reply_mb`).
+    pub max_reply_bytes: usize,
 }
 
 impl Default for HttpSettings {
@@ -275,6 +302,9 @@ impl Default for HttpSettings {
             connect_timeout: Duration::from_secs(10),
             max_attempts: 8,
             max_retry_time: Duration::from_secs(300),
+            // A page is 50 rows (tens of kB); 32 MB is far beyond any honest answer and
+            // bounds what a compression bomb or a runaway server can make us hold.
+            max_reply_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -428,6 +458,8 @@ impl Config {
             memory_limit,
             max_delete_share,
             settle_after,
+            external_access: raw.warehouse.external_access.unwrap_or(true),
+            export_group_readable: raw.warehouse.export_group_readable.unwrap_or(false),
             url,
             client_id,
             client_secret: env(PLUVO_CLIENT_SECRET).map(Secret),
@@ -437,8 +469,9 @@ impl Config {
         })
     }
 
-    /// The API settings, or an error naming the first missing or invalid one.
-    pub fn api(&self) -> Result<ApiConfig, ConfigError> {
+    /// The API settings for a command that reads or writes ([`Access`]), or an error naming
+    /// the first missing or invalid one.
+    pub fn api(&self, access: Access) -> Result<ApiConfig, ConfigError> {
         let file = self.file.display().to_string();
         let (url, url_source) = self.url.clone().ok_or(ConfigError::Missing {
             key: "pluvo.url",
@@ -469,6 +502,26 @@ impl Config {
                 problem: "no scope given; use space-separated scopes like `users.read`".into(),
             });
         }
+        let scope = match (access, &scope_source) {
+            (Access::Read, Source::Default) => READ_SCOPE.to_string(),
+            (Access::Read, _) => {
+                let read: Vec<&str> = scope
+                    .split_whitespace()
+                    .filter(|s| !s.ends_with(".write"))
+                    .collect();
+                if read.is_empty() {
+                    return Err(ConfigError::Invalid {
+                        key: "pluvo.scope",
+                        origin: scope_source,
+                        problem: format!(
+                            "`{scope}` has only write scopes; reading needs e.g. `{READ_SCOPE}`"
+                        ),
+                    });
+                }
+                read.join(" ")
+            }
+            (Access::Write, _) => scope,
+        };
         Ok(ApiConfig {
             base_url,
             client_id,
@@ -570,6 +623,19 @@ fn resolve_http(raw: &RawHttp, source: &Source) -> Result<HttpSettings, ConfigEr
             raw.max_retry_secs,
             defaults.max_retry_time,
         )?,
+        max_reply_bytes: match raw.max_reply_mb {
+            None => defaults.max_reply_bytes,
+            Some(mb) if mb.is_finite() && mb > 0.0 && mb <= 4096.0 => {
+                (mb * 1024.0 * 1024.0) as usize
+            }
+            Some(mb) => {
+                return Err(ConfigError::Invalid {
+                    key: "http.max_reply_mb",
+                    origin: source.clone(),
+                    problem: format!("{mb} is not a number of megabytes between 0 and 4096"),
+                });
+            }
+        },
     })
 }
 
@@ -595,7 +661,13 @@ pub fn parse_base_url(text: &str) -> Result<Url, String> {
                 .into(),
         );
     }
-    let local = host == "localhost" || host.starts_with("127.") || host == "[::1]";
+    // The host as parsed, not as text: `127.evil.example` is a name anyone can register.
+    let local = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
     if url.scheme() == "http" && !local {
         return Err(format!(
             "plain http to `{host}` would send the token unencrypted; use https://"
@@ -637,6 +709,18 @@ pub fn documented_keys() -> BTreeMap<&'static str, &'static str> {
         (
             "warehouse.memory_limit",
             "DuckDB's memory cap during sync (raise it if a sync reports Out of Memory)",
+        ),
+        (
+            "warehouse.external_access",
+            "false: `query` and push selections read only the warehouse, no other file or URL",
+        ),
+        (
+            "warehouse.export_group_readable",
+            "true: export folders 0750 and files 0640 (group-readable) instead of 0700/0600",
+        ),
+        (
+            "http.max_reply_mb",
+            "Largest API answer read, in MB after decompression",
         ),
         (
             "http.timeout_secs",
@@ -741,14 +825,17 @@ mod tests {
             ("PLUVO_CLIENT_SECRET", "s3cret"),
         ];
         let cfg = load(Some(file), &env, Flags::default()).unwrap();
-        let api = cfg.api().unwrap();
+        let api = cfg.api(Access::Write).unwrap();
         assert_eq!(api.base_url.as_str(), "https://env.pluvo.com/");
         assert_eq!(api.client_id, "file-id");
         let flags = Flags {
             url: Some("https://flag.pluvo.com/".into()),
             ..Flags::default()
         };
-        let api = load(Some(file), &env, flags).unwrap().api().unwrap();
+        let api = load(Some(file), &env, flags)
+            .unwrap()
+            .api(Access::Write)
+            .unwrap();
         assert_eq!(
             api.graphql_url().as_str(),
             "https://flag.pluvo.com/graphql/"
@@ -762,7 +849,7 @@ mod tests {
     #[test]
     fn missing_values_name_key_and_place() {
         let cfg = load(None, &[], Flags::default()).unwrap();
-        let err = cfg.api().unwrap_err().to_string();
+        let err = cfg.api(Access::Write).unwrap_err().to_string();
         assert!(
             err.contains("`pluvo.url`") && err.contains("PLUVO_URL"),
             "{err}"
@@ -776,14 +863,14 @@ mod tests {
             Flags::default(),
         )
         .unwrap();
-        let err = cfg.api().unwrap_err().to_string();
+        let err = cfg.api(Access::Write).unwrap_err().to_string();
         assert!(err.contains("PLUVO_CLIENT_SECRET"), "{err}");
     }
 
     #[test]
     fn malformed_values_name_their_source() {
         let cfg = load(None, &[("PLUVO_URL", "acme.pluvo.com")], Flags::default()).unwrap();
-        let err = cfg.api().unwrap_err().to_string();
+        let err = cfg.api(Access::Write).unwrap_err().to_string();
         assert!(
             err.contains("`pluvo.url`") && err.contains("environment variable `PLUVO_URL`"),
             "{err}"
@@ -850,7 +937,7 @@ mod tests {
             Flags::default(),
         )
         .unwrap();
-        let api = cfg.api().unwrap();
+        let api = cfg.api(Access::Write).unwrap();
         assert!(!format!("{cfg:?} {api:?}").contains("hunter2"));
         assert_eq!(api.client_secret.expose(), "hunter2");
     }
@@ -862,6 +949,9 @@ mod tests {
             ("https://acme.pluvo.com/", "https://acme.pluvo.com/"),
             ("https://acme.pluvo.com/graphql/", "https://acme.pluvo.com/"),
             ("http://127.0.0.1:8700", "http://127.0.0.1:8700/"),
+            ("http://127.1.2.3:8700", "http://127.1.2.3:8700/"),
+            ("http://[::1]:8700", "http://[::1]:8700/"),
+            ("http://localhost:8700", "http://localhost:8700/"),
         ] {
             assert_eq!(parse_base_url(input).unwrap().as_str(), expected);
         }
@@ -870,8 +960,46 @@ mod tests {
             "ftp://acme.pluvo.com",
             "http://acme.pluvo.com",
             "https://u:p@acme.pluvo.com",
+            // Issue 17: a name that starts like a loopback address is still a name.
+            "http://127.evil.example",
+            "http://127.0.0.1.evil.example:8700",
+            "http://localhost.evil.example",
         ] {
             assert!(parse_base_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn issue_17_reading_commands_request_no_write_scope() {
+        let env = [
+            ("PLUVO_URL", "https://a.pluvo.com"),
+            ("PLUVO_CLIENT_ID", "id"),
+            ("PLUVO_CLIENT_SECRET", "s"),
+        ];
+        let cfg = load(None, &env, Flags::default()).unwrap();
+        assert_eq!(cfg.api(Access::Read).unwrap().scope, READ_SCOPE);
+        assert_eq!(
+            cfg.api(Access::Write).unwrap().scope,
+            DEFAULT_SCOPE
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let file = "[pluvo]\nscope = \"users.read users.write groups.read\"\n";
+        let cfg = load(Some(file), &env, Flags::default()).unwrap();
+        assert_eq!(
+            cfg.api(Access::Read).unwrap().scope,
+            "users.read groups.read"
+        );
+        assert_eq!(
+            cfg.api(Access::Write).unwrap().scope,
+            "users.read users.write groups.read"
+        );
+        let file = "[pluvo]\nscope = \"users.write\"\n";
+        let err = load(Some(file), &env, Flags::default())
+            .unwrap()
+            .api(Access::Read)
+            .unwrap_err();
+        assert!(err.to_string().contains("only write scopes"), "{err}");
     }
 }

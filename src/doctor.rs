@@ -83,7 +83,7 @@ pub async fn check_all(flags: &Flags, env: impl Fn(&str) -> Option<String>) -> V
             config.file.display()
         )
     };
-    match config.api() {
+    match config.api(crate::config::Access::Read) {
         Ok(api) => {
             checks.push(Check::ok(
                 "configuration",

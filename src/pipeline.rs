@@ -118,7 +118,7 @@ pub async fn sync(
 ) -> Result<Outcome, Error> {
     streams::select(&options.streams).map_err(|e| UsageError::new(e.to_string()))?;
     let client = Client::new(
-        &config.api()?,
+        &config.api(crate::config::Access::Read)?,
         ClientOptions {
             concurrency: match options.concurrency {
                 Concurrency::Fixed(n) => n,
@@ -139,7 +139,7 @@ pub async fn sync(
         .map_err(|e| Error::MemoryLimit(Box::new(e)))?;
     // Nothing is read into the warehouse from an organisation it does not hold.
     let base_url = config
-        .api()?
+        .api(crate::config::Access::Read)?
         .base_url
         .as_str()
         .trim_end_matches('/')
@@ -185,6 +185,7 @@ pub fn publish(warehouse: &Warehouse, config: &Config) -> Result<Report, Error> 
     let options = export::Options {
         // Row groups the writer's memory cap can hold (a Parquet row group does not spill).
         row_group_bytes: warehouse.memory_limit().map(export::row_group_bytes),
+        group_readable: config.export_group_readable,
         ..export::Options::new(&config.export_dir)
     };
     export::export(warehouse.connection(), &options, Utc::now()).map_err(|source| Error::Publish {

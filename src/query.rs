@@ -7,7 +7,8 @@
 //! analyst views read with `getvariable`. The SQL is prepared first, so a mistake reports
 //! DuckDB's own message with its `LINE n:` context, positions as in the user's text. Machine
 //! formats are written by DuckDB's `COPY (sql) TO` (its CSV and JSON writers handle lists,
-//! dates and quoting), into a temporary file renamed into place, or copied to stdout.
+//! dates and quoting) into a private folder (0700, random name), then renamed into place or
+//! copied to stdout. User SQL passes [`check_read_only`] first: one read-only SELECT.
 
 use std::path::{Path, PathBuf};
 
@@ -183,33 +184,61 @@ pub fn copy_to(conn: &Connection, sql: &str, path: &Path, options: &str) -> duck
     )
 }
 
-/// Write the answer of `sql` to `out` in `format`, atomically (temporary name, then rename).
+/// Write the answer of `sql` to `out` in `format`, atomically, through a private folder
+/// beside it ([`scratch_beside`]).
 pub fn write_file(
     conn: &Connection,
     sql: &str,
     format: QueryFormat,
     out: &Path,
 ) -> Result<usize, Error> {
-    let tmp = temp_beside(out);
+    let scratch = scratch_beside(out)?;
+    write_file_in(conn, sql, format, out, scratch.path())
+}
+
+/// A private folder (0700, random name) beside `out`, so the final rename stays on one file
+/// system and nobody else can see, replace or pre-plant the half-written answer. A fixed name
+/// (`.out.csv.tmp-<pid>`) could be a symlink planted by another user of a shared folder.
+pub fn scratch_beside(out: &Path) -> Result<tempfile::TempDir, Error> {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    tempfile::Builder::new()
+        .prefix(".pluvo-query-")
+        .tempdir_in(parent)
+        .map_err(|e| Error::Write {
+            path: out.to_path_buf(),
+            source: e.into(),
+        })
+}
+
+/// [`write_file`] with the private folder given (`query` allows it to DuckDB before it locks
+/// the connection).
+pub fn write_file_in(
+    conn: &Connection,
+    sql: &str,
+    format: QueryFormat,
+    out: &Path,
+    scratch: &Path,
+) -> Result<usize, Error> {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "answer".into());
+    let tmp = scratch.join(name);
     let rows = match format.copy_options() {
-        Some(options) => copy_to(conn, sql, &tmp, options),
+        Some(options) => copy_to(conn, sql, &tmp, options).map_err(|e| Error::Write {
+            path: out.to_path_buf(),
+            source: e.into(),
+        })?,
         None => {
             let text = table_text(conn, sql)?;
             std::fs::write(&tmp, text).map_err(|e| Error::Write {
-                path: tmp.clone(),
-                source: e.into(),
-            })?;
-            Ok(0)
-        }
-    };
-    let rows = match rows {
-        Ok(rows) => rows,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::Write {
                 path: out.to_path_buf(),
                 source: e.into(),
-            });
+            })?;
+            0
         }
     };
     std::fs::rename(&tmp, out).map_err(|e| Error::Write {
@@ -217,15 +246,6 @@ pub fn write_file(
         source: e.into(),
     })?;
     Ok(rows)
-}
-
-/// `<dir>/.<name>.tmp-<pid>`: beside the target, so the rename stays on one file system.
-fn temp_beside(out: &Path) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    out.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
 /// The answer as aligned text (arrow's pretty printer).
@@ -237,54 +257,33 @@ pub fn table_text(conn: &Connection, sql: &str) -> Result<String, Error> {
     Ok(format!("{text}\n"))
 }
 
-/// Statements that would change the warehouse (or load code) rather than read it.
-const WRITES: &[&str] = &[
-    "INSERT",
-    "UPDATE",
-    "DELETE",
-    "MERGE",
-    "TRUNCATE",
-    "CREATE",
-    "DROP",
-    "ALTER",
-    "COPY",
-    "ATTACH",
-    "DETACH",
-    "INSTALL",
-    "LOAD",
-    "CHECKPOINT",
-    "VACUUM",
-    "EXPORT",
-    "IMPORT",
-];
+/// Why user SQL is not run: refused (a usage error, exit 2) or not understood by DuckDB.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    #[error(transparent)]
+    Sql(#[from] Error),
+    #[error(transparent)]
+    Db(#[from] duckdb::Error),
+}
 
-/// Refuse a write statement with a clear message. Without this, DuckDB reports a syntax
-/// error for it (the SQL is wrapped in `COPY (...)`), or a read-only error, neither of which
-/// says that `query` only reads.
-pub fn refuse_writes(sql: &str) -> Result<(), UsageError> {
-    let mut rest = sql.trim_start();
-    loop {
-        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
-        if let Some(comment) = rest.strip_prefix("--") {
-            rest = comment.split_once('\n').map_or("", |(_, after)| after);
-        } else if let Some(comment) = rest.strip_prefix("/*") {
-            rest = comment.split_once("*/").map_or("", |(_, after)| after);
-        } else {
-            break;
+/// Refuse anything but one read-only SELECT ([`crate::store::guard`]) before any of it runs,
+/// with `who` ("`query`") in the message. A text DuckDB cannot parse gets DuckDB's own message
+/// with its `LINE n:` context, from `prepare`, which runs nothing of a text it cannot parse.
+pub fn check_read_only(conn: &Connection, sql: &str, who: &str) -> Result<(), Refused> {
+    use crate::store::guard::{self, GuardError, Refusal};
+    match guard::check(conn, sql) {
+        Ok(()) => Ok(()),
+        Err(GuardError::Refused(Refusal::Syntax { message })) => Err(match conn.prepare(sql) {
+            Err(e) => Error::Sql(e.to_string()).into(),
+            Ok(_) => Error::Sql(message).into(),
+        }),
+        Err(GuardError::Refused(refusal)) => {
+            Err(UsageError::new(format!("{who} only reads the warehouse; {refusal}")).into())
         }
+        Err(GuardError::Db(e)) => Err(e.into()),
     }
-    let keyword: String = rest
-        .chars()
-        .take_while(char::is_ascii_alphabetic)
-        .collect::<String>()
-        .to_ascii_uppercase();
-    if WRITES.contains(&keyword.as_str()) {
-        return Err(UsageError::new(format!(
-            "`query` only reads the warehouse; a `{keyword}` statement is not run. Write a \
-             SELECT (`sync` fills the tables, `push` writes back to Pluvo)"
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -352,25 +351,36 @@ mod tests {
 
     #[test]
     fn write_statements_are_refused_and_reads_pass() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE users AS SELECT 1 AS ref")
+            .unwrap();
         for sql in [
             "DELETE FROM users",
             "  -- tidy up\n drop table users",
             "/* x */ INSERT INTO users VALUES (1)",
+            "SELECT 1; DELETE FROM users; SELECT 1",
         ] {
-            let err = refuse_writes(sql).unwrap_err().to_string();
+            let err = check_read_only(&conn, sql, "`query`").unwrap_err();
+            assert!(matches!(err, Refused::Usage(_)), "{sql}: {err}");
             assert!(
-                err.contains("`query` only reads the warehouse"),
+                err.to_string().contains("`query` only reads the warehouse"),
                 "{sql}: {err}"
             );
         }
+        let err = check_read_only(&conn, "SELEC 1", "`query`").unwrap_err();
+        assert!(err.to_string().contains("LINE 1"), "{err}");
         for sql in [
             "SELECT 1",
             "(SELECT 1)",
             "WITH x AS (SELECT 1) FROM x",
             "FROM users",
         ] {
-            assert!(refuse_writes(sql).is_ok(), "{sql}");
+            assert!(check_read_only(&conn, sql, "`query`").is_ok(), "{sql}");
         }
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
     }
 
     #[test]

@@ -188,6 +188,16 @@ const CASES: &[Case] = &[
         ..BASE
     },
     Case {
+        name: "url with plain http to a host that only starts like 127. (issue 17)",
+        args: &["--url", "http://127.evil.example", "sync"],
+        problem: &[
+            "from flag `--url` is invalid",
+            "would send the token unencrypted",
+        ],
+        fix: &["use https://"],
+        ..BASE
+    },
+    Case {
         name: "url with another scheme",
         args: &["--url", "ftp://acme.pluvo.com", "sync"],
         problem: &["scheme `ftp` is not supported"],
@@ -391,6 +401,17 @@ const CASES: &[Case] = &[
         code: 1,
         problem: &["Could not convert string 'EMP"],
         fix: &["LINE 1"],
+        ..BASE
+    },
+    Case {
+        name: "query: a write statement between two SELECTs (issue 17)",
+        args: &["query", "SELECT 1; COPY users TO 'leak.csv'; SELECT 1"],
+        problem: &[
+            "`query` only reads the warehouse",
+            "`COPY`",
+            "nothing was run",
+        ],
+        fix: &["Write a SELECT"],
         ..BASE
     },
     Case {

@@ -57,6 +57,7 @@ fn client_with_attempts(sim: &Sim, options: ClientOptions, max_attempts: u32) ->
         connect_timeout: Duration::from_secs(2),
         max_attempts,
         max_retry_time: Duration::from_secs(60),
+        ..HttpSettings::default()
     };
     let cfg = config(&sim.url(), sim.client_id(), sim.client_secret(), http);
     Client::new(&cfg, options).unwrap()
@@ -353,6 +354,7 @@ async fn unreachable_host_fails_within_the_timeout() {
         connect_timeout: Duration::from_millis(500),
         max_attempts: 8,
         max_retry_time: Duration::from_secs(300),
+        ..HttpSettings::default()
     };
     let closed = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -46,6 +46,10 @@ mod setup;
 /// Progress bars on a pseudo-terminal; plain lines without control characters in a pipe.
 mod progress;
 
+/// Issue 17: each security opening tried and shown closed (SQL, file modes, slow clients,
+/// reply size, scopes, forged manifests, replays).
+mod security;
+
 /// The bad-input catalogue: each bad input names problem and fix, exits right, changes nothing.
 mod badinput;
 

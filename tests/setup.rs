@@ -50,7 +50,9 @@ async fn init_writes_a_loadable_file_without_the_secret_and_refuses_to_overwrite
         (name == "PLUVO_CLIENT_SECRET").then(|| "x".to_string())
     })
     .expect("the written file loads");
-    let api = config.api().expect("url and client id were written");
+    let api = config
+        .api(pluvo_warehouse::config::Access::Write)
+        .expect("url and client id were written");
     assert_eq!(api.base_url.as_str(), "https://acme.pluvo.com/");
     assert_eq!(api.client_id, "warehouse");
     assert_eq!(

@@ -405,8 +405,11 @@ async fn refresh_rereads_named_users_and_certificate_days_only() {
             .push(certificate("Refreshed Certificate", day));
     });
     let config = support::config_for(&sim, &db);
-    let api =
-        pluvo_warehouse::api::Client::new(&config.api().unwrap(), Default::default()).unwrap();
+    let api = pluvo_warehouse::api::Client::new(
+        &config.api(pluvo_warehouse::config::Access::Read).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
     let mut warehouse = pluvo_warehouse::store::Warehouse::open(&db).unwrap();
     let targets = Targets {
         users: refs[..3].iter().cloned().collect(),

@@ -25,6 +25,11 @@ async fn receiver(db: &Path, max_body: usize) -> Receiver {
         key: Secret::new(KEY),
         max_body,
         refresh: None,
+        // The fixed bodies here are dated 2020; the replay window is tried in security.rs.
+        limits: pluvo_warehouse::webhook::Limits {
+            max_age: None,
+            ..Default::default()
+        },
     };
     Receiver::start(warehouse, options)
         .await
@@ -421,8 +426,11 @@ async fn with_refresh_a_new_certificate_reaches_portfolio_items_without_a_sync()
     support::sync(&sim, &db, false).await;
 
     let config = support::config_for(&sim, &db);
-    let client =
-        pluvo_warehouse::api::Client::new(&config.api().unwrap(), Default::default()).unwrap();
+    let client = pluvo_warehouse::api::Client::new(
+        &config.api(pluvo_warehouse::config::Access::Read).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
     let receiver = Receiver::start(
         Warehouse::open(&db).unwrap(),
         Options {
@@ -434,6 +442,7 @@ async fn with_refresh_a_new_certificate_reaches_portfolio_items_without_a_sync()
                 client,
                 debounce: Duration::from_millis(100),
             }),
+            limits: pluvo_warehouse::webhook::Limits::default(),
         },
     )
     .await

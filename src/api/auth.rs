@@ -310,9 +310,21 @@ impl TokenCache {
             };
             transport.mark_reached();
             let (status, retry_after) = status_and_retry_after(&response);
-            let body = response.bytes().await.map_err(|err| Failure::Transient {
-                reason: format!("token answer cut off: {}", super::client::root_cause(&err)),
-            })?;
+            // A token answer is a few hundred bytes; 64 kB is generous.
+            let body = super::client::read_capped(response, 64 * 1024)
+                .await
+                .map_err(|err| match err {
+                    super::client::BodyError::Cut(err) => Failure::Transient {
+                        reason: format!(
+                            "token answer cut off: {}",
+                            super::client::root_cause(&err)
+                        ),
+                    },
+                    super::client::BodyError::TooLarge => Failure::Fatal(Error::Token {
+                        url: self.url_text.clone(),
+                        reason: "the answer is larger than 64 kB; not a token answer".into(),
+                    }),
+                })?;
             transport.counters.bytes.add(body.len() as u64);
             tracing::Span::current().record("ms", started.elapsed().as_millis() as u64);
             match status {

@@ -218,6 +218,31 @@ fn is_tls(err: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// The innermost cause of an error, e.g. "Connection refused (os error 111)".
+/// Why an answer's body could not be read whole.
+pub(crate) enum BodyError {
+    /// Over the cap after decoding; the rest was not read.
+    TooLarge,
+    /// The connection broke or the encoding was bad.
+    Cut(reqwest::Error),
+}
+
+/// The body, gzip-decoded, refused once it passes `cap` bytes. It is read chunk by chunk, so
+/// at most `cap` plus one chunk is ever held: `bytes()` would hold all of a 1 MB gzip bomb's
+/// gigabytes, or all of a runaway server's answer.
+pub(crate) async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<bytes::Bytes, BodyError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Cut)? {
+        if body.len() + chunk.len() > cap {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.into())
+}
+
 pub(crate) fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = err;
     while let Some(next) = cause.source() {
@@ -592,11 +617,19 @@ impl Client {
             .get(reqwest::header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = response.bytes().await;
+        let cap = inner.transport.settings.max_reply_bytes;
+        let body = read_capped(response, cap).await;
         let span = tracing::Span::current();
         span.record("ms", sent_at.elapsed().as_millis() as u64);
-        let body = body.map_err(|err| Failure::Transient {
-            reason: format!("response body cut off: {}", root_cause(&err)),
+        let body = body.map_err(|err| match err {
+            BodyError::Cut(err) => Failure::Transient {
+                reason: format!("response body cut off: {}", root_cause(&err)),
+            },
+            BodyError::TooLarge => Failure::Fatal(Error::TooLarge {
+                op: op.name,
+                url: inner.graphql_url_text.clone(),
+                limit_mb: cap.div_ceil(1024 * 1024),
+            }),
         })?;
         inner.transport.counters.bytes.add(body.len() as u64);
         span.record("bytes", body.len() as u64);

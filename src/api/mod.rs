@@ -97,6 +97,16 @@ pub enum Error {
         "`{op}` may or may not have been applied ({reason}); it is not safe to resend, check the result first"
     )]
     OutcomeUnknown { op: &'static str, reason: String },
+    #[error(
+        "the answer to `{op}` from `{url}` is larger than {limit_mb} MB after decompression, \
+         so it was not read (a runaway server or a compression bomb); raise \
+         `http.max_reply_mb` only if Pluvo's answers really are this large"
+    )]
+    TooLarge {
+        op: &'static str,
+        url: String,
+        limit_mb: usize,
+    },
     #[error("unexpected response to `{op}`: {reason}")]
     Decode { op: &'static str, reason: String },
     #[error("page size {size} is not between 1 and {max} (the API maximum)", max = MAX_PAGE_SIZE)]

@@ -13,6 +13,7 @@ use crate::error::Exit;
 pub async fn run(flags: &Flags) -> Result<Exit> {
     let checks = check_all(flags, |name| std::env::var(name).ok()).await;
     print!("{}", render(&checks));
+    println!("\n{}", crate::cli::init::scopes_per_command());
     Ok(if checks.iter().all(Check::is_ok) {
         Exit::Ok
     } else {

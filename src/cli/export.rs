@@ -60,6 +60,7 @@ pub fn run(config: &Config, args: &ExportArgs) -> Result<Exit> {
         tables: args.tables.clone(),
         row_group_size: args.row_group_size,
         row_group_bytes: None,
+        group_readable: config.export_group_readable,
     };
     let report = export(warehouse.connection(), &options, Utc::now())
         .with_context(|| format!("exporting to `{}`", options.out.display()))?;

@@ -62,6 +62,9 @@ fn default_of(key: &str) -> Option<String> {
         "http.connect_timeout_secs" => http.connect_timeout.as_secs().to_string(),
         "http.max_attempts" => http.max_attempts.to_string(),
         "http.max_retry_secs" => http.max_retry_time.as_secs().to_string(),
+        "http.max_reply_mb" => (http.max_reply_bytes / (1024 * 1024)).to_string(),
+        "warehouse.external_access" => "true".into(),
+        "warehouse.export_group_readable" => "false".into(),
         _ => return None,
     })
 }
@@ -164,10 +167,24 @@ pub fn next_steps() -> String {
     }
     let _ = writeln!(
         w,
-        "  (portfolio and certificates: assumed `trainings.read`, not documented by Pluvo)\n\
-         \nThen check everything with: pluvo-warehouse doctor"
+        "  (portfolio and certificates: assumed `trainings.read`, not documented by Pluvo)"
     );
+    let _ = writeln!(w, "\n{}", scopes_per_command());
+    let _ = writeln!(w, "Then check everything with: pluvo-warehouse doctor");
     out
+}
+
+/// Which scopes each command requests (also printed by `doctor`).
+pub fn scopes_per_command() -> String {
+    format!(
+        "Scopes each command requests (the configured `pluvo.scope` less its *.write scopes \
+         for the reading ones):\n  \
+         sync, doctor, webhook serve --refresh   {}\n  \
+         push                                    {}\n  \
+         query, export, status, views, webhook serve   none (no API call)",
+        crate::config::READ_SCOPE,
+        DEFAULT_SCOPE
+    )
 }
 
 /// `(what, scope)` pairs → one line per scope, in first-seen order: `sync users, portfolio`.

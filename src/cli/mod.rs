@@ -36,6 +36,18 @@ Exit codes: 0 ok, 1 error, 2 usage or configuration error, 3 finished but some r
 Configuration: pluvo-warehouse.toml (see --config), then PLUVO_URL, PLUVO_CLIENT_ID,
 PLUVO_CLIENT_SECRET, PLUVO_SCOPE from the environment, then flags.";
 
+/// Everything this process creates is for its owner only: the DuckDB file, its WAL and
+/// spill files (which DuckDB creates itself), exports, answers. Files 0600, folders 0700,
+/// whatever the inherited umask; `warehouse.export_group_readable` opens exports to the
+/// group explicitly.
+fn private_files() {
+    #[cfg(unix)]
+    // SAFETY: umask(2) only sets this process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 /// Pluvo learning platform → local DuckDB warehouse, Parquet export, and SQL-driven write-back.
 #[derive(Debug, Parser)]
 #[command(name = "pluvo-warehouse", version, about, after_help = EXIT_CODES)]
@@ -100,6 +112,7 @@ pub enum Command {
 
 /// Parse the command line, run the command, map the outcome to an exit code.
 pub fn main() -> ExitCode {
+    private_files();
     crate::store::alloc::tune();
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);

@@ -207,7 +207,7 @@ fn open(config: &Config) -> Result<Warehouse> {
 /// A client whose credentials were accepted: checked before anything is stored or sent.
 async fn client(config: &Config, run: &RunArgs) -> Result<Client> {
     let client = Client::new(
-        &config.api()?,
+        &config.api(crate::config::Access::Write)?,
         ClientOptions {
             concurrency: run.concurrency as usize,
             ..ClientOptions::default()
@@ -286,6 +286,15 @@ pub async fn run(config: &Config, args: &PushArgs, quiet: bool) -> Result<Exit> 
     };
     let mut warehouse = open(config)?;
     let conn = warehouse.connection();
+    // The selection is the user's SQL on the writer's connection: lock its settings first
+    // (the writer still tunes its memory and threads).
+    crate::store::guard::lock(
+        conn,
+        config.external_access,
+        &[],
+        &["memory_limit", "threads"],
+    )
+    .context("locking the warehouse connection's settings")?;
     let action = crate::push::plan::resolve(conn, action).map_err(usage)?;
     if let Some(client) = &client {
         let twin = ledger::unfinished_twin(

@@ -11,10 +11,12 @@ use clap::Args;
 use crate::config::Config;
 use crate::error::{Exit, UsageError};
 use crate::export::snapshot::Reader;
+use crate::export::snapshot::Source;
 use crate::query::{
-    QueryFormat, copy_to, parse_params, refuse_writes, set_params, table_text, user_lines,
-    write_file,
+    QueryFormat, Refused, check_read_only, copy_to, parse_params, scratch_beside, set_params,
+    table_text, user_lines, write_file_in,
 };
+use crate::store::guard;
 
 #[derive(Debug, Clone, Args)]
 pub struct QueryArgs {
@@ -77,7 +79,6 @@ pub fn run(config: &Config, args: &QueryArgs) -> Result<Exit> {
             "give the SQL as an argument or with --file"
         )),
     };
-    refuse_writes(&sql)?;
     let params = parse_params(&args.params)?;
     let format = match (args.format.map(QueryFormat::from), &args.out) {
         (Some(f), _) => f,
@@ -105,14 +106,37 @@ pub fn run(config: &Config, args: &QueryArgs) -> Result<Exit> {
         eprintln!("{note}");
     }
     let conn = reader.connection();
+    // DuckDB writes the machine formats into a file: a private folder (0700, random name)
+    // beside `--out`, or in the temp folder for stdout. Never a fixed name another local
+    // user could pre-plant as a symlink.
+    let scratch = match &args.out {
+        Some(out) => scratch_beside(out)?,
+        None => tempfile::Builder::new()
+            .prefix("pluvo-query-")
+            .tempdir()
+            .context("creating a private temporary folder for the answer")?,
+    };
+    let mut allowed = vec![scratch.path()];
+    if let Source::Snapshot { dir, .. } = &reader.source {
+        allowed.push(dir.as_path());
+    }
+    guard::lock(conn, config.external_access, &allowed, &[])
+        .context("locking the connection's settings")?;
+    match check_read_only(conn, &sql, "`query`") {
+        Ok(()) => {}
+        Err(Refused::Usage(e)) => bail!(e),
+        Err(Refused::Sql(e)) => bail!(e),
+        Err(Refused::Db(e)) => return Err(e).context("checking the SQL"),
+    }
     set_params(conn, &params).context("setting the parameters")?;
     // Prepare first: DuckDB's parser and binder errors then point into the user's own text.
+    // Exactly one statement (checked above), so preparing runs nothing.
     if let Err(e) = conn.prepare(&sql) {
         bail!("the query failed: {e}");
     }
     match (&args.out, format) {
         (Some(out), _) => {
-            let rows = write_file(conn, &sql, format, out)?;
+            let rows = write_file_in(conn, &sql, format, out, scratch.path())?;
             if format != QueryFormat::Table {
                 eprintln!("{rows} rows written to {}", out.display());
             }
@@ -121,8 +145,7 @@ pub fn run(config: &Config, args: &QueryArgs) -> Result<Exit> {
             print!("{}", table_text(conn, &sql)?);
         }
         (None, _) => {
-            // DuckDB writes files, not streams: answer into a private file, then copy it out.
-            let tmp = std::env::temp_dir().join(format!("pluvo-query-{}.out", std::process::id()));
+            let tmp = scratch.path().join("answer");
             let options = format.copy_options().unwrap_or_default();
             let copied = copy_to(conn, &sql, &tmp, options)
                 .map_err(|e| anyhow::anyhow!("the query failed: {}", user_lines(&e.to_string())))
@@ -133,7 +156,6 @@ pub fn run(config: &Config, args: &QueryArgs) -> Result<Exit> {
                     stdout.flush().context("writing to stdout")?;
                     Ok(rows)
                 });
-            let _ = std::fs::remove_file(&tmp);
             if copied? == 0 {
                 // An empty CSV is just a header, and empty JSON lines nothing at all.
                 eprintln!("The query returned no rows.");

@@ -12,7 +12,7 @@ use crate::api::{Client, ClientOptions};
 use crate::config::Config;
 use crate::error::{Exit, UsageError};
 use crate::store::Warehouse;
-use crate::webhook::{Options, Receiver, Refresh};
+use crate::webhook::{Limits, Options, Receiver, Refresh};
 
 /// `webhook` subcommands.
 #[derive(Debug, Subcommand)]
@@ -38,6 +38,21 @@ pub struct ServeArgs {
     /// With --refresh: collect events this long after the first before refreshing, in ms
     #[arg(long, default_value_t = 500, value_name = "MS")]
     pub refresh_debounce_ms: u64,
+    /// Time for a request's headers; also how long an idle connection is kept, in seconds
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub header_timeout_secs: f64,
+    /// Time for a request's body once its headers are in, in seconds (408 after it)
+    #[arg(long, default_value_t = 20.0, value_name = "SECS")]
+    pub body_timeout_secs: f64,
+    /// Connections served at once (more wait until one ends)
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// On SIGINT/SIGTERM: how long requests in flight may still take, in seconds
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub shutdown_timeout_secs: f64,
+    /// Refuse deliveries whose sentDate is older than this many hours (replays); 0: no limit
+    #[arg(long, default_value_t = 168)]
+    pub max_age_hours: u64,
 }
 
 /// Run a `webhook` command until `shutdown` resolves (SIGINT/SIGTERM in the CLI).
@@ -60,11 +75,30 @@ pub async fn run(
     }
     let refresh = match args.refresh {
         true => Some(Refresh {
-            client: Client::new(&config.api()?, ClientOptions::default())
-                .context("creating the API client for --refresh")?,
+            client: Client::new(
+                &config.api(crate::config::Access::Read)?,
+                ClientOptions::default(),
+            )
+            .context("creating the API client for --refresh")?,
             debounce: Duration::from_millis(args.refresh_debounce_ms),
         }),
         false => None,
+    };
+    let secs = |flag: &str, value: f64| {
+        if value.is_finite() && value > 0.0 && value <= 3600.0 {
+            Ok(Duration::from_secs_f64(value))
+        } else {
+            Err(UsageError::new(format!(
+                "`--{flag} {value}` is not a number of seconds between 0 and 3600"
+            )))
+        }
+    };
+    let limits = Limits {
+        header_timeout: secs("header-timeout-secs", args.header_timeout_secs)?,
+        body_timeout: secs("body-timeout-secs", args.body_timeout_secs)?,
+        max_connections: args.max_connections.max(1),
+        shutdown_timeout: secs("shutdown-timeout-secs", args.shutdown_timeout_secs)?,
+        max_age: (args.max_age_hours > 0).then(|| Duration::from_secs(args.max_age_hours * 3600)),
     };
     let warehouse = Warehouse::open(&config.db)
         .with_context(|| format!("opening the warehouse `{}`", config.db.display()))?;
@@ -74,6 +108,7 @@ pub async fn run(
         key,
         max_body: args.max_body,
         refresh,
+        limits,
     };
     let receiver = Receiver::start(warehouse, options).await?;
     // The URL goes to stdout (scripts and tests read it); the rest to stderr.
@@ -92,8 +127,13 @@ pub async fn run(
         .context("stopping the webhook receiver")?;
     if !quiet {
         eprintln!(
-            "Stopped: {} stored, {} redeliveries, {} refused (401), {} malformed (400), {} failed.",
-            stats.stored, stats.duplicates, stats.unauthorized, stats.malformed, stats.failed
+            "Stopped: {} stored, {} redeliveries, {} refused (401), {} malformed (400), {} too old (400), {} failed.",
+            stats.stored,
+            stats.duplicates,
+            stats.unauthorized,
+            stats.malformed,
+            stats.stale,
+            stats.failed
         );
     }
     Ok(Exit::Ok)

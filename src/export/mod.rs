@@ -155,6 +155,14 @@ pub enum ExportError {
     },
     #[error(transparent)]
     Store(Box<crate::store::StoreError>),
+    #[error(
+        "the manifest `{}` names a table `{name}` that pluvo-warehouse does not export; the \
+         snapshot was not written by this tool or was changed since: refusing to read it. \
+         Check who can write the export folder, then publish a new snapshot with \
+         `pluvo-warehouse export`",
+        path.display()
+    )]
+    ForgedManifest { path: PathBuf, name: String },
     #[error("reading the manifest `{}`: {cause}", path.display())]
     Manifest {
         path: PathBuf,
@@ -249,6 +257,9 @@ pub struct Options {
     /// A row group also ends at about this many bytes (uncompressed), when set: DuckDB holds
     /// a row group per thread in memory and cannot spill it. See [`row_group_bytes`].
     pub row_group_bytes: Option<u64>,
+    /// Folders 0750 and files 0640 (a BI service account in the group reads them) instead
+    /// of 0700 and 0600 (`warehouse.export_group_readable`).
+    pub group_readable: bool,
 }
 
 impl Options {
@@ -258,6 +269,7 @@ impl Options {
             tables: Vec::new(),
             row_group_size: ROW_GROUP_SIZE,
             row_group_bytes: None,
+            group_readable: false,
         }
     }
 }
@@ -268,6 +280,45 @@ impl Options {
 /// groups pass at 16 MB and 1 MB groups at 8 MB.
 pub fn row_group_bytes(memory_limit: u64) -> u64 {
     (memory_limit / 8).max(1_000_000)
+}
+
+/// Modes of what an export creates: (folders, files). Personal data: the owner only, unless
+/// the folder is shared with a group on purpose.
+fn modes(group_readable: bool) -> (u32, u32) {
+    if group_readable {
+        (0o750, 0o640)
+    } else {
+        (0o700, 0o600)
+    }
+}
+
+/// Set `dir` and everything under it to the export's modes, before it is published: the
+/// files DuckDB wrote got whatever the umask gave them.
+#[cfg(unix)]
+fn restrict(dir: &Path, group_readable: bool) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let (dirs, files) = modes(group_readable);
+    let mode = |path: &Path, mode: u32| {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(io("setting the permissions of", path))
+    };
+    mode(dir, dirs)?;
+    for entry in fs::read_dir(dir).map_err(io("listing", dir))? {
+        let entry = entry.map_err(io("listing", dir))?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(io("listing", dir))?;
+        if kind.is_dir() {
+            restrict(&path, group_readable)?;
+        } else if kind.is_file() {
+            mode(&path, files)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict(_dir: &Path, _group_readable: bool) -> Result<()> {
+    Ok(())
 }
 
 /// What an export did.
@@ -306,10 +357,27 @@ pub fn export(conn: &Connection, options: &Options, now: DateTime<Utc>) -> Resul
     let started = Instant::now();
     let selected = select(&options.tables)?;
     let snapshots = options.out.join(SNAPSHOTS);
+    let created = !options.out.exists();
     fs::create_dir_all(&snapshots).map_err(|source| ExportError::Folder {
         path: snapshots.clone(),
         cause: source,
     })?;
+    // The export folder itself only when this export made it (an existing one is the
+    // owner's choice); `snapshots/` always, so a snapshot is never more open than set.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let (dirs, _) = modes(options.group_readable);
+        let folders = if created {
+            vec![options.out.as_path(), snapshots.as_path()]
+        } else {
+            vec![snapshots.as_path()]
+        };
+        for folder in folders {
+            fs::set_permissions(folder, fs::Permissions::from_mode(dirs))
+                .map_err(io("setting the permissions of", folder))?;
+        }
+    }
     let _lock = lock(&options.out)?;
     remove_leftovers(&snapshots)?;
 
@@ -348,6 +416,7 @@ pub fn export(conn: &Connection, options: &Options, now: DateTime<Utc>) -> Resul
     )?;
     // Data first, then names (see `durable`): a power cut never leaves `current` naming files
     // whose contents were not on disk.
+    restrict(&tmp, options.group_readable)?;
     durable::sync_tree(&tmp).map_err(io("syncing the snapshot to disk", &tmp))?;
     let dir = snapshots.join(&id);
     fs::rename(&tmp, &dir).map_err(io("publishing the snapshot", &dir))?;

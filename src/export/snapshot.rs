@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use duckdb::{AccessMode, Connection};
 
-use super::{ExportError, Manifest, Result, current_snapshot, db, sql_path};
+use super::{ExportError, MANIFEST, Manifest, Result, TABLES, current_snapshot, db, sql_path};
 use crate::store::{StoreError, Warehouse, duckdb_config};
 
 /// Where a reader's answers come from.
@@ -126,12 +126,30 @@ pub fn open_snapshot(dir: &Path, manifest: &Manifest) -> Result<Connection> {
     let config = duckdb_config(AccessMode::ReadWrite).map_err(db("configuring DuckDB"))?;
     let conn = Connection::open_in_memory_with_flags(config).map_err(db("opening DuckDB"))?;
     crate::store::sqltime::install(&conn).map_err(db("defining the time functions"))?;
+    // Names and globs come from the tool's own list, never from the manifest's text: whoever
+    // can write a shared export folder could otherwise put SQL into every reader's session.
+    let mut known = Vec::with_capacity(manifest.tables.len());
     for table in &manifest.tables {
+        let export = TABLES
+            .iter()
+            .find(|t| t.name == table.name)
+            .ok_or_else(|| ExportError::ForgedManifest {
+                path: dir.join(MANIFEST),
+                name: table.name.clone(),
+            })?;
+        known.push(export);
+    }
+    for table in known {
         let hive = !table.partition_by.is_empty();
+        let glob = if hive {
+            format!("{}/**/*.parquet", table.name)
+        } else {
+            format!("{}/*.parquet", table.name)
+        };
         conn.execute_batch(&format!(
             "CREATE VIEW \"{name}\" AS SELECT * FROM read_parquet('{glob}', hive_partitioning = {hive})",
             name = table.name,
-            glob = sql_path(&dir.join(&table.glob)),
+            glob = sql_path(&dir.join(glob)),
         ))
         .map_err(db(format!("reading `{}` from the snapshot", table.name)))?;
     }

@@ -30,6 +30,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     #[error("the selection failed in DuckDB: {message}")]
     Sql { message: String },
+    #[error("the selection only reads the warehouse; {reason}")]
+    NotReadOnly { reason: String },
     #[error(
         "`{action}` needs a column `{column}` in the selection, which has: {}; rename a column with `AS {column}`",
         found.join(", ")

@@ -127,6 +127,22 @@ pub fn plan(
             message: "the selection is empty".into(),
         });
     }
+    // One read-only SELECT, by DuckDB's parser, before any of it runs: the selection runs on
+    // the writer's connection, where `...) q; UPDATE _push_ledger ...; SELECT * FROM (...`
+    // or a `WITH d AS (DELETE ...)` would otherwise rewrite the ledger.
+    use crate::store::guard::{self, GuardError, Refusal};
+    match guard::check(conn, sql) {
+        Ok(()) => {}
+        Err(GuardError::Refused(Refusal::Syntax { message })) => {
+            return Err(Error::Sql { message });
+        }
+        Err(GuardError::Refused(refusal)) => {
+            return Err(Error::NotReadOnly {
+                reason: refusal.to_string(),
+            });
+        }
+        Err(GuardError::Db(e)) => return Err(sql_error(e)),
+    }
     set_params(conn, &selection.params).map_err(sql_error)?;
     let source = format!("(\n{sql}\n) q");
     let columns = describe(conn, &source)?;

@@ -29,6 +29,7 @@
 pub mod alloc;
 mod batch;
 mod duckdb;
+pub mod guard;
 mod schema;
 pub mod sqltime;
 pub mod tables;

@@ -267,16 +267,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_scope_covers_every_stream() {
+    fn default_scopes_cover_every_stream() {
         for spec in ALL {
-            assert!(
-                crate::config::DEFAULT_SCOPE
-                    .split_whitespace()
-                    .any(|s| s == spec.scope),
-                "stream `{}` needs `{}`, missing from DEFAULT_SCOPE",
-                spec.name,
-                spec.scope
-            );
+            for (name, scope) in [
+                ("DEFAULT_SCOPE", crate::config::DEFAULT_SCOPE),
+                ("READ_SCOPE", crate::config::READ_SCOPE),
+            ] {
+                assert!(
+                    scope.split_whitespace().any(|s| s == spec.scope),
+                    "stream `{}` needs `{}`, missing from {name}",
+                    spec.name,
+                    spec.scope
+                );
+            }
         }
     }
 

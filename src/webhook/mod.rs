@@ -18,7 +18,7 @@ mod writer;
 use std::net::SocketAddr;
 
 pub use refresh::Refresh;
-pub use server::{Options, Receiver, Stats};
+pub use server::{Limits, Options, Receiver, Stats};
 
 /// Errors of the receiver.
 #[derive(Debug, thiserror::Error)]

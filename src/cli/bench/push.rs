@@ -117,7 +117,7 @@ async fn measure(
     concurrency: usize,
 ) -> Result<Measured> {
     let client = Client::new(
-        &config.api()?,
+        &config.api(crate::config::Access::Write)?,
         ClientOptions {
             concurrency,
             ..ClientOptions::default()

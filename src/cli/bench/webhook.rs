@@ -35,6 +35,7 @@ pub async fn run(rate: u32, seconds: u64, in_flight: usize) -> anyhow::Result<()
             key: Secret::new(KEY),
             max_body: 1 << 20,
             refresh: None,
+            limits: crate::webhook::Limits::default(),
         },
     )
     .await?;
