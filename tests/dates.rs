@@ -58,6 +58,40 @@ fn stored(db: &Path) -> Stored {
     }
 }
 
+/// A simulated organisation synced into a fresh warehouse, with the config and secret the
+/// binary needs.
+struct Org {
+    sim: pluvo_warehouse::sim::Sim,
+    dir: tempfile::TempDir,
+    db: std::path::PathBuf,
+    config: std::path::PathBuf,
+    secret: String,
+}
+
+impl Org {
+    /// Generated around the real clock (no anchor), so "180 days ago" splits the users.
+    async fn synced(users: usize, seed: u64) -> Org {
+        let sim = sim_with(SimConfig {
+            users,
+            seed,
+            ..SimConfig::default()
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("w.duckdb");
+        sync(&sim, &db, false).await;
+        let config = config_file(&sim, dir.path());
+        let secret = sim.client_secret().to_string();
+        Org {
+            sim,
+            dir,
+            db,
+            config,
+            secret,
+        }
+    }
+}
+
 fn count(items: impl Iterator<Item = bool>) -> String {
     items.filter(|b| *b).count().to_string()
 }
@@ -77,18 +111,13 @@ fn grouped<K: Ord + std::fmt::Display>(keys: impl Iterator<Item = K>) -> String 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn issue_18_date_time_sql_works_as_written_in_query_views_snapshot_and_push() {
-    // Generated around the real clock (no anchor), so "180 days ago" splits the users.
-    let sim = sim_with(SimConfig {
-        users: 400,
-        seed: 18,
-        ..SimConfig::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("w.duckdb");
-    sync(&sim, &db, false).await;
-    let config = config_file(&sim, dir.path());
-    let secret = sim.client_secret().to_string();
+    let Org {
+        sim: _sim,
+        dir: _dir,
+        db,
+        config,
+        secret,
+    } = Org::synced(400, 18).await;
     let s = stored(&db);
     let now = Utc::now();
     let today = now.date_naive();
@@ -473,17 +502,13 @@ print(json.dumps(out))
 /// time zone, as in the tool: stored times are UTC wall-clock TIMESTAMPs, not TIMESTAMPTZ.
 #[tokio::test(flavor = "multi_thread")]
 async fn issue_18_stock_duckdb_gives_the_same_answers_in_every_time_zone() {
-    let sim = sim_with(SimConfig {
-        users: 300,
-        seed: 19,
-        ..SimConfig::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("w.duckdb");
-    sync(&sim, &db, false).await;
-    let config = config_file(&sim, dir.path());
-    let secret = sim.client_secret().to_string();
+    let Org {
+        sim,
+        dir: _dir,
+        db,
+        config,
+        secret,
+    } = Org::synced(300, 19).await;
     sim.stop().await;
 
     // Answers that depend only on the stored times, plus "now" in the portable spelling the

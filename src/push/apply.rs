@@ -369,15 +369,7 @@ async fn settle_users(
             resend.push(row.key.as_str());
         }
     }
-    ledger::record(conn, plan_id, &found)?;
-    ledger::mark_pending(conn, plan_id, &resend)?;
-    info!(
-        plan_id,
-        found = found.len(),
-        resend = resend.len(),
-        "Checked unknown user outcomes."
-    );
-    Ok(found.len() as u64)
+    settle(conn, plan_id, &found, &resend, "user")
 }
 
 /// The server refused the request as a whole (nothing was applied): the rows failed.
@@ -449,13 +441,26 @@ async fn settle_certificates(
             resend.push(row.key.as_str());
         }
     }
-    ledger::record(conn, plan_id, &found)?;
-    ledger::mark_pending(conn, plan_id, &resend)?;
+    settle(conn, plan_id, &found, &resend, "certificate")
+}
+
+/// The end of a lookup of unknown outcomes: the rows found in Pluvo are recorded as
+/// succeeded, the others go back to pending to be sent again. Returns how many were found.
+fn settle(
+    conn: &duckdb::Connection,
+    plan_id: i64,
+    found: &[RowOutcome],
+    resend: &[&str],
+    what: &'static str,
+) -> Result<u64> {
+    ledger::record(conn, plan_id, found)?;
+    ledger::mark_pending(conn, plan_id, resend)?;
     info!(
         plan_id,
+        what,
         found = found.len(),
         resend = resend.len(),
-        "Checked unknown certificate outcomes in the portfolio."
+        "Checked unknown outcomes."
     );
     Ok(found.len() as u64)
 }
