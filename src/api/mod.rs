@@ -19,6 +19,7 @@
 
 mod auth;
 mod client;
+mod envelope;
 mod limit;
 mod page;
 pub mod queries;

@@ -517,7 +517,7 @@ mod tests {
             id: String,
         }
         let env =
-            super::super::client::parse_envelope::<Connection<Node>>(body, &["paginatedUsers"])
+            super::super::envelope::parse_envelope::<Connection<Node>>(body, &["paginatedUsers"])
                 .unwrap();
         let conn = env.data.unwrap();
         assert_eq!(conn.count, 2);

@@ -1,0 +1,351 @@
+//! Configuration: `pluvo-warehouse.toml` + `PLUVO_*` environment + flags → validated settings.
+//!
+//! Precedence is flags > environment > file > defaults. Every value remembers where it came
+//! from, so an error names the key *and* the file or variable to fix. Secrets (client secret,
+//! webhook key) are read only from the environment and live in [`Secret`], which never prints.
+//! This module reads files and the environment; it does no network or database work.
+
+mod file;
+mod keys;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use file::read_file;
+pub use file::{RawConfig, RawHttp, RawPluvo, RawPush, RawWarehouse};
+pub use keys::*;
+pub use validate::{ApiConfig, HttpSettings, parse_base_url, redact_url};
+use validate::{parse_memory_limit, resolve_http};
+
+/// A secret string: `Debug` and `Display` print `***`; read it with [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself: only for the request that needs it, never for a log line.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where a value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File(PathBuf),
+    Env(&'static str),
+    Flag(&'static str),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("the default"),
+            Source::File(path) => write!(f, "file `{}`", path.display()),
+            Source::Env(name) => write!(f, "environment variable `{name}`"),
+            Source::Flag(name) => write!(f, "flag `{name}`"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "configuration file `{}` not found; create one with `pluvo-warehouse init` or pass --config", path.display()
+    )]
+    FileMissing { path: PathBuf },
+    #[error("cannot read configuration file `{}`: {cause}", path.display())]
+    FileRead {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("configuration file `{}` is not valid TOML: {message}", path.display())]
+    FileSyntax { path: PathBuf, message: String },
+    #[error("`{key}` is not set; set it in `{file}` or export {env}")]
+    Missing {
+        key: &'static str,
+        file: String,
+        env: &'static str,
+    },
+    #[error(
+        "the client secret is not set; export {env} (it is read only from the environment, never from the file)"
+    )]
+    SecretMissing { env: &'static str },
+    #[error("`{key}` from {origin} is invalid: {problem}")]
+    Invalid {
+        key: &'static str,
+        origin: Source,
+        problem: String,
+    },
+    #[error(
+        "`{key}` must not be in `{}`: secrets are read only from the environment; remove it and export {env}", path.display()
+    )]
+    SecretInFile {
+        key: &'static str,
+        path: PathBuf,
+        env: &'static str,
+    },
+}
+
+/// Values given on the command line; they win over everything else.
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    pub config: Option<PathBuf>,
+    pub db: Option<PathBuf>,
+    pub url: Option<String>,
+}
+
+/// The loaded configuration. Values needed only by some commands (the API settings) are
+/// resolved on demand by [`Config::api`], so `query` works without Pluvo credentials.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub db: PathBuf,
+    pub export_dir: PathBuf,
+    /// DuckDB's memory cap during `sync` (`warehouse.memory_limit`), e.g. `"32MB"`.
+    pub memory_limit: String,
+    /// Largest share of a table's rows one sync may mark deleted (`warehouse.max_delete_share`).
+    pub max_delete_share: f64,
+    /// When `push resume` may look up rows of a non-repeatable mutation whose answer was lost
+    /// (`push.settle_after_secs`).
+    pub settle_after: Duration,
+    /// `warehouse.external_access`: whether `query` and push selections may read files
+    /// (`'people.csv'`) and URLs beside the warehouse. Off for shared deployments.
+    pub external_access: bool,
+    /// `warehouse.export_group_readable`: export folders 0750 and files 0640 (a BI service
+    /// account in the group reads them) instead of 0700 and 0600.
+    pub export_group_readable: bool,
+    url: Option<(String, Source)>,
+    client_id: Option<(String, Source)>,
+    client_secret: Option<Secret>,
+    scope: (String, Source),
+    webhook_key: Option<Secret>,
+    http: HttpSettings,
+}
+
+impl Config {
+    /// Load from the file named by flags (or the default), the process environment and flags.
+    pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
+        Self::load_with(flags, |name| std::env::var(name).ok())
+    }
+
+    /// As [`Config::load`], with the environment injected (for tests).
+    pub fn load_with(
+        flags: &Flags,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let env = |var: EnvVar| env(var.name).filter(|v| !v.trim().is_empty());
+        let (file, explicit) = match (&flags.config, env(PLUVO_CONFIG)) {
+            (Some(path), _) => (path.clone(), true),
+            (None, Some(path)) => (PathBuf::from(path), true),
+            (None, None) => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+        };
+        let raw = read_file(&file, explicit)?;
+        let from_file = Source::File(file.clone());
+
+        if raw.pluvo.client_secret.is_some() {
+            return Err(ConfigError::SecretInFile {
+                key: "pluvo.client_secret",
+                path: file,
+                env: PLUVO_CLIENT_SECRET.name,
+            });
+        }
+        if raw.pluvo.webhook_key.is_some() {
+            return Err(ConfigError::SecretInFile {
+                key: "pluvo.webhook_key",
+                path: file,
+                env: PLUVO_WEBHOOK_KEY.name,
+            });
+        }
+
+        let pick =
+            |flag: Option<(String, &'static str)>, var: EnvVar, file_value: Option<String>| {
+                flag.map(|(v, name)| (v, Source::Flag(name)))
+                    .or_else(|| env(var).map(|v| (v, Source::Env(var.name))))
+                    .or_else(|| file_value.map(|v| (v, from_file.clone())))
+            };
+
+        // Paths in the file are relative to the file (the configuration travels with its
+        // folder); flags and environment variables to the current folder, as in a shell.
+        let beside_file = |path: &Path| match file.parent() {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
+        };
+        let db = pick(
+            flags.db.as_ref().map(|p| (p.display().to_string(), "--db")),
+            PLUVO_DB,
+            raw.warehouse.db.as_ref().map(|p| p.display().to_string()),
+        )
+        .map(|(v, source)| match source {
+            Source::File(_) => beside_file(Path::new(&v)),
+            _ => PathBuf::from(v),
+        })
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DB_FILE));
+        let export_dir = raw
+            .warehouse
+            .export_dir
+            .as_deref()
+            .map(beside_file)
+            .unwrap_or_else(|| default_export_dir(&db));
+
+        let url = pick(
+            flags.url.clone().map(|u| (u, "--url")),
+            PLUVO_URL,
+            raw.pluvo.url,
+        );
+        let client_id = pick(None, PLUVO_CLIENT_ID, raw.pluvo.client_id);
+        let scope = pick(None, PLUVO_SCOPE, raw.pluvo.scope)
+            .unwrap_or_else(|| (DEFAULT_SCOPE.to_string(), Source::Default));
+
+        let http = resolve_http(&raw.http, &from_file)?;
+        let memory_limit = match raw.warehouse.memory_limit {
+            None => crate::store::WRITER_MEMORY_LIMIT.to_string(),
+            Some(text) => parse_memory_limit(&text).ok_or_else(|| ConfigError::Invalid {
+                key: "warehouse.memory_limit",
+                origin: from_file.clone(),
+                problem: format!(
+                    "`{text}` is not an amount of memory of at least 20MB, like \"64MB\" or \"1GB\""
+                ),
+            })?,
+        };
+        let max_delete_share = match raw.warehouse.max_delete_share {
+            None => crate::store::MAX_DELETE_SHARE,
+            Some(share) if share > 0.0 && share <= 1.0 => share,
+            Some(share) => {
+                return Err(ConfigError::Invalid {
+                    key: "warehouse.max_delete_share",
+                    origin: from_file.clone(),
+                    problem: format!(
+                        "`{share}` is not a share of a table above 0 and at most 1, like 0.25"
+                    ),
+                });
+            }
+        };
+        let settle_after = match raw.push.settle_after_secs {
+            None => crate::push::apply::SETTLE_AFTER,
+            Some(secs) if secs.is_finite() && (0.0..=7.0 * 86_400.0).contains(&secs) => {
+                Duration::from_secs_f64(secs)
+            }
+            Some(secs) => {
+                return Err(ConfigError::Invalid {
+                    key: "push.settle_after_secs",
+                    origin: from_file.clone(),
+                    problem: format!(
+                        "`{secs}` is not a number of seconds from 0 to 604800 (a week)"
+                    ),
+                });
+            }
+        };
+        Ok(Config {
+            file,
+            db,
+            export_dir,
+            memory_limit,
+            max_delete_share,
+            settle_after,
+            external_access: raw.warehouse.external_access.unwrap_or(true),
+            export_group_readable: raw.warehouse.export_group_readable.unwrap_or(false),
+            url,
+            client_id,
+            client_secret: env(PLUVO_CLIENT_SECRET).map(Secret),
+            scope,
+            webhook_key: env(PLUVO_WEBHOOK_KEY).map(Secret),
+            http,
+        })
+    }
+
+    /// The API settings for a command that reads or writes ([`Access`]), or an error naming
+    /// the first missing or invalid one.
+    pub fn api(&self, access: Access) -> Result<ApiConfig, ConfigError> {
+        let file = self.file.display().to_string();
+        let (url, url_source) = self.url.clone().ok_or(ConfigError::Missing {
+            key: "pluvo.url",
+            file: file.clone(),
+            env: PLUVO_URL.name,
+        })?;
+        let base_url = parse_base_url(&url).map_err(|problem| ConfigError::Invalid {
+            key: "pluvo.url",
+            origin: url_source,
+            problem,
+        })?;
+        let (client_id, _) = self.client_id.clone().ok_or(ConfigError::Missing {
+            key: "pluvo.client_id",
+            file: file.clone(),
+            env: PLUVO_CLIENT_ID.name,
+        })?;
+        let client_secret = self
+            .client_secret
+            .clone()
+            .ok_or(ConfigError::SecretMissing {
+                env: PLUVO_CLIENT_SECRET.name,
+            })?;
+        let (scope, scope_source) = self.scope.clone();
+        if scope.split_whitespace().next().is_none() {
+            return Err(ConfigError::Invalid {
+                key: "pluvo.scope",
+                origin: scope_source,
+                problem: "no scope given; use space-separated scopes like `users.read`".into(),
+            });
+        }
+        let scope = match (access, &scope_source) {
+            (Access::Read, Source::Default) => READ_SCOPE.to_string(),
+            (Access::Read, _) => {
+                let read: Vec<&str> = scope
+                    .split_whitespace()
+                    .filter(|s| !s.ends_with(".write"))
+                    .collect();
+                if read.is_empty() {
+                    return Err(ConfigError::Invalid {
+                        key: "pluvo.scope",
+                        origin: scope_source,
+                        problem: format!(
+                            "`{scope}` has only write scopes; reading needs e.g. `{READ_SCOPE}`"
+                        ),
+                    });
+                }
+                read.join(" ")
+            }
+            (Access::Write, _) => scope,
+        };
+        Ok(ApiConfig {
+            base_url,
+            client_id,
+            client_secret,
+            scope: scope.split_whitespace().collect::<Vec<_>>().join(" "),
+            http: self.http.clone(),
+        })
+    }
+
+    /// The webhook signing key, if configured.
+    pub fn webhook_key(&self) -> Option<&Secret> {
+        self.webhook_key.as_ref()
+    }
+}
+
+/// Export folder beside the database: `pluvo.duckdb` → `pluvo-export/`.
+fn default_export_dir(db: &Path) -> PathBuf {
+    let stem = db
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pluvo".into());
+    db.with_file_name(format!("{stem}-export"))
+}
