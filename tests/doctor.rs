@@ -25,7 +25,10 @@ fn line<'a>(run: &'a Run, name: &str) -> (&'a str, &'a str) {
     let lines: Vec<&str> = run.stdout.lines().collect();
     let i = lines
         .iter()
-        .position(|l| l.get(6..).is_some_and(|rest| rest.starts_with(name)))
+        .position(|l| {
+            l.split_once(' ')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with(name))
+        })
         .unwrap_or_else(|| panic!("no `{name}` check in\n{}", run.stdout));
     (lines[i], lines.get(i + 1).copied().unwrap_or(""))
 }

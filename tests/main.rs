@@ -37,6 +37,10 @@ mod examples;
 /// `status`: runs, checkpoints, counts, push plans; read-only, a locked or missing file named.
 mod status;
 
+/// One output style: `--format json` on every command with a result, JSON log lines, quiet
+/// end on a closed pipe.
+mod output;
+
 /// `doctor`: wrong secret, unreachable URL, missing scope, locked database; each with its fix.
 mod doctor;
 

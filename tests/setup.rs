@@ -29,8 +29,10 @@ async fn init_writes_a_loadable_file_without_the_secret_and_refuses_to_overwrite
         run.stdout
     );
     assert!(
-        run.stdout
-            .contains("trainings.read           sync portfolio, certificates, trainings"),
+        run.stdout.lines().any(|l| {
+            l.trim_start().starts_with("trainings.read ")
+                && l.ends_with(" sync portfolio, certificates, trainings")
+        }),
         "{}",
         run.stdout
     );

@@ -555,7 +555,12 @@ async fn issue_19_sync_and_publish_succeed_at_the_smallest_memory_limit() {
     for pass in ["full", "no-change"] {
         let outcome = pluvo_warehouse::pipeline::sync(&config, &options, silent.clone())
             .await
-            .unwrap_or_else(|e| panic!("{pass} sync at 20MB: {e:#}"));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{pass} sync at 20MB: {}",
+                    pluvo_warehouse::error::message(&e)
+                )
+            });
         assert!(!outcome.failed(), "{pass}: {:?}", outcome.streams);
     }
     let d = sim.data();

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use chrono::{NaiveDate, Utc};
 use clap::{Args, Subcommand};
 
+use super::output::{Format, Table};
 use crate::config::Config;
 use crate::error::{Exit, UsageError};
 use crate::export::snapshot::Reader;
@@ -29,6 +30,9 @@ pub struct ExportArgs {
     /// Rows per Parquet row group
     #[arg(long, default_value_t = ROW_GROUP_SIZE)]
     pub row_group_size: usize,
+    /// What to print: a table per exported table, or the report as JSON (for scripts)
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -64,27 +68,31 @@ pub fn run(config: &Config, args: &ExportArgs) -> Result<Exit> {
     };
     let report = export(warehouse.connection(), &options, Utc::now())
         .with_context(|| format!("exporting to `{}`", options.out.display()))?;
-    print_report(&report);
+    match args.format {
+        Format::Table => print_report(&report),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
     Ok(Exit::Ok)
 }
 
 /// The export summary: one line per table, then the snapshot.
 pub fn print_report(report: &Report) {
-    println!("{:<24} {:>10} {:>6} {:>9}", "table", "rows", "files", "MB");
+    let mut table = Table::new(&["table", ">rows", ">files", ">MB", "note"]);
     for t in &report.manifest.tables {
         let carried = if report.written.contains(&t.name) {
             ""
         } else {
-            "  (kept from the previous snapshot)"
+            "kept from the previous snapshot"
         };
-        println!(
-            "{:<24} {:>10} {:>6} {:>9.2}{carried}",
-            t.name,
-            t.rows,
-            t.files,
-            t.bytes as f64 / 1_048_576.0
-        );
+        table.row([
+            t.name.clone(),
+            t.rows.to_string(),
+            t.files.to_string(),
+            format!("{:.2}", t.bytes as f64 / 1_048_576.0),
+            carried.to_string(),
+        ]);
     }
+    print!("{table}");
     println!(
         "published {} (run {}) in {:.1}s, {:.1} MB",
         report.dir.display(),

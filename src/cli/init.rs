@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use super::output::Table;
 use crate::config::{
     self, DEFAULT_CONFIG_FILE, DEFAULT_DB_FILE, DEFAULT_SCOPE, ENV_VARS, Flags, HttpSettings,
     PLUVO_CLIENT_SECRET, PLUVO_WEBHOOK_KEY, PUSH_SCOPES,
@@ -154,16 +155,19 @@ pub fn next_steps() -> String {
         w,
         "\nOAuth scopes the API client needs (grant them in Pluvo; `pluvo.scope` requests them):"
     );
-    let _ = writeln!(w, "  {:<24} used by", "scope");
+    let mut table = Table::new(&["scope", "used by"]);
     let stream_scopes: Vec<(&str, &'static str)> = crate::streams::ALL
         .iter()
         .map(|s| (s.name, s.scope))
         .collect();
-    for (scope, users) in grouped(&stream_scopes, "sync ") {
-        let _ = writeln!(w, "  {scope:<24} {users}");
+    for (scope, users) in grouped(&stream_scopes, "sync ")
+        .into_iter()
+        .chain(grouped(PUSH_SCOPES, "push: "))
+    {
+        table.row([scope.to_string(), users]);
     }
-    for (scope, users) in grouped(PUSH_SCOPES, "push: ") {
-        let _ = writeln!(w, "  {scope:<24} {users}");
+    for line in table.to_string().lines() {
+        let _ = writeln!(w, "  {line}");
     }
     let _ = writeln!(
         w,
@@ -245,16 +249,24 @@ mod tests {
     #[test]
     fn scopes_are_listed_per_stream_and_push_operation() {
         let text = next_steps();
+        // One row per scope: the scope, then who uses it.
+        let row = |scope: &str, users: &str| {
+            text.lines().any(|l| {
+                l.trim()
+                    .strip_prefix(scope)
+                    .is_some_and(|rest| rest.starts_with(' ') && rest.trim() == users)
+            })
+        };
+        assert!(row("users.read", "sync users"), "{text}");
         assert!(
-            text.contains("users.read               sync users"),
+            row("trainings.read", "sync portfolio, certificates, trainings"),
             "{text}"
         );
         assert!(
-            text.contains("trainings.read           sync portfolio, certificates, trainings"),
-            "{text}"
-        );
-        assert!(
-            text.contains("groups.write             push: addUsersToGroup, removeUsersFromGroup"),
+            row(
+                "groups.write",
+                "push: addUsersToGroup, removeUsersFromGroup"
+            ),
             "{text}"
         );
     }

@@ -48,6 +48,18 @@ fn private_files() {
     }
 }
 
+/// `pluvo-warehouse query … | head`: when the reader goes away, end as Unix tools do (killed by
+/// SIGPIPE, no message) instead of panicking in `println!`. Only for commands that open no
+/// socket ([`Command::offline`]): vectored socket writes (`writev`) raise SIGPIPE too, and a
+/// TLS handshake with a server that hangs up must be an error, not a silent death.
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restores the default action of one signal before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Pluvo learning platform → local DuckDB warehouse, Parquet export, and SQL-driven write-back.
 #[derive(Debug, Parser)]
 #[command(name = "pluvo-warehouse", version, about, after_help = EXIT_CODES)]
@@ -67,8 +79,24 @@ pub struct Cli {
     /// More detail on stderr (-v debug, -vv trace)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Log lines on stderr as text, or as one JSON object per line (for log shippers)
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "PLUVO_LOG_FORMAT",
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,7 +116,7 @@ pub enum Command {
     /// Write a commented pluvo-warehouse.toml and list the OAuth scopes the client needs
     Init(init::InitArgs),
     /// Check configuration, token endpoint, credentials, scopes and the database file
-    Doctor,
+    Doctor(doctor::DoctorArgs),
     /// Print a shell completion script (bash, zsh, fish, ...)
     Completions(completions::CompletionsArgs),
     /// Last run per stream, checkpoints, row counts, pending push plans (read-only)
@@ -110,12 +138,26 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Commands that make no network connection: their output is what gets piped to `head`.
+    fn offline(&self) -> bool {
+        matches!(
+            self,
+            Command::Query(_) | Command::Status(_) | Command::Views | Command::Completions(_)
+        )
+    }
+}
+
 /// Parse the command line, run the command, map the outcome to an exit code.
 pub fn main() -> ExitCode {
     private_files();
     crate::store::alloc::tune();
     let cli = Cli::parse();
-    init_logging(cli.quiet, cli.verbose);
+    if cli.command.offline() {
+        quiet_on_closed_pipe();
+    }
+    let log_format = cli.log_format;
+    init_logging(cli.quiet, cli.verbose, log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -129,13 +171,25 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(exit) => exit.into(),
         Err(err) => {
-            eprintln!("error: {}", crate::error::message(err.as_ref()));
+            let message = crate::error::message(err.as_ref());
+            match log_format {
+                LogFormat::Text => eprintln!("error: {message}"),
+                // The final error is a log line too, so a shipper sees why a run failed.
+                LogFormat::Json => eprintln!(
+                    "{}",
+                    serde_json::json!({
+                        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                        "level": "ERROR",
+                        "fields": { "message": message },
+                    })
+                ),
+            }
             exit_code(err.as_ref()).into()
         }
     }
 }
 
-fn init_logging(quiet: bool, verbose: u8) {
+fn init_logging(quiet: bool, verbose: u8, format: LogFormat) {
     let default = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "pluvo_warehouse=info,warn",
@@ -146,12 +200,14 @@ fn init_logging(quiet: bool, verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let color = std::env::var_os("NO_COLOR").is_none()
         && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(color)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => logs.with_ansi(color).try_init(),
+        LogFormat::Json => logs.json().flatten_event(false).try_init(),
+    };
 }
 
 async fn run(cli: Cli) -> Result<Exit> {
@@ -169,7 +225,7 @@ async fn run(cli: Cli) -> Result<Exit> {
         Command::Views => views::run(&Config::load(&flags)?),
         Command::Push(args) => push::run(&Config::load(&flags)?, &args, quiet).await,
         Command::Init(args) => init::run(&args, &flags),
-        Command::Doctor => doctor::run(&flags).await,
+        Command::Doctor(args) => doctor::run(&flags, &args).await,
         Command::Completions(args) => completions::run(&args),
         Command::Status(args) => status::run(&Config::load(&flags)?, &args),
         Command::Sim { command } => sim::run(command).await,
@@ -180,26 +236,36 @@ async fn run(cli: Cli) -> Result<Exit> {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// A future that resolves on SIGINT or SIGTERM. The handlers are installed by this call, not
+/// at the first poll: a receiver prints its URL before it waits, and a SIGTERM sent right after
+/// that line must stop it gracefully rather than kill it (the default action).
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+                (Ok(mut one), Err(_)) | (Err(_), Ok(mut one)) => {
+                    one.recv().await;
+                }
+                (Err(_), Err(_)) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -9,7 +9,7 @@ use chrono::NaiveDate;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::output::Format;
+use super::output::{Format, Table};
 use crate::api::{Client, ClientOptions};
 use crate::config::Config;
 use crate::error::{Exit, UsageError};
@@ -575,10 +575,25 @@ fn status(config: &Config, plan: Option<i64>, format: Format) -> Result<Exit> {
                 r.get::<_, String>(4)?,
             ))
         })?;
-        println!("plan  action                status      to send  created (UTC)");
+        let mut table = Table::new(&[">plan", "action", "status", ">to send", "created (UTC)"]);
+        let mut list = Vec::new();
         for r in rows {
             let (id, action, status, n, created) = r?;
-            println!("{id:<5} {action:<21} {status:<11} {n:>7}  {created}");
+            table.row([
+                id.to_string(),
+                action.clone(),
+                status.clone(),
+                n.to_string(),
+                created.clone(),
+            ]);
+            list.push(json!({
+                "plan_id": id, "action": action, "status": status, "rows_planned": n,
+                "created_at": created,
+            }));
+        }
+        match format {
+            Format::Table => print!("{table}"),
+            Format::Json => println!("{}", serde_json::to_string_pretty(&list)?),
         }
         return Ok(Exit::Ok);
     };

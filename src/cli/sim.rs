@@ -185,6 +185,9 @@ async fn serve(args: ServeArgs) -> Result<Exit> {
             args.webhook_key_env
         );
     }
+    // Installed before the lines a script waits for, so its SIGTERM right after them is graceful.
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
     println!("export PLUVO_URL={url}");
     println!("export PLUVO_CLIENT_ID={}", args.client_id);
     println!("export PLUVO_CLIENT_SECRET={}", args.client_secret);
@@ -196,7 +199,7 @@ async fn serve(args: ServeArgs) -> Result<Exit> {
         .map(|(every, _)| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
     loop {
         tokio::select! {
-            _ = shutdown_signal() => break,
+            _ = &mut shutdown => break,
             _ = async { interval.as_mut().unwrap().tick().await }, if interval.is_some() => {
                 let changes = sim.tick(ticker.map(|t| t.1).unwrap_or(0));
                 tracing::info!(changes = changes.len(), "Churn tick applied.");

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::output::Format;
+use super::output::{Format, Table};
 use crate::config::Config;
 use crate::error::Exit;
 use crate::export::snapshot::Reader;
@@ -102,20 +102,19 @@ pub fn render(status: &Status) -> String {
         }
     }
     if !status.streams.is_empty() {
-        let _ = writeln!(
-            w,
-            "\n{:<13} {:>4} {:<11} {:<20} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7}  note",
+        let mut table = Table::new(&[
             "stream",
-            "run",
+            ">run",
             "status",
             "started",
-            "seconds",
-            "new",
-            "changed",
-            "deleted",
-            "requests",
-            "retries"
-        );
+            ">seconds",
+            ">new",
+            ">changed",
+            ">deleted",
+            ">requests",
+            ">retries",
+            "note",
+        ]);
         for s in &status.streams {
             let note = [
                 s.error.as_ref().map(|e| format!("error: {e}")),
@@ -125,24 +124,24 @@ pub fn render(status: &Status) -> String {
             .flatten()
             .collect::<Vec<_>>()
             .join("; ");
-            let line = format!(
-                "{:<13} {:>4} {:<11} {:<20} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7}  {note}",
-                s.stream,
-                s.run_id,
-                s.status,
-                s.started_at,
+            table.row([
+                s.stream.clone(),
+                s.run_id.to_string(),
+                s.status.clone(),
+                s.started_at.clone(),
                 secs(s.seconds),
-                s.rows_new,
-                s.rows_changed,
-                s.rows_deleted,
-                s.requests,
-                s.retries
-            );
-            let _ = writeln!(w, "{}", line.trim_end());
+                s.rows_new.to_string(),
+                s.rows_changed.to_string(),
+                s.rows_deleted.to_string(),
+                s.requests.to_string(),
+                s.retries.to_string(),
+                note,
+            ]);
         }
+        let _ = write!(w, "\n{table}");
     }
     if !status.checkpoints.is_empty() {
-        let _ = writeln!(w, "\n{:<13} {:<22} checkpoint", "stream", "updated");
+        let mut table = Table::new(&["stream", "updated", "checkpoint"]);
         for c in &status.checkpoints {
             let what = match (c.part, &c.state) {
                 (Some(part), _) => format!(
@@ -152,35 +151,34 @@ pub fn render(status: &Status) -> String {
                 (None, Some(state)) => format!("between runs, state {state}"),
                 (None, None) => "between runs".into(),
             };
-            let _ = writeln!(w, "{:<13} {:<22} {what}", c.stream, c.updated_at);
+            table.row([c.stream.clone(), c.updated_at.clone(), what]);
         }
+        let _ = write!(w, "\n{table}");
     }
-    let _ = writeln!(w, "\n{:<22} {:>9} {:>9}", "table", "live", "deleted");
+    let mut table = Table::new(&["table", ">live", ">deleted"]);
     for t in &status.tables {
-        let _ = writeln!(w, "{:<22} {:>9} {:>9}", t.table, t.live, t.deleted);
+        table.row([t.table.clone(), t.live.to_string(), t.deleted.to_string()]);
     }
+    let _ = write!(w, "\n{table}");
     if let Some(plans) = &status.push_plans {
         if plans.is_empty() {
             let _ = writeln!(w, "\npush plans: none pending or failed");
         } else {
-            let _ = writeln!(
-                w,
-                "\n{:>5} {:<22} {:<11} {:<20} {:>8} {:>8} {:>7}",
-                "plan", "action", "status", "created", "planned", "pending", "failed"
-            );
+            let mut table = Table::new(&[
+                ">plan", "action", "status", "created", ">planned", ">pending", ">failed",
+            ]);
             for p in plans {
-                let _ = writeln!(
-                    w,
-                    "{:>5} {:<22} {:<11} {:<20} {:>8} {:>8} {:>7}",
-                    p.plan_id,
-                    p.action,
-                    p.status,
-                    p.created_at,
-                    p.rows_planned,
-                    p.rows_pending,
-                    p.rows_failed
-                );
+                table.row([
+                    p.plan_id.to_string(),
+                    p.action.clone(),
+                    p.status.clone(),
+                    p.created_at.clone(),
+                    p.rows_planned.to_string(),
+                    p.rows_pending.to_string(),
+                    p.rows_failed.to_string(),
+                ]);
             }
+            let _ = write!(w, "\n{table}");
         }
     }
     out

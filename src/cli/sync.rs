@@ -4,7 +4,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use super::output::Format;
+use super::output::{Format, Table};
 use super::progress::Bars;
 use crate::api::Concurrency;
 use crate::error::Exit;
@@ -72,10 +72,16 @@ pub fn print_sync(outcome: &streams::Outcome, format: Format) -> Result<()> {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(outcome)?),
         Format::Table => {
-            println!(
-                "{:<13} {:>8} {:>8} {:>10} {:>8} {:>6} {:>8}  note",
-                "stream", "new", "changed", "unchanged", "deleted", "pages", "seconds"
-            );
+            let mut table = Table::new(&[
+                "stream",
+                ">new",
+                ">changed",
+                ">unchanged",
+                ">deleted",
+                ">pages",
+                ">seconds",
+                "note",
+            ]);
             for s in &outcome.streams {
                 let note = match (&s.error, s.complete, s.resumed) {
                     (Some(e), _, _) => format!("FAILED: {e}"),
@@ -83,11 +89,18 @@ pub fn print_sync(outcome: &streams::Outcome, format: Format) -> Result<()> {
                     (None, true, true) => "resumed from checkpoint: no deletes this run".into(),
                     _ => String::new(),
                 };
-                println!(
-                    "{:<13} {:>8} {:>8} {:>10} {:>8} {:>6} {:>8.1}  {note}",
-                    s.stream, s.new, s.changed, s.unchanged, s.deleted, s.pages, s.seconds
-                );
+                table.row([
+                    s.stream.to_string(),
+                    s.new.to_string(),
+                    s.changed.to_string(),
+                    s.unchanged.to_string(),
+                    s.deleted.to_string(),
+                    s.pages.to_string(),
+                    format!("{:.1}", s.seconds),
+                    note,
+                ]);
             }
+            print!("{table}");
             println!(
                 "run {}: {} requests, {} retries, {:.1}s",
                 outcome.run_id, outcome.requests, outcome.retries, outcome.seconds

@@ -321,8 +321,8 @@ fn restrict(_dir: &Path, _group_readable: bool) -> Result<()> {
     Ok(())
 }
 
-/// What an export did.
-#[derive(Debug, Clone)]
+/// What an export did (`export --format json` prints it).
+#[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// The published snapshot folder.
     pub dir: PathBuf,

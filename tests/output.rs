@@ -1,0 +1,165 @@
+//! One output style: every command that prints a result prints it as JSON with `--format json`,
+//! log lines (and the final error) can be JSON for a log shipper, a closed pipe ends a command
+//! quietly instead of with a panic, and tables come from one printer.
+
+use std::process::Stdio;
+
+use serde_json::Value;
+
+use crate::support::{command, config_file, rows, sim};
+
+fn json(out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_as_json_and_logs_as_json_lines() {
+    let sim = sim(60).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(&sim, dir.path());
+    let db = dir.path().join("w.duckdb");
+    let secret = sim.client_secret().to_string();
+    let run = |args: &[&str]| {
+        let mut cmd = command(&config, &db, &secret, args);
+        cmd.env_remove("PLUVO_LOG_FORMAT");
+        cmd
+    };
+
+    // Logs as JSON: without --quiet a sync logs; every stderr line is one JSON object.
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = run(&["sync", "--format", "json"]);
+        cmd.env("PLUVO_LOG_FORMAT", "json")
+            .args(["--verbose"])
+            .env("PLUVO_LOG", "pluvo_warehouse=debug");
+        move || cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let sync = json(&out);
+    assert_eq!(sync["streams"][0]["stream"], "users", "{sync}");
+    assert_eq!(sync["streams"][0]["new"], 60, "{sync}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "a verbose sync logs something");
+    for line in &lines {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+        assert!(
+            !line.contains(&secret),
+            "the secret is in a log line: {line}"
+        );
+    }
+
+    // export --format json: what was published, table by table, agreeing with the warehouse.
+    let export = json(&run(&["export", "--format", "json"]).output().unwrap());
+    let tables = export["manifest"]["tables"].as_array().unwrap();
+    let users = tables.iter().find(|t| t["name"] == "users").unwrap();
+    let live: u64 = rows(&db, "SELECT count(*) FROM users")[0].parse().unwrap();
+    assert_eq!(users["rows"], live, "{export}");
+    assert!(
+        export["dir"].as_str().unwrap().contains("snapshots"),
+        "{export}"
+    );
+    assert!(
+        export["written"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "users"),
+        "{export}"
+    );
+
+    // push status --format json: the list of plans is JSON too (none yet).
+    let plans = json(
+        &run(&["push", "status", "--format", "json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(plans, Value::Array(Vec::new()));
+
+    // doctor --format json: every check with its result; all pass against the simulator.
+    let doctor = json(&run(&["doctor", "--format", "json"]).output().unwrap());
+    assert_eq!(doctor["ok"], true, "{doctor}");
+    let names: Vec<&str> = doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"credentials") && names.contains(&"database"),
+        "{names:?}"
+    );
+
+    // The final error of a failing command is a JSON log line too.
+    let out = run(&["query", "SELECT * FROM no_such_table"])
+        .env("PLUVO_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last: Value = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(last["level"], "ERROR");
+    assert!(
+        last["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no_such_table"),
+        "{last}"
+    );
+
+    // `query … | head -1`: the reader goes away; the command stops without a panic message.
+    let mut child = run(&[
+        "query",
+        "--format",
+        "csv",
+        "SELECT range AS n FROM range(2000000)",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "the output was cut: not a success"
+    );
+
+    // The tables for people: `status` prints each section through the one table printer, so a
+    // number column ends at the same place in every row.
+    let out = run(&["status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let block: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("table "))
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert!(block.len() > 3, "{text}");
+    let end = block[0].find("live").unwrap() + "live".len();
+    for line in &block[1..] {
+        let digits = line[..end].trim_end();
+        assert_eq!(
+            digits.len(),
+            end,
+            "`live` column drifts in {line:?}:\n{text}"
+        );
+        assert!(digits.ends_with(|c: char| c.is_ascii_digit()), "{line:?}");
+    }
+}
