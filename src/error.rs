@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-/// The documented exit codes (README "Exit codes").
+/// The documented exit codes (docs/operations.md, "Exit codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Ok = 0,

@@ -3,8 +3,8 @@
 //! push tables exist, `_push_plans`/`_push_ledger`).
 //!
 //! Reads an open warehouse and never talks to Pluvo; `cli/status.rs` opens it read-only and
-//! prints (a table, or JSON for monitoring: its keys are stable and documented in the README,
-//! "status").
+//! prints (a table, or JSON for monitoring: its keys are stable and documented in
+//! docs/operations.md, "Monitoring").
 
 use duckdb::Connection;
 use serde::Serialize;

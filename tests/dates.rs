@@ -389,16 +389,16 @@ async fn issue_18_date_time_sql_works_as_written_in_query_views_snapshot_and_pus
     let (_, stdout, stderr) = query("select count(*) from inactive_users", &[]);
     assert_eq!(stdout.lines().nth(1), Some(inactive.as_str()), "{stderr}");
 
-    // The README's examples of this feature run as shown (against this warehouse).
-    let readme = include_str!("../README.md");
-    let section = readme
-        .split("### Times and time zones")
+    // The examples of this feature in docs/query.md run as shown (against this warehouse).
+    let page = include_str!("../docs/query.md");
+    let section = page
+        .split("## Times and time zones")
         .nth(1)
-        .and_then(|s| s.split("\n### ").next())
-        .expect("README has the section");
+        .and_then(|s| s.split("\n## ").next())
+        .expect("docs/query.md has the section");
     let shown: Vec<&str> = section
         .lines()
-        .filter_map(|l| l.strip_prefix("cargo run --release -- "))
+        .filter_map(|l| l.strip_prefix("pluvo-warehouse "))
         .collect();
     assert!(shown.len() >= 4, "{shown:?}");
     for example in shown {
@@ -416,7 +416,7 @@ async fn issue_18_date_time_sql_works_as_written_in_query_views_snapshot_and_pus
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success() && stdout.lines().count() >= 2,
-            "README example `{example}`: {stdout} {}",
+            "docs/query.md example `{example}`: {stdout} {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }

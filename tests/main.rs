@@ -44,6 +44,10 @@ mod output;
 /// `doctor`: wrong secret, unreachable URL, missing scope, locked database; each with its fix.
 mod doctor;
 
+/// The docs are tested: each command shown runs (or is run elsewhere), links resolve, the
+/// settings file loads, `docs/tables.md` matches the DDL.
+mod docs;
+
 /// Getting started: `init` (a loadable file, no secret), shell completions.
 mod setup;
 

@@ -235,7 +235,7 @@ async fn issue_22_status_answers_from_the_snapshot_while_a_writer_holds_the_file
         "{}",
         run.stderr
     );
-    // The README's monitoring check passes while the writer runs.
+    // The monitoring check of docs/operations.md passes while the writer runs.
     assert!(
         busy["streams"]
             .as_array()

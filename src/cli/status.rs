@@ -19,7 +19,7 @@ use crate::store::{StoreError, Warehouse};
 /// Arguments of `status`.
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
-    /// Output: a table for people or JSON for monitoring (stable keys, see README)
+    /// Output: a table for people or JSON for monitoring (stable keys, see docs/operations.md)
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }

@@ -50,6 +50,8 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
+/// _schema: the migrations applied to this file (`sql/schema/NNN_*.sql`), one row each, and
+/// the pluvo-warehouse version that applied it. Created before the first migration.
 const CREATE_SCHEMA_TABLE: &str = "CREATE TABLE IF NOT EXISTS _schema (
     version      BIGINT NOT NULL PRIMARY KEY, -- migration number (sql/schema/NNN_*.sql)
     applied_at   TIMESTAMPTZ NOT NULL,

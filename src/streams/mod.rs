@@ -35,7 +35,7 @@ pub struct StreamSpec {
     pub name: &'static str,
     /// The tables it fills; the first is the one its run summary counts.
     pub tables: &'static [&'static TableSpec],
-    /// Its incremental strategy in one sentence (`sync --help`, the README).
+    /// Its incremental strategy in one sentence (`sync --help`, docs/sync.md).
     pub strategy: &'static str,
     /// The OAuth scope its queries need (pluvo-api.md; the simulator's `require` calls).
     pub scope: &'static str,
