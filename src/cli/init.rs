@@ -180,15 +180,24 @@ pub fn next_steps() -> String {
 
 /// Which scopes each command requests (also printed by `doctor`).
 pub fn scopes_per_command() -> String {
-    format!(
-        "Scopes each command requests (the configured `pluvo.scope` less its *.write scopes \
-         for the reading ones):\n  \
-         sync, doctor, webhook serve --refresh   {}\n  \
-         push                                    {}\n  \
-         query, export, status, views, webhook serve   none (no API call)",
-        crate::config::READ_SCOPE,
-        DEFAULT_SCOPE
-    )
+    let mut table = Table::new(&["command", "scopes requested"]);
+    table
+        .row([
+            "sync, doctor, webhook serve --refresh",
+            crate::config::READ_SCOPE,
+        ])
+        .row(["push", DEFAULT_SCOPE])
+        .row([
+            "query, export, status, views, webhook serve",
+            "none (no API call)",
+        ]);
+    let mut out = "Scopes each command requests (the configured `pluvo.scope` less its *.write \
+                   scopes for the reading ones):\n"
+        .to_string();
+    for line in table.to_string().lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+    out
 }
 
 /// `(what, scope)` pairs → one line per scope, in first-seen order: `sync users, portfolio`.

@@ -176,12 +176,11 @@ pub fn main() -> ExitCode {
                 LogFormat::Text => eprintln!("error: {message}"),
                 // The final error is a log line too, so a shipper sees why a run failed.
                 LogFormat::Json => eprintln!(
-                    "{}",
-                    serde_json::json!({
-                        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                        "level": "ERROR",
-                        "fields": { "message": message },
-                    })
+                    r#"{{"timestamp":{},"level":"ERROR","fields":{{"message":{}}}}}"#,
+                    serde_json::Value::from(
+                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                    ),
+                    serde_json::Value::from(message),
                 ),
             }
             exit_code(err.as_ref()).into()

@@ -194,6 +194,7 @@ pub fn cli(config: &std::path::Path, db: &std::path::Path, secret: &str) -> std:
         "PLUVO_SCOPE",
         "PLUVO_DB",
         "PLUVO_CONFIG",
+        "PLUVO_LOG_FORMAT",
     ] {
         cmd.env_remove(var);
     }
@@ -244,6 +245,7 @@ pub async fn run_bin(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)])
         cmd.env_remove(var.name);
     }
     cmd.env_remove("PLUVO_LOG");
+    cmd.env_remove("PLUVO_LOG_FORMAT");
     for (k, v) in env {
         cmd.env(k, v);
     }
