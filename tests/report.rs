@@ -276,6 +276,23 @@ async fn report_numbers_match_sql_over_the_warehouse() {
         inactive[0][0],
         "inactive = the view's rows"
     );
+    // Another threshold: the alert bars are still exactly the view's rows, and the users seen
+    // within the smallest edge are never among them.
+    let (other, _) = org.report(LATER, "r10.html", &["--inactive-days", "10"]);
+    let other = self::data(&other);
+    let bars10 = other["inactivity"].as_array().unwrap();
+    assert_eq!(bars10[0]["label"], "under 10 days");
+    assert_eq!(bars10[0]["alert"], false);
+    let alert10: i64 = bars10
+        .iter()
+        .filter(|b| b["alert"] == true)
+        .map(|b| num(&b["count"]))
+        .sum();
+    let inactive10 = org.sql(
+        &format!("SET VARIABLE as_of = DATE '{LATER}'; SET VARIABLE days = 10;"),
+        "SELECT count(*) FROM inactive_users",
+    );
+    assert_eq!(alert10.to_string(), inactive10[0][0]);
     let drawn = labels(&html, "inactivity");
     for (label, count) in &expected {
         assert!(drawn.contains(label), "{label} drawn: {drawn:?}");

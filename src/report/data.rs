@@ -249,6 +249,7 @@ pub fn collect(conn: &Connection, request: &Request) -> Result<Data, Error> {
         "counting the users",
     )?;
 
+    let tally = tally(conn, request)?;
     Ok(Data {
         as_of,
         generated_at: Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
@@ -260,9 +261,9 @@ pub fn collect(conn: &Connection, request: &Request) -> Result<Data, Error> {
         inactive_days: request.inactive_days,
         freshness: freshness(conn)?,
         completion: completion(conn, request)?,
-        expiry: expiry(conn, request)?,
+        expiry: expiry(&tally, as_of),
         inactivity: inactivity(conn, request, users)?,
-        roster: roster(conn, request)?,
+        roster: roster(conn, request, &tally)?,
     })
 }
 
@@ -353,47 +354,63 @@ fn roster_sql(request: &Request) -> String {
     )
 }
 
-/// Held certificates (roster rows) already expired, then expiring per calendar month: the
-/// month of `as_of` and the 11 after it.
-fn expiry(conn: &Connection, request: &Request) -> Result<Vec<Bar>, Error> {
+/// `compliance_roster` counted by certificate, status and month of expiry (for held
+/// certificates): one pass over the roster gives both the counts per certificate and the
+/// expiry timeline, which matters at 1M users × every certificate.
+#[derive(Debug, Clone)]
+struct Tally {
+    certificate: String,
+    status: String,
+    month: Option<NaiveDate>,
+    count: i64,
+}
+
+fn tally(conn: &Connection, request: &Request) -> Result<Vec<Tally>, Error> {
     conn.execute_batch(&format!("SET VARIABLE days = {};", request.days))
         .map_err(db("setting the views' parameters"))?;
-    let first = request.as_of.with_day(1).unwrap_or(request.as_of);
-    let end = first + Months::new(12);
-    let counts = all(
+    all(
         conn,
         &format!(
-            "SELECT CASE WHEN status = 'expired' THEN NULL
-                         ELSE date_trunc('month', expires_on)::DATE END AS month,
+            "SELECT certificate, status,
+                    CASE WHEN status IN ('valid', 'expiring')
+                         THEN date_trunc('month', expires_on)::DATE END AS month,
                     count(*)
-             FROM ({}) x
-             WHERE status = 'expired' OR (status IN ('valid', 'expiring') AND expires_on < DATE '{end}')
-             GROUP BY ALL",
+             FROM ({}) x GROUP BY ALL",
             roster_sql(request)
         ),
-        "counting expiring certificates per month",
-        |r| Ok((r.get::<_, Option<NaiveDate>>(0)?, r.get::<_, i64>(1)?)),
-    )?;
-    let count = |month: Option<NaiveDate>| {
-        counts
-            .iter()
-            .find(|(m, _)| *m == month)
-            .map_or(0, |(_, n)| *n)
+        "counting the roster",
+        |r| {
+            Ok(Tally {
+                certificate: r.get(0)?,
+                status: r.get(1)?,
+                month: r.get(2)?,
+                count: r.get(3)?,
+            })
+        },
+    )
+}
+
+/// Held certificates (roster rows) already expired, then expiring per calendar month: the
+/// month of `as_of` and the 11 after it.
+fn expiry(tally: &[Tally], as_of: NaiveDate) -> Vec<Bar> {
+    let first = as_of.with_day(1).unwrap_or(as_of);
+    let sum = |keep: &dyn Fn(&Tally) -> bool| -> i64 {
+        tally.iter().filter(|t| keep(t)).map(|t| t.count).sum()
     };
     let mut bars = vec![Bar {
         label: "expired".into(),
-        count: count(None),
+        count: sum(&|t| t.status == "expired"),
         alert: true,
     }];
     for i in 0..12 {
         let month = first + Months::new(i);
         bars.push(Bar {
             label: month.format("%b %Y").to_string(),
-            count: count(Some(month)),
+            count: sum(&|t| t.status != "expired" && t.month == Some(month)),
             alert: false,
         });
     }
-    Ok(bars)
+    bars
 }
 
 /// Users by time since their last login, from `inactive_users` run at several thresholds:
@@ -426,10 +443,11 @@ fn inactivity(conn: &Connection, request: &Request, users: i64) -> Result<Vec<Ba
         ),
         "counting users who never logged in",
     )?;
+    // Seen within the smallest edge: never inactive, whatever the threshold.
     let mut bars = vec![Bar {
         label: format!("under {} days", edges[0]),
         count: users - at[0],
-        alert: edges[0] >= threshold,
+        alert: false,
     }];
     for (i, pair) in edges.windows(2).enumerate() {
         bars.push(Bar {
@@ -452,32 +470,33 @@ fn inactivity(conn: &Connection, request: &Request, users: i64) -> Result<Vec<Ba
     Ok(bars)
 }
 
-fn roster(conn: &Connection, request: &Request) -> Result<Roster, Error> {
+fn roster(conn: &Connection, request: &Request, tally: &[Tally]) -> Result<Roster, Error> {
     conn.execute_batch(&format!("SET VARIABLE days = {};", request.days))
         .map_err(db("setting the views' parameters"))?;
     let sql = roster_sql(request);
-    let mut certificates = all(
-        conn,
-        &format!(
-            "SELECT certificate,
-                    count(*) FILTER (WHERE status = 'valid'),
-                    count(*) FILTER (WHERE status = 'expiring'),
-                    count(*) FILTER (WHERE status = 'expired'),
-                    count(*) FILTER (WHERE status = 'missing')
-             FROM ({sql}) x GROUP BY certificate ORDER BY certificate"
-        ),
-        "counting the roster",
-        |r| {
-            Ok(CertificateCounts {
-                certificate: r.get(0)?,
-                valid: r.get(1)?,
-                expiring: r.get(2)?,
-                expired: r.get(3)?,
-                missing: r.get(4)?,
+    let mut titles: Vec<&str> = tally.iter().map(|t| t.certificate.as_str()).collect();
+    titles.sort_unstable();
+    titles.dedup();
+    let mut certificates: Vec<CertificateCounts> = titles
+        .into_iter()
+        .map(|title| {
+            let n = |status: &str| -> i64 {
+                tally
+                    .iter()
+                    .filter(|t| t.certificate == title && t.status == status)
+                    .map(|t| t.count)
+                    .sum()
+            };
+            CertificateCounts {
+                certificate: title.to_string(),
+                valid: n("valid"),
+                expiring: n("expiring"),
+                expired: n("expired"),
+                missing: n("missing"),
                 shown: 0,
-            })
-        },
-    )?;
+            }
+        })
+        .collect();
     // Most at risk first: expired, then expiring (soonest first), missing, valid.
     let rows = all(
         conn,
