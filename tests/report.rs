@@ -389,8 +389,9 @@ fn html_rows_outside_roster(html: &str) -> usize {
     html.matches("<tr><td>").count() - roster.matches("<tr><td>").count()
 }
 
-// --group: the report covers the group's participants only; an unknown ref is a usage error
-// that names it and writes nothing.
+// --group: the report covers the group's participants only, from the warehouse or its
+// published snapshot alike; an unknown ref or title is a usage error that names it and writes
+// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_for_a_group_covers_its_participants() {
     let org = synced(200).await;
@@ -426,6 +427,21 @@ async fn report_for_a_group_covers_its_participants() {
         .map(|b| num(&b["count"]))
         .sum();
     assert_eq!(inactivity.to_string(), members[0][0]);
+
+    // From the published snapshot: the same figures, and the header says where they came from.
+    let (snap, _) = org.report(AS_OF, "s.html", &["--group", &group, "--snapshot"]);
+    let snap = self::data(&snap);
+    assert!(
+        snap["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("the published snapshot"),
+        "{}",
+        snap["source"]
+    );
+    for key in ["users", "completion", "expiry", "inactivity", "roster"] {
+        assert_eq!(snap[key], data[key], "{key} from the snapshot");
+    }
 
     let out = org.dir.path().join("bad.html");
     let run = org.run(&[
