@@ -10,7 +10,6 @@ use clap::{Args, Subcommand};
 
 use crate::config::Config;
 use crate::error::{Exit, UsageError};
-use crate::export::compliance::Format;
 use crate::export::snapshot::Reader;
 use crate::export::{Options, ROW_GROUP_SIZE, Report, compliance, export, select};
 use crate::query::QueryFormat;
@@ -130,13 +129,13 @@ pub enum ComplianceFormat {
 /// published snapshot, and says so).
 fn run_compliance(config: &Config, args: &ComplianceArgs) -> Result<Exit> {
     let format = match args.format {
-        Some(ComplianceFormat::Csv) => Format::Query(QueryFormat::Csv),
-        Some(ComplianceFormat::Parquet) => Format::Query(QueryFormat::Parquet),
-        Some(ComplianceFormat::Xlsx) => Format::Xlsx,
+        Some(ComplianceFormat::Csv) => compliance::Format::Query(QueryFormat::Csv),
+        Some(ComplianceFormat::Parquet) => compliance::Format::Query(QueryFormat::Parquet),
+        Some(ComplianceFormat::Xlsx) => compliance::Format::Xlsx,
         None => match args.out.extension().and_then(|e| e.to_str()) {
-            Some("csv") => Format::Query(QueryFormat::Csv),
-            Some("parquet") => Format::Query(QueryFormat::Parquet),
-            Some("xlsx") => Format::Xlsx,
+            Some("csv") => compliance::Format::Query(QueryFormat::Csv),
+            Some("parquet") => compliance::Format::Query(QueryFormat::Parquet),
+            Some("xlsx") => compliance::Format::Xlsx,
             _ => bail!(UsageError::new(format!(
                 "cannot tell the format of `{}`; name it .csv, .parquet or .xlsx, or pass --format",
                 args.out.display()
