@@ -58,6 +58,9 @@ pub fn exit_code(err: &(dyn std::error::Error + 'static)) -> Exit {
             || cause
                 .downcast_ref::<crate::export::compliance::Error>()
                 .is_some_and(|e| matches!(e, crate::export::compliance::Error::Usage(_)))
+            || cause
+                .downcast_ref::<crate::report::Error>()
+                .is_some_and(|e| matches!(e, crate::report::Error::Usage(_)))
     });
     if usage { Exit::Usage } else { Exit::Error }
 }

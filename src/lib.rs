@@ -17,6 +17,7 @@ pub mod export;
 pub mod pipeline;
 pub mod push;
 pub mod query;
+pub mod report;
 pub mod sim;
 pub mod status;
 pub mod store;

@@ -28,6 +28,10 @@ mod push;
 /// `date_trunc`, casts, in `query`, the snapshot, the views and push selections.
 mod dates;
 
+/// Issue 20: the HTML report's numbers vs SQL, offline in Chromium; the compliance workbook
+/// read back with openpyxl.
+mod report;
+
 /// Other clients read the warehouse: DuckDB 1.x opens a file the tool created.
 mod readers;
 

@@ -144,6 +144,14 @@ async fn demo_runs_to_the_end_and_its_answers_match_the_simulator() {
             .join("demo/pluvo-export/current/manifest.json")
             .exists()
     );
+    // The demo ends with the report, and prints its path.
+    assert_eq!(
+        run.stdout.lines().last(),
+        Some("demo/report.html"),
+        "{run:?}"
+    );
+    let report = std::fs::read_to_string(dir.path().join("demo/report.html")).unwrap();
+    assert!(report.starts_with("<!DOCTYPE html>") && report.contains("id=\"report-data\""));
     let all = format!("{}{}", run.stdout, run.stderr);
     assert!(
         all.contains("plan 1: archive-users"),

@@ -1,6 +1,7 @@
 //! `demo`: the five-minute tour. Starts the simulator in-process, syncs it into a warehouse in
-//! a named folder, answers a few analyst questions from `sql/views/`, and says what to try
-//! next. Everything it shows is computed by the same code paths as the real commands.
+//! a named folder, answers a few analyst questions from `sql/views/`, writes the HTML report,
+//! prints its path and says what to try next. Everything it shows is computed by the same code
+//! paths as the real commands.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use super::sync::print_sync;
 use super::{Cli, Command};
 use crate::config::{Config, Flags};
 use crate::error::Exit;
+use crate::export::snapshot::Source;
 use crate::pipeline::{self, SyncOptions};
 use crate::sim::{Sim, SimConfig};
 use crate::store::Warehouse;
@@ -164,6 +166,27 @@ pub async fn run(args: &DemoArgs, quiet: bool) -> Result<Exit> {
     }
     sim.stop().await;
     tokio::time::sleep(Duration::from_millis(10)).await;
+
+    eprintln!(
+        "\n5. Writing the report: charts and the compliance roster in one HTML file that opens \
+         offline (pluvo-warehouse report):"
+    );
+    let report = dir.join("report.html");
+    let cli = Cli::try_parse_from(
+        ["pluvo-warehouse", "report", "--out"]
+            .map(std::ffi::OsStr::new)
+            .into_iter()
+            .chain([report.as_os_str()]),
+    )?;
+    if let Command::Report(args) = cli.command {
+        let warehouse = Warehouse::open_read_only(&db)?;
+        super::report::write(
+            warehouse.connection(),
+            &Source::Warehouse { path: db.clone() },
+            &args,
+        )?;
+    }
+    println!("{}", report.display());
 
     eprintln!(
         "\nDone. The warehouse is in {dir}/ (DuckDB file {db}; Parquet snapshot in {export}/current/).\n\

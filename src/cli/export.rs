@@ -1,5 +1,5 @@
 //! `export` (every table as Parquet, published as the new snapshot) and `export compliance`
-//! (the compliance roster as CSV or Parquet): clap arguments, opening the warehouse, and the
+//! (the compliance roster as CSV, Parquet or an Excel workbook): clap arguments, opening the warehouse, and the
 //! printed summary. The work is in [`crate::export`].
 
 use std::path::PathBuf;
@@ -37,7 +37,8 @@ pub struct ExportArgs {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum ExportCommand {
-    /// Who holds which certificate, since and until when, and who is missing it (CSV or Parquet)
+    /// Who holds which certificate, since and until when, and who is missing it (CSV, Parquet
+    /// or an Excel workbook)
     Compliance(ComplianceArgs),
 }
 
@@ -128,19 +129,23 @@ pub struct ComplianceArgs {
 pub enum ComplianceFormat {
     Csv,
     Parquet,
+    /// An Excel workbook: a summary sheet and one sheet per certificate
+    Xlsx,
 }
 
 /// `export compliance`: read through [`Reader`], so it works while a sync runs (from the
 /// published snapshot, and says so).
 fn run_compliance(config: &Config, args: &ComplianceArgs) -> Result<Exit> {
     let format = match args.format {
-        Some(ComplianceFormat::Csv) => QueryFormat::Csv,
-        Some(ComplianceFormat::Parquet) => QueryFormat::Parquet,
+        Some(ComplianceFormat::Csv) => compliance::Format::Query(QueryFormat::Csv),
+        Some(ComplianceFormat::Parquet) => compliance::Format::Query(QueryFormat::Parquet),
+        Some(ComplianceFormat::Xlsx) => compliance::Format::Xlsx,
         None => match args.out.extension().and_then(|e| e.to_str()) {
-            Some("csv") => QueryFormat::Csv,
-            Some("parquet") => QueryFormat::Parquet,
+            Some("csv") => compliance::Format::Query(QueryFormat::Csv),
+            Some("parquet") => compliance::Format::Query(QueryFormat::Parquet),
+            Some("xlsx") => compliance::Format::Xlsx,
             _ => bail!(UsageError::new(format!(
-                "cannot tell the format of `{}`; name it .csv or .parquet, or pass --format",
+                "cannot tell the format of `{}`; name it .csv, .parquet or .xlsx, or pass --format",
                 args.out.display()
             ))),
         },

@@ -16,6 +16,7 @@ pub mod output;
 pub mod progress;
 mod push;
 mod query;
+mod report;
 mod sim;
 mod status;
 mod sync;
@@ -109,6 +110,8 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Run SQL against the warehouse (its published snapshot while a sync writes it)
     Query(query::QueryArgs),
+    /// Write a shareable HTML report: charts, data freshness and the compliance roster
+    Report(report::ReportArgs),
     /// Install the analyst views of sql/views/ into the warehouse and list them
     Views,
     /// Write back: apply an action to the users a SQL query selects (plan first, exactly once)
@@ -221,6 +224,7 @@ async fn run(cli: Cli) -> Result<Exit> {
         Command::Sync(args) => sync::run(&Config::load(&flags)?, &args, quiet).await,
         Command::Export(args) => export::run(&Config::load(&flags)?, &args),
         Command::Query(args) => query::run(&Config::load(&flags)?, &args),
+        Command::Report(args) => report::run(&Config::load(&flags)?, &args),
         Command::Views => views::run(&Config::load(&flags)?),
         Command::Push(args) => push::run(&Config::load(&flags)?, &args, quiet).await,
         Command::Init(args) => init::run(&args, &flags),

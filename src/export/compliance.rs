@@ -3,6 +3,9 @@
 //! or Parquet with the source run id, the as-of date and the export time in every row
 //! (`export compliance` in `cli/export.rs` picks the source and prints the summary).
 //!
+//! As an Excel workbook ([`Format::Xlsx`]) the rows are laid out by [`super::xlsx`]: a summary
+//! sheet and one sheet per certificate, with the run id and export time on the summary.
+//!
 //! Reproducible: the same warehouse (run) and the same `as_of` give the same rows in the
 //! same order; only `exported_at` differs.
 
@@ -11,6 +14,7 @@ use std::path::Path;
 use chrono::{NaiveDate, Utc};
 use duckdb::Connection;
 
+use super::xlsx;
 use crate::error::UsageError;
 use crate::query::{self, QueryFormat, write_file};
 
@@ -27,6 +31,21 @@ pub enum Error {
     },
     #[error(transparent)]
     Write(#[from] query::Error),
+    #[error("writing the workbook `{}`", path.display())]
+    Xlsx {
+        path: std::path::PathBuf,
+        #[source]
+        source: rust_xlsxwriter::XlsxError,
+    },
+}
+
+/// The roster's file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// CSV or Parquet, written by DuckDB (one row per user and certificate).
+    Query(QueryFormat),
+    /// An Excel workbook: a summary sheet and one sheet per certificate.
+    Xlsx,
 }
 
 fn db(doing: &'static str) -> impl Fn(duckdb::Error) -> Error {
@@ -41,7 +60,7 @@ pub struct Request<'a> {
     pub as_of: NaiveDate,
     /// Certificates expiring within this many days are `expiring`, not `valid`.
     pub days: u32,
-    pub format: QueryFormat,
+    pub format: Format,
     pub out: &'a Path,
 }
 
@@ -116,7 +135,10 @@ pub fn write(conn: &Connection, request: &Request<'_>) -> Result<Written, Error>
         run = run_id.map_or("NULL::BIGINT".to_string(), |r| r.to_string()),
         now = now.format("%Y-%m-%d %H:%M:%S%.6f"),
     );
-    let rows = write_file(conn, &sql, request.format, request.out)?;
+    let rows = match request.format {
+        Format::Query(format) => write_file(conn, &sql, format, request.out)?,
+        Format::Xlsx => write_xlsx(conn, roster, request, run_id, now.naive_utc())?,
+    };
     let counting = "counting the roster by status";
     let mut stmt = conn
         .prepare(&format!(
@@ -133,4 +155,66 @@ pub fn write(conn: &Connection, request: &Request<'_>) -> Result<Written, Error>
         run_id,
         counts,
     })
+}
+
+/// The workbook of `request`, through a private scratch folder beside `out` (its temporary
+/// files and the half-written file), renamed into place when complete. Returns the rows.
+fn write_xlsx(
+    conn: &Connection,
+    roster: &str,
+    request: &Request<'_>,
+    run_id: Option<i64>,
+    now: chrono::NaiveDateTime,
+) -> Result<usize, Error> {
+    let counting = "counting the roster per certificate";
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT certificate,
+                    count(*) FILTER (WHERE status = 'valid'),
+                    count(*) FILTER (WHERE status = 'expiring'),
+                    count(*) FILTER (WHERE status = 'expired'),
+                    count(*) FILTER (WHERE status = 'missing')
+             FROM ({roster}\n) GROUP BY certificate ORDER BY certificate"
+        ))
+        .map_err(db(counting))?;
+    let counts: Vec<xlsx::Counts> = stmt
+        .query_map([], |r| {
+            Ok(xlsx::Counts {
+                certificate: r.get(0)?,
+                valid: r.get(1)?,
+                expiring: r.get(2)?,
+                expired: r.get(3)?,
+                missing: r.get(4)?,
+            })
+        })
+        .map_err(db(counting))?
+        .collect::<Result<_, _>>()
+        .map_err(db(counting))?;
+    let scratch = query::scratch_beside(request.out)?;
+    let name = request
+        .out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "roster.xlsx".into());
+    let tmp = scratch.path().join(name);
+    let meta = xlsx::Meta {
+        as_of: request.as_of,
+        days: request.days,
+        run_id,
+        exported_at: now,
+    };
+    xlsx::write(
+        conn,
+        roster,
+        &counts,
+        &meta,
+        &tmp,
+        scratch.path(),
+        xlsx::MAX_ROWS,
+    )?;
+    std::fs::rename(&tmp, request.out).map_err(|e| query::Error::Write {
+        path: request.out.to_path_buf(),
+        source: e.into(),
+    })?;
+    Ok(counts.iter().map(|c| c.total() as usize).sum())
 }

@@ -26,6 +26,7 @@
 pub mod compliance;
 mod durable;
 pub mod snapshot;
+pub mod xlsx;
 
 use std::fs;
 use std::path::{Path, PathBuf};

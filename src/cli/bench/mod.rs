@@ -5,6 +5,7 @@ pub mod client;
 pub mod export;
 pub mod merge;
 pub mod push;
+pub mod report;
 pub mod sim;
 pub mod sync;
 pub mod webhook;
@@ -64,6 +65,15 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         users: usize,
         /// Exports timed (the median is reported)
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// The HTML report and the compliance workbook of a synced organisation: time and size
+    Report {
+        /// Users in the simulated organisation (about 5 portfolio items each)
+        #[arg(long, default_value_t = 100_000)]
+        users: usize,
+        /// Reports timed (the median is reported)
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
@@ -140,6 +150,10 @@ pub async fn run(command: BenchCommand) -> Result<Exit> {
         }
         BenchCommand::Export { users, rounds } => {
             export::run(users, rounds).await?;
+            Ok(Exit::Ok)
+        }
+        BenchCommand::Report { users, rounds } => {
+            report::run(users, rounds).await?;
             Ok(Exit::Ok)
         }
         BenchCommand::Merge {
