@@ -183,7 +183,7 @@ pub struct State {
     /// Every group's participants and managers, built in one pass over the users per
     /// dataset version: `userCount` of 2,000 groups at 1M users would otherwise scan all users
     /// once per group.
-    members: Mutex<Option<(u64, Arc<Vec<[Arc<Vec<u64>>; 2]>>)>>,
+    members: Mutex<Option<(u64, Members)>>,
     changes: Mutex<Vec<(DateTime<Utc>, Change)>>,
     rng: Mutex<rand_chacha::ChaCha8Rng>,
     limiter: Mutex<server::Bucket>,
@@ -197,6 +197,9 @@ pub struct State {
 
 /// A filtered row list and the dataset version it was computed at.
 type Cached = (u64, Arc<Vec<u64>>);
+
+/// Per group (by index): its participants' and its managers' positions, in order.
+type Members = Arc<Vec<[Arc<Vec<u64>>; 2]>>;
 
 #[derive(Debug, Clone)]
 struct Token {
@@ -321,7 +324,7 @@ impl State {
                         }
                     }
                 }
-                let lists: Arc<Vec<[Arc<Vec<u64>>; 2]>> = Arc::new(
+                let lists: Members = Arc::new(
                     lists
                         .into_iter()
                         .map(|[a, b]| [Arc::new(a), Arc::new(b)])
