@@ -180,6 +180,10 @@ pub struct State {
     tokens: Mutex<HashMap<String, Token>>,
     pending_memberships: AtomicBool,
     cache: Mutex<HashMap<String, Cached>>,
+    /// Every group's participants and managers, built in one pass over the users per
+    /// dataset version: `userCount` of 2,000 groups at 1M users would otherwise scan all users
+    /// once per group.
+    members: Mutex<Option<(u64, Members)>>,
     changes: Mutex<Vec<(DateTime<Utc>, Change)>>,
     rng: Mutex<rand_chacha::ChaCha8Rng>,
     limiter: Mutex<server::Bucket>,
@@ -193,6 +197,9 @@ pub struct State {
 
 /// A filtered row list and the dataset version it was computed at.
 type Cached = (u64, Arc<Vec<u64>>);
+
+/// Per group (by index): its participants' and its managers' positions, in order.
+type Members = Arc<Vec<[Arc<Vec<u64>>; 2]>>;
 
 #[derive(Debug, Clone)]
 struct Token {
@@ -210,6 +217,7 @@ impl State {
             tokens: Mutex::new(HashMap::new()),
             pending_memberships: AtomicBool::new(false),
             cache: Mutex::new(HashMap::new()),
+            members: Mutex::new(None),
             changes: Mutex::new(Vec::new()),
             rng: Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(config.seed ^ 0xfa17)),
             limiter: Mutex::new(server::Bucket::default()),
@@ -296,18 +304,40 @@ impl State {
 
     /// Positions of a group's members (participants or managers), in order.
     pub(crate) fn group_members(&self, group: u32, managers: bool) -> Arc<Vec<u64>> {
-        self.cached(format!("group:{group}:{managers}"), |data| {
-            let now = Instant::now();
-            (0..data.users.len() as u32)
-                .filter(|&p| {
-                    let u = &data.users[p as usize];
-                    !u.deleted
-                        && u.visible_groups(now)
-                            .any(|(g, m)| g == group && m == managers)
-                })
-                .map(u64::from)
-                .collect()
-        })
+        let data = self.read();
+        let mut index = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        let lists = match &*index {
+            Some((version, lists)) if *version == data.version => lists.clone(),
+            _ => {
+                let now = Instant::now();
+                let mut lists = vec![[Vec::new(), Vec::new()]; data.groups.len()];
+                for (p, u) in data.users.iter().enumerate() {
+                    if u.deleted {
+                        continue;
+                    }
+                    for (g, m) in u.visible_groups(now) {
+                        let list = &mut lists[g as usize][usize::from(m)];
+                        // A user listed twice in a group (a membership and a pending removal
+                        // of the same one) counts once, as the per-group filter did.
+                        if list.last() != Some(&(p as u64)) {
+                            list.push(p as u64);
+                        }
+                    }
+                }
+                let lists: Members = Arc::new(
+                    lists
+                        .into_iter()
+                        .map(|[a, b]| [Arc::new(a), Arc::new(b)])
+                        .collect(),
+                );
+                *index = Some((data.version, lists.clone()));
+                lists
+            }
+        };
+        lists
+            .get(group as usize)
+            .map(|l| l[usize::from(managers)].clone())
+            .unwrap_or_default()
     }
 
     pub(crate) fn record_mutation(&self, mutation: &str, target: &str, applied: bool) {

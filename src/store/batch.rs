@@ -516,6 +516,26 @@ pub(crate) fn row_hashes(spec: &TableSpec, batch: &RecordBatch) -> Vec<u64> {
         .collect()
 }
 
+/// A 64-bit hash of each row's key, in row order: [`Warehouse::stage`] uses it to notice a key
+/// staged twice (two rows of the same key must never reach one merge). A collision only
+/// makes it merge earlier than needed.
+///
+/// [`Warehouse::stage`]: super::Warehouse::stage
+pub(crate) fn key_hashes(spec: &TableSpec, batch: &RecordBatch) -> Vec<u64> {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let hasher = BuildHasherDefault::<DefaultHasher>::default();
+    let mut key = Vec::with_capacity(64);
+    (0..batch.num_rows())
+        .map(|row| {
+            key.clear();
+            for (i, col) in spec.key.iter().enumerate() {
+                encode_cell(batch.column(i).as_ref(), col.ty, row, &mut key);
+            }
+            hasher.hash_one(&key)
+        })
+        .collect()
+}
+
 /// Keep only the last row of each key, in batch order: "last wins" for duplicate keys inside
 /// one page. Returns the batch (unchanged when it has no duplicates) and how many rows went.
 pub(crate) fn dedupe_by_key(spec: &TableSpec, batch: RecordBatch) -> Result<(RecordBatch, usize)> {

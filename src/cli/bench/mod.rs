@@ -46,6 +46,9 @@ pub enum BenchCommand {
         /// The simulator answers 429 above this many requests per second (none by default)
         #[arg(long)]
         rate_limit_rps: Option<f64>,
+        /// Only the full sync: no plain fetch, no re-sync (for the largest organisations)
+        #[arg(long)]
+        full_only: bool,
     },
     /// Webhook receiver under load: signed events at a fixed rate, answer times, none lost
     Webhook {
@@ -82,7 +85,7 @@ pub enum BenchCommand {
         /// Users (5 portfolio items each)
         #[arg(long, default_value_t = 100_000)]
         users: usize,
-        /// Rows per commit
+        /// Rows handed to the warehouse at a time (staged; merged in groups sized to the cap)
         #[arg(long, default_value_t = 5_000)]
         commit_rows: usize,
         /// DuckDB memory cap, e.g. 64MB [default: the sync's]
@@ -135,9 +138,10 @@ pub async fn run(command: BenchCommand) -> Result<Exit> {
             latency_ms,
             concurrency,
             rate_limit_rps,
+            full_only,
         } => {
             let latency = Duration::from_millis(latency_ms);
-            sync::run(users, latency, concurrency, rate_limit_rps).await?;
+            sync::run(users, latency, concurrency, rate_limit_rps, full_only).await?;
             Ok(Exit::Ok)
         }
         BenchCommand::Webhook {

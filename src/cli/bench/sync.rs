@@ -22,6 +22,27 @@ struct ChildRun {
     rows: u64,
     /// Seconds of the publish step (views + Parquet export) inside the sync.
     publish_seconds: f64,
+    /// CPU seconds (user + system) the child used: the tool's own work, whatever the
+    /// simulator in this process cost.
+    cpu_seconds: f64,
+}
+
+/// CPU seconds (user + system) of the children waited for so far (0 off Unix).
+#[cfg(not(unix))]
+fn children_cpu_seconds() -> f64 {
+    0.0
+}
+
+/// CPU seconds (user + system) of the children waited for so far.
+#[cfg(unix)]
+fn children_cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 pub async fn run(
@@ -29,6 +50,7 @@ pub async fn run(
     latency: Duration,
     concurrency: Concurrency,
     rate_limit_rps: Option<f64>,
+    full_only: bool,
 ) -> Result<()> {
     let super::Org {
         sim,
@@ -46,7 +68,11 @@ pub async fn run(
         Concurrency::Fixed(n) => n,
         Concurrency::Auto => AUTO_START,
     };
-    let plain = plain_fetch(&sim, plain_concurrency).await?;
+    let plain = if full_only {
+        (f64::NAN, 0)
+    } else {
+        plain_fetch(&sim, plain_concurrency).await?
+    };
     // The plain loop does not retry: the server's rate limit applies to the syncs only.
     sim.set_faults(Faults {
         latency,
@@ -56,19 +82,26 @@ pub async fn run(
     sim.reset_counters();
     let full = child_sync(&sim, &config, &db, concurrency).await?;
     let refused_full = refused(&sim);
-    sim.reset_counters();
-    let again = child_sync(&sim, &config, &db, concurrency).await?;
-    let refused_again = refused(&sim);
+    // The file after the full sync: a re-sync only adds to it what its checkpoint wrote.
     let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0) as f64 / 1_048_576.0;
+    sim.reset_counters();
+    let again = if full_only {
+        None
+    } else {
+        Some(child_sync(&sim, &config, &db, concurrency).await?)
+    };
+    let refused_again = refused(&sim);
     println!(
         "sync of {users} users / {} rows at latency {} ms, concurrency {concurrency}:",
         full.rows,
         latency.as_millis()
     );
-    println!(
-        "  plain fetch of the same pages: {:.1} s ({} pages, concurrency {plain_concurrency})",
-        plain.0, plain.1
-    );
+    if !full_only {
+        println!(
+            "  plain fetch of the same pages: {:.1} s ({} pages, concurrency {plain_concurrency})",
+            plain.0, plain.1
+        );
+    }
     if let Some(rps) = rate_limit_rps {
         println!(
             "  simulator limit {rps} requests/s: refused (429) {} of {} requests in the full \
@@ -82,22 +115,33 @@ pub async fn run(
         );
     }
     println!(
-        "  full sync: {:.1} s = {:.2}× the plain fetch, {:.0}k rows/s; export {:.1} s; \
-         peak RSS {:.0} MiB; file {size:.0} MiB",
+        "  full sync: {:.1} s{}, {:.0}k rows/s; export {:.1} s; \
+         peak RSS {:.0} MiB; file {size:.0} MiB; tool CPU {:.1} s ({:.0}k rows per CPU-second)",
         full.seconds,
-        full.seconds / plain.0,
+        if full_only {
+            String::new()
+        } else {
+            format!(" = {:.2}× the plain fetch", full.seconds / plain.0)
+        },
         full.rows as f64 / full.seconds / 1000.0,
         full.publish_seconds,
-        full.peak_rss_mib
+        full.peak_rss_mib,
+        full.cpu_seconds,
+        full.rows as f64 / full.cpu_seconds.max(0.001) / 1000.0,
     );
+    let Some(again) = again else {
+        std::fs::remove_dir_all(&dir)?;
+        return Ok(());
+    };
     println!(
         "  no-change re-sync: {:.1} s = {:.2}× the plain fetch; export {:.1} s; rows written {} \
-         (new + changed + deleted); peak RSS {:.0} MiB",
+         (new + changed + deleted); peak RSS {:.0} MiB; tool CPU {:.1} s",
         again.seconds,
         again.seconds / plain.0,
         again.publish_seconds,
         again.writes,
-        again.peak_rss_mib
+        again.peak_rss_mib,
+        again.cpu_seconds,
     );
     std::fs::remove_dir_all(&dir)?;
     Ok(())
@@ -173,6 +217,7 @@ async fn child_sync(
     concurrency: Concurrency,
 ) -> Result<ChildRun> {
     let exe = std::env::current_exe().context("locating this executable")?;
+    let cpu_before = children_cpu_seconds();
     let started = Instant::now();
     let child = Command::new(exe)
         .args(["--quiet", "--config"])
@@ -207,6 +252,7 @@ async fn child_sync(
     }
     let output = waiter.await??;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = children_cpu_seconds() - cpu_before;
     if !output.status.success() {
         bail!("sync failed: {}", String::from_utf8_lossy(&output.stderr));
     }
@@ -224,5 +270,6 @@ async fn child_sync(
         writes: sum("new") + sum("changed") + sum("deleted"),
         rows: sum("new") + sum("changed") + sum("unchanged"),
         publish_seconds: outcome["publish_seconds"].as_f64().unwrap_or(0.0),
+        cpu_seconds,
     })
 }

@@ -17,9 +17,11 @@
 //! Killing the process at any moment therefore leaves either the whole page with its
 //! checkpoint or neither; resuming from the checkpoint re-merges by key, so nothing doubles.
 //! The cost of a commit is one scan of the target's key and hash columns (DuckDB has no index
-//! join here) plus a per-row part, so streams buffer pages and commit every 100 pages (5,000
-//! rows; `PAGES_PER_COMMIT` in `streams/sync.rs`, measured there). `bench merge` times the
-//! merge alone.
+//! join here) plus a per-row part, so a sync does not merge every page group: it stages them
+//! ([`Warehouse::stage`], temporary tables under the memory cap) and merges once per
+//! [`Warehouse::merge_rows`] rows (sized to the cap), after [`MERGE_AFTER`], and at the end of
+//! each part, each merge with the checkpoint covering its rows. `bench merge` times the merge
+//! alone.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -62,6 +64,15 @@ pub(super) const ANTI_JOIN_KEYS: u64 = 50_000;
 /// spill; measured with DuckDB 2.0 on 600k item keys: 50k keys a part pass at 16 MB, the whole
 /// set in one part fails at 32 MB. 640 bytes a key gives 26k keys at 16 MB, 210k at 128 MB.
 const KEY_BYTES_PER_PART: u64 = 640;
+
+/// Rows staged per merge before the memory cap is known ([`Warehouse::stage`]);
+/// [`Warehouse::set_memory_limit`] sizes it to the cap.
+pub(super) const MERGE_ROWS: u64 = 50_000;
+
+/// Bytes of the memory cap per row staged for one merge: the merge's join holds the staged
+/// rows (every column) and the staging tables of the streams running at once share the cap.
+/// 1,280 bytes a row gives 100k rows at 128 MB, 15k at 20 MB.
+const ROW_BYTES_PER_MERGE: u64 = 1_280;
 
 /// DuckDB gets one thread per this much of the cap (at least one, at most the cores): each
 /// thread of a join or a Parquet write holds its own blocks, and two threads under 16 MB ran
@@ -178,6 +189,12 @@ pub struct Warehouse {
     deletes: Deletes,
     /// The memory cap in bytes, once set.
     memory_limit: Option<u64>,
+    /// Rows staged by [`Warehouse::stage`] and not yet merged, per stream.
+    pending: Vec<merge::Pending>,
+    /// Staging tables created so far (their names are numbered).
+    staged_tables: u64,
+    /// Rows a stream stages before they are merged ([`Warehouse::merge_rows`]).
+    pub(crate) merge_rows: u64,
     #[cfg(test)]
     pub(crate) fail_before_commit: bool,
 }
@@ -226,6 +243,9 @@ impl Warehouse {
             anti_join_keys: ANTI_JOIN_KEYS,
             deletes: Deletes::Immediate,
             memory_limit: None,
+            pending: Vec::new(),
+            staged_tables: 0,
+            merge_rows: MERGE_ROWS,
             #[cfg(test)]
             fail_before_commit: false,
         };
@@ -259,6 +279,9 @@ impl Warehouse {
             anti_join_keys: ANTI_JOIN_KEYS,
             deletes: Deletes::Immediate,
             memory_limit: None,
+            pending: Vec::new(),
+            staged_tables: 0,
+            merge_rows: MERGE_ROWS,
             #[cfg(test)]
             fail_before_commit: false,
         })
@@ -282,6 +305,7 @@ impl Warehouse {
             .map_err(Self::db("setting DuckDB's memory limit"))?;
         self.memory_limit = Some(bytes);
         self.anti_join_keys = (bytes / KEY_BYTES_PER_PART).max(1_000);
+        self.merge_rows = (bytes / ROW_BYTES_PER_MERGE).max(5_000);
         Ok(())
     }
 
@@ -436,6 +460,7 @@ mod merge;
 mod runs;
 mod scan;
 
+pub use merge::MERGE_AFTER;
 use merge::*;
 use runs::*;
 pub use scan::{Deletes, GUARD_FLOOR, MAX_DELETE_SHARE};

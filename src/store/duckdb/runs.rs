@@ -117,6 +117,7 @@ impl Warehouse {
     /// page whenever the scan does not continue from [`Warehouse::checkpoint`]: otherwise keys
     /// seen by the abandoned scan would count as seen by the new one.
     pub fn reset_scan(&mut self, stream: &str) -> Result<()> {
+        self.drop_pending(stream);
         let tx = self
             .conn
             .transaction()

@@ -59,6 +59,8 @@ impl Warehouse {
     /// [`StoreError::DeletesRefused`] (after that transaction: the scan ended, nothing was
     /// deleted) when the guard refused.
     pub fn finish_scan(&mut self, stream: &str, run: RunId, end: ScanEnd<'_>) -> Result<u64> {
+        // Rows still staged belong to this scan: merged first, with their checkpoint.
+        self.flush(stream)?;
         let now = self.now();
         for (spec, scope) in &end.tables {
             scope_sql(spec, scope)?; // validate before starting

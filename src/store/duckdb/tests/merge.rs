@@ -501,3 +501,95 @@ fn batch_with_wrong_shape_is_refused_naming_the_column() {
     );
     assert_eq!(w.checkpoint("users").unwrap(), None);
 }
+
+/// Staged pages (`Warehouse::stage`) reach the table only when merged, with the checkpoint
+/// staged last; a key staged again merges what came before it first (the later row wins);
+/// rows staged and never merged are lost with their checkpoint, not half-stored.
+#[test]
+fn staged_rows_merge_in_groups_with_their_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut w = open(&dir.path().join("w.duckdb"), &clock);
+    w.merge_rows = 5;
+    let run = w.begin_run(&["users"]).unwrap();
+    let live = |w: &Warehouse| scalar::<i64>(w, "SELECT count(*) FROM users");
+
+    let merged = w
+        .stage(
+            "users",
+            run,
+            "p1",
+            vec![(&USERS, users_batch(&[user("u1", "a@x"), user("u2", "b@x")]))],
+        )
+        .unwrap();
+    assert!(merged.is_empty(), "{merged:?}");
+    assert_eq!(live(&w), 0, "staged rows are not in the table yet");
+    assert_eq!(w.checkpoint("users").unwrap(), None);
+
+    // u1 again, changed: what was staged merges first (with checkpoint p1), then u1 is staged.
+    let merged = w
+        .stage(
+            "users",
+            run,
+            "p2",
+            vec![(&USERS, users_batch(&[user("u1", "A@x"), user("u3", "c@x")]))],
+        )
+        .unwrap();
+    assert_eq!(merged[USERS.table].new, 2);
+    assert_eq!(live(&w), 2);
+    assert_eq!(w.checkpoint("users").unwrap().as_deref(), Some("p1"));
+
+    // Five rows staged: merged at once, with the checkpoint staged last.
+    let merged = w
+        .stage(
+            "users",
+            run,
+            "p3",
+            vec![(
+                &USERS,
+                users_batch(&[user("u4", "d@x"), user("u5", "e@x"), user("u6", "f@x")]),
+            )],
+        )
+        .unwrap();
+    assert_eq!(
+        merged[USERS.table],
+        MergeStats {
+            new: 4,
+            changed: 1,
+            ..MergeStats::default()
+        }
+    );
+    assert_eq!(w.checkpoint("users").unwrap().as_deref(), Some("p3"));
+    assert_eq!(
+        dump(&w, "SELECT id, email FROM users WHERE id = 'u1'"),
+        [r#"Text("u1") | Text("A@x")"#]
+    );
+
+    // Staged and never merged (the process ends): neither the row nor its checkpoint.
+    w.stage(
+        "users",
+        run,
+        "p4",
+        vec![(&USERS, users_batch(&[user("u7", "g@x")]))],
+    )
+    .unwrap();
+    drop(w);
+    let mut w = open(&dir.path().join("w.duckdb"), &clock);
+    assert_eq!(live(&w), 6);
+    assert_eq!(w.checkpoint("users").unwrap().as_deref(), Some("p3"));
+
+    // The end of a scan merges what is staged before looking for missing rows.
+    let run = w.begin_run(&["users"]).unwrap();
+    w.reset_scan("users").unwrap();
+    let all: Vec<_> = (1..=7).map(|i| user(&format!("u{i}"), "x@x")).collect();
+    w.stage("users", run, "q1", vec![(&USERS, users_batch(&all))])
+        .unwrap();
+    assert_eq!(w.finish_scan("users", run, complete(&USERS)).unwrap(), 0);
+    assert_eq!(
+        scalar::<i64>(
+            &w,
+            "SELECT count(*) FROM users WHERE email = 'x@x' AND _deleted_at IS NULL"
+        ),
+        7
+    );
+}
