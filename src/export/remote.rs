@@ -72,14 +72,14 @@ pub enum RemoteError {
     #[error("cannot use `{url}`: {cause}; check the URL and the credentials in the environment")]
     Open {
         url: String,
-        cause: object_store::Error,
+        cause: Box<object_store::Error>,
     },
     #[error("{doing} `{object}` in `{url}`: {cause}")]
     Store {
         doing: &'static str,
         url: String,
         object: String,
-        cause: object_store::Error,
+        cause: Box<object_store::Error>,
     },
     #[error("reading `{}`: {cause}", path.display())]
     Local {
@@ -126,7 +126,7 @@ impl Target {
         let (scheme, prefix) = ObjectStoreScheme::parse(&parsed).map_err(|_| unsupported())?;
         let open = |cause| RemoteError::Open {
             url: display.clone(),
-            cause,
+            cause: Box::new(cause),
         };
         // object_store's defaults (10 tries, backoff from 100 ms, 3 minutes in all) said
         // here, so that a change of crate version does not change them silently.
@@ -228,7 +228,7 @@ impl Target {
             doing,
             url,
             object,
-            cause,
+            cause: Box::new(cause),
         }
     }
 
@@ -395,10 +395,10 @@ async fn upload(target: &Target, local: &Path, object: ObjectPath) -> Result<()>
             doing: "uploading",
             url: target.display().to_string(),
             object: object.to_string(),
-            cause: object_store::Error::Generic {
+            cause: Box::new(object_store::Error::Generic {
                 store: "upload",
                 source: Box::new(e),
-            },
+            }),
         });
     }
     Ok(())
