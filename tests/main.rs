@@ -21,6 +21,9 @@ mod webhook;
 /// data, `query` formats and errors, readers during a sync, compliance export.
 mod publish;
 
+/// Issue 21, beyond one machine: engine-portable Parquet types, object storage, several orgs.
+mod cloud;
+
 /// `push`: plans send nothing, each action, validation, exactly once under kills and faults.
 mod push;
 

@@ -11,8 +11,9 @@ use clap::{Args, Subcommand};
 use super::output::{Format, Table};
 use crate::config::Config;
 use crate::error::{Exit, UsageError};
+use crate::export::remote;
 use crate::export::snapshot::Reader;
-use crate::export::{Options, ROW_GROUP_SIZE, Report, compliance, export, select};
+use crate::export::{MAX_FILE_BYTES, Options, ROW_GROUP_SIZE, Report, compliance, export, select};
 use crate::query::QueryFormat;
 use crate::store::Warehouse;
 
@@ -33,6 +34,13 @@ pub struct ExportArgs {
     /// What to print: a table per exported table, or the report as JSON (for scripts)
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Also publish the snapshot to object storage: s3://bucket/prefix, gs://bucket/prefix,
+    /// az://container/prefix or file:///folder (credentials from the environment)
+    #[arg(long, value_name = "URL")]
+    pub to: Option<String>,
+    /// A table's next Parquet file starts once one passes this many MB (engines like 100-1000)
+    #[arg(long, value_name = "MB", default_value_t = MAX_FILE_BYTES / 1_048_576)]
+    pub max_file_mb: u64,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -43,7 +51,7 @@ pub enum ExportCommand {
 }
 
 /// `export`: every table as Parquet, published as the new snapshot.
-pub fn run(config: &Config, args: &ExportArgs) -> Result<Exit> {
+pub async fn run(config: &Config, args: &ExportArgs) -> Result<Exit> {
     if let Some(ExportCommand::Compliance(args)) = &args.command {
         return run_compliance(config, args);
     }
@@ -51,6 +59,16 @@ pub fn run(config: &Config, args: &ExportArgs) -> Result<Exit> {
     if args.row_group_size == 0 {
         return Err(UsageError::new("`--row-group-size` must be at least 1").into());
     }
+    if args.max_file_mb == 0 {
+        return Err(UsageError::new("`--max-file-mb` must be at least 1").into());
+    }
+    // The URL is checked before any work, so that a typo costs nothing.
+    let target = args
+        .to
+        .as_deref()
+        .map(remote::Target::open)
+        .transpose()
+        .map_err(remote_usage)?;
     let warehouse = Warehouse::open_read_only(&config.db).with_context(|| {
         format!(
             "opening the warehouse `{}` (a running sync publishes its own snapshot when it ends)",
@@ -65,15 +83,67 @@ pub fn run(config: &Config, args: &ExportArgs) -> Result<Exit> {
         tables: args.tables.clone(),
         row_group_size: args.row_group_size,
         row_group_bytes: None,
+        max_file_bytes: args.max_file_mb * 1_048_576,
         group_readable: config.export_group_readable,
     };
     let report = export(warehouse.connection(), &options, Utc::now())
         .with_context(|| format!("exporting to `{}`", options.out.display()))?;
-    match args.format {
-        Format::Table => print_report(&report),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    // The warehouse is not needed for the upload: a sync may start meanwhile.
+    drop(warehouse);
+    if args.format == Format::Table {
+        print_report(&report);
+    }
+    let published = match target {
+        Some(target) => Some(
+            remote::publish(
+                &target,
+                &report.dir,
+                &report.manifest,
+                remote::GRACE,
+                Utc::now(),
+            )
+            .await
+            .with_context(|| format!("publishing to `{}`", target.display()))?,
+        ),
+        None => None,
+    };
+    match (args.format, &published) {
+        (Format::Table, Some(published)) => print_published(published),
+        (Format::Table, None) => {}
+        (Format::Json, _) => {
+            let mut json = serde_json::to_value(&report)?;
+            json["published"] = serde_json::to_value(&published)?;
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
     }
     Ok(Exit::Ok)
+}
+
+/// A bad `--to`/`--from` URL is a usage error (exit 2); other errors of opening a target
+/// (credentials, settings) are errors.
+pub fn remote_usage(e: remote::RemoteError) -> anyhow::Error {
+    match e {
+        e @ remote::RemoteError::Unsupported { .. } => UsageError::new(e.to_string()).into(),
+        e => e.into(),
+    }
+}
+
+/// One line for a publish to object storage.
+pub fn print_published(p: &remote::Published) {
+    let pruned = if p.pruned.is_empty() {
+        String::new()
+    } else {
+        format!(", {} old snapshots pruned", p.pruned.len())
+    };
+    println!(
+        "uploaded {} to {} ({} files, {:.1} MB) in {:.1}s, {:.1} MB/s{pruned}",
+        p.snapshot,
+        p.url,
+        p.files,
+        p.bytes as f64 / 1_048_576.0,
+        p.seconds,
+        p.bytes as f64 / 1_048_576.0 / p.seconds.max(1e-9)
+    );
 }
 
 /// The export summary: one line per table, then the snapshot.

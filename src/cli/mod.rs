@@ -222,8 +222,8 @@ async fn run(cli: Cli) -> Result<Exit> {
     match cli.command {
         Command::Demo(args) => demo::run(&args, quiet).await,
         Command::Sync(args) => sync::run(&Config::load(&flags)?, &args, quiet).await,
-        Command::Export(args) => export::run(&Config::load(&flags)?, &args),
-        Command::Query(args) => query::run(&Config::load(&flags)?, &args),
+        Command::Export(args) => export::run(&Config::load(&flags)?, &args).await,
+        Command::Query(args) => query::run(&Config::load(&flags)?, &args).await,
         Command::Report(args) => report::run(&Config::load(&flags)?, &args),
         Command::Views => views::run(&Config::load(&flags)?),
         Command::Push(args) => push::run(&Config::load(&flags)?, &args, quiet).await,

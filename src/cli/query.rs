@@ -10,6 +10,7 @@ use clap::Args;
 
 use crate::config::Config;
 use crate::error::{Exit, UsageError};
+use crate::export::remote;
 use crate::export::snapshot::Reader;
 use crate::export::snapshot::Source;
 use crate::query::{
@@ -39,6 +40,10 @@ pub struct QueryArgs {
     /// Always read the published snapshot, even when the warehouse is free
     #[arg(long)]
     pub snapshot: bool,
+    /// Read the snapshot published to object storage at URL (s3://bucket/prefix, gs://,
+    /// az://, file://), downloaded once into `<export folder>/remote/`
+    #[arg(long, value_name = "URL", conflicts_with = "snapshot")]
+    pub from: Option<String>,
 }
 
 /// `--format` of `query`.
@@ -66,7 +71,7 @@ impl From<FormatArg> for QueryFormat {
 }
 
 /// `query`: read the SQL, open the warehouse (or its snapshot), run, print.
-pub fn run(config: &Config, args: &QueryArgs) -> Result<Exit> {
+pub async fn run(config: &Config, args: &QueryArgs) -> Result<Exit> {
     let sql = match (&args.sql, &args.file) {
         (Some(sql), None) => sql.clone(),
         (None, Some(file)) => std::fs::read_to_string(file).map_err(|e| {
@@ -97,7 +102,13 @@ pub fn run(config: &Config, args: &QueryArgs) -> Result<Exit> {
         ));
     }
 
-    let reader = if args.snapshot {
+    let reader = if let Some(url) = &args.from {
+        let target = remote::Target::open(url).map_err(super::export::remote_usage)?;
+        let (dir, _) = remote::download_current(&target, &config.export_dir.join("remote"))
+            .await
+            .with_context(|| format!("reading the snapshot in `{}`", target.display()))?;
+        Reader::snapshot_at(dir, format!("--from {} was given", target.display()))?
+    } else if args.snapshot {
         Reader::snapshot(&config.export_dir, "--snapshot was given".into())?
     } else {
         Reader::open(&config.db, &config.export_dir)?

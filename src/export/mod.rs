@@ -25,6 +25,7 @@
 
 pub mod compliance;
 mod durable;
+pub mod remote;
 pub mod snapshot;
 pub mod xlsx;
 
@@ -48,6 +49,12 @@ pub const MANIFEST_FORMAT: u32 = 1;
 /// statistics and read in parallel: ~100k rows keeps a users group near 10 MB uncompressed,
 /// small enough to prune, large enough for good compression (DuckDB's default is 122,880).
 pub const ROW_GROUP_SIZE: usize = 100_000;
+
+/// A Parquet file ends, and the next one starts, once it passes about this many bytes
+/// (compressed). Engines read files of 100 MB to 1 GB best: one file per task, few enough
+/// to list fast; a 1M-user `users` table then is a handful of files instead of one that a
+/// single task must read.
+pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// How one table is exported.
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +119,11 @@ pub const TABLES: &[TableExport] = &[
         partition_by: &[],
     },
 ];
+
+/// The `JSON` columns of exported tables, (table, column): written as text (see
+/// [`engine_columns`]) and read back as `JSON` by [`snapshot`]. A unit test checks the list
+/// against the warehouse schema.
+pub(crate) const JSON_COLUMNS: &[(&str, &str)] = &[("users", "extra_fields")];
 
 /// Errors of export and snapshot reading. Messages name the path or table in backticks.
 #[derive(Debug, thiserror::Error)]
@@ -258,6 +270,8 @@ pub struct Options {
     /// A row group also ends at about this many bytes (uncompressed), when set: DuckDB holds
     /// a row group per thread in memory and cannot spill it. See [`row_group_bytes`].
     pub row_group_bytes: Option<u64>,
+    /// A file ends and the next starts once it passes this many bytes ([`MAX_FILE_BYTES`]).
+    pub max_file_bytes: u64,
     /// Folders 0750 and files 0640 (a BI service account in the group reads them) instead
     /// of 0700 and 0600 (`warehouse.export_group_readable`).
     pub group_readable: bool,
@@ -270,6 +284,7 @@ impl Options {
             tables: Vec::new(),
             row_group_size: ROW_GROUP_SIZE,
             row_group_bytes: None,
+            max_file_bytes: MAX_FILE_BYTES,
             group_readable: false,
         }
     }
@@ -473,19 +488,26 @@ fn write_table(
         .map(|b| format!(", ROW_GROUP_SIZE_BYTES {b}"))
         .unwrap_or_default();
     let folder = dir.join(table.name);
+    let columns = engine_columns(conn, table.name)?;
     let select = if table.derived.is_empty() {
-        format!("SELECT * FROM \"{}\"", table.name)
+        format!("SELECT {columns} FROM \"{}\"", table.name)
     } else {
-        format!("SELECT *, {} FROM \"{}\"", table.derived, table.name)
+        format!(
+            "SELECT {columns}, {} FROM \"{}\"",
+            table.derived, table.name
+        )
     };
+    let max_file_bytes = options.max_file_bytes;
     let copy = |select: &str, folder: &Path| -> Result<u64> {
         fs::create_dir_all(folder).map_err(io("creating the table folder", folder))?;
-        let target = folder.join("data_0.parquet");
+        // Into the (empty) folder: DuckDB starts `data_1.parquet` once `data_0` passes the
+        // size cap (checked after each row group).
         conn.execute(
             &format!(
                 "COPY ({select}) TO '{}' (FORMAT parquet, COMPRESSION zstd, \
-                 ROW_GROUP_SIZE {row_group_size}{row_group_bytes})",
-                sql_path(&target)
+                 ROW_GROUP_SIZE {row_group_size}{row_group_bytes}, \
+                 FILE_SIZE_BYTES {max_file_bytes}, FILENAME_PATTERN 'data_{{i}}')",
+                sql_path(folder)
             ),
             [],
         )
@@ -518,6 +540,59 @@ fn write_table(
         partition_by: table.partition_by.iter().map(|c| c.to_string()).collect(),
         glob,
     })
+}
+
+/// The select list that writes `table` in types every mainstream engine reads (Spark, Trino
+/// and Athena, Databricks, Snowflake, BigQuery, Power BI, polars, pyarrow, DuckDB):
+///
+/// * no unsigned integers (Spark and Trino refuse or widen them): `UBIGINT` is written as
+///   `BIGINT` with the same 64 bits (`_hash`: equality, which is all it is for, is kept;
+///   [`snapshot`] turns it back), narrower unsigned types widen to the next signed one;
+/// * times as `TIMESTAMP` in microseconds holding UTC wall-clock time, as stored (Parquet
+///   `TIMESTAMP(isAdjustedToUTC=false, MICROS)`): no nanoseconds, no INT96, and the same
+///   answer whatever the reader's time zone (issue 18); `TIMESTAMPTZ` would make `::DATE`
+///   and `date_trunc` depend on the reader's session zone;
+/// * `JSON` as plain text (the Parquet JSON annotation is an extension type to pyarrow and
+///   unknown to older Hive readers); [`snapshot`] turns it back;
+/// * `DATE` stays `DATE`, lists stay lists, everything else as it is.
+fn engine_columns(conn: &Connection, table: &str) -> Result<String> {
+    let doing = || format!("reading the columns of `{table}`");
+    let mut stmt = conn
+        .prepare(
+            "SELECT column_name, data_type FROM information_schema.columns
+             WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+        )
+        .map_err(db(doing()))?;
+    let columns: Vec<(String, String)> = stmt
+        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(db(doing()))?
+        .collect::<duckdb::Result<_>>()
+        .map_err(db(doing()))?;
+    Ok(columns
+        .iter()
+        .map(|(name, ty)| engine_column(name, ty))
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
+/// One column of [`engine_columns`]: `"name"` or `<expression> AS "name"`.
+fn engine_column(name: &str, ty: &str) -> String {
+    let c = format!("\"{}\"", name.replace('"', "\"\""));
+    match ty {
+        // The same 64 bits, read as two's complement: values >= 2^63 become negative.
+        "UBIGINT" => format!(
+            "CAST(CASE WHEN {c} >= 9223372036854775808 THEN {c}::HUGEINT - 18446744073709551616 \
+             ELSE {c}::HUGEINT END AS BIGINT) AS {c}"
+        ),
+        "UINTEGER" => format!("CAST({c} AS BIGINT) AS {c}"),
+        "USMALLINT" => format!("CAST({c} AS INTEGER) AS {c}"),
+        "UTINYINT" => format!("CAST({c} AS SMALLINT) AS {c}"),
+        "TIMESTAMP_NS" | "TIMESTAMP_MS" | "TIMESTAMP_S" | "TIMESTAMP WITH TIME ZONE" => {
+            format!("CAST({c} AS TIMESTAMP) AS {c}")
+        }
+        "JSON" => format!("CAST({c} AS VARCHAR) AS {c}"),
+        _ => c,
+    }
 }
 
 /// The partitions of a table: each one's values (as text, `None` for NULL) and the SQL filter
@@ -749,4 +824,173 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     file.write_all(bytes).map_err(io("writing", &tmp))?;
     file.sync_all().map_err(io("syncing", &tmp))?;
     fs::rename(&tmp, path).map_err(io("renaming into place", path))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// One portfolio item: the snapshot reader cannot define the view of a partitioned
+    /// table that has no file at all.
+    pub(crate) fn seed_item(conn: &Connection) {
+        conn.execute_batch(
+            "INSERT INTO portfolio_items (item_key, user_id, related_object_type, title,
+                 occurrence, _hash, _first_seen_at, _updated_at, _run_id)
+             VALUES ('k1', 'u1', 'TRAINING', 'Safety', 1, 1, TIMESTAMP '2026-01-01',
+                     TIMESTAMP '2026-01-01', 1)",
+        )
+        .unwrap();
+    }
+
+    /// `JSON_COLUMNS` names every JSON column of the exported tables, and nothing else.
+    #[test]
+    fn json_columns_match_the_warehouse_schema() {
+        let tmp = tempfile::tempdir().unwrap();
+        let warehouse = crate::store::Warehouse::open(tmp.path().join("w.duckdb")).unwrap();
+        let mut stmt = warehouse
+            .connection()
+            .prepare(
+                "SELECT table_name, column_name FROM information_schema.columns
+                 WHERE table_schema = 'main' AND data_type = 'JSON' ORDER BY ALL",
+            )
+            .unwrap();
+        let json: Vec<(String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<duckdb::Result<_>>()
+            .unwrap();
+        let exported: Vec<(String, String)> = json
+            .into_iter()
+            .filter(|(t, _)| TABLES.iter().any(|e| e.name == t))
+            .collect();
+        let listed: Vec<(String, String)> = JSON_COLUMNS
+            .iter()
+            .map(|(t, c)| (t.to_string(), c.to_string()))
+            .collect();
+        assert_eq!(exported, listed);
+    }
+
+    /// A `_hash` with the top bit set is written as the negative `BIGINT` with the same bits
+    /// (read here by the parquet crate, not DuckDB) and read back by the snapshot reader as
+    /// the same `UBIGINT`; `extra_fields` is text in the file and `JSON` in the reader.
+    #[test]
+    fn unsigned_hash_is_written_signed_and_read_back_unsigned() {
+        let tmp = tempfile::tempdir().unwrap();
+        let warehouse = crate::store::Warehouse::open(tmp.path().join("w.duckdb")).unwrap();
+        let big: u64 = 0xF000_0000_0000_0001;
+        seed_item(warehouse.connection());
+        warehouse
+            .connection()
+            .execute_batch(&format!(
+                "INSERT INTO users (id, ref, extra_fields, _hash, _first_seen_at, _updated_at, _run_id)
+                 VALUES ('u1', 'r1', '{{\"a\": 1}}', {big}, TIMESTAMP '2026-01-02 03:04:05.123456',
+                         TIMESTAMP '2026-01-02 03:04:05', 1),
+                        ('u2', 'r2', NULL, 7, TIMESTAMP '2026-01-02 03:04:05',
+                         TIMESTAMP '2026-01-02 03:04:05', 1)"
+            ))
+            .unwrap();
+        let out = tmp.path().join("export");
+        let report = export(warehouse.connection(), &Options::new(&out), Utc::now()).unwrap();
+
+        let file = report.dir.join("users").join("data_0.parquet");
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            fs::File::open(&file).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        let mut hashes = Vec::new();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let schema = batch.schema();
+            for field in schema.fields() {
+                assert!(
+                    !field.data_type().is_unsigned_integer(),
+                    "`{}` is {:?}",
+                    field.name(),
+                    field.data_type()
+                );
+            }
+            assert_eq!(
+                schema.field_with_name("extra_fields").unwrap().data_type(),
+                &arrow::datatypes::DataType::Utf8
+            );
+            assert_eq!(
+                schema
+                    .field_with_name("_first_seen_at")
+                    .unwrap()
+                    .data_type(),
+                &arrow::datatypes::DataType::Timestamp(
+                    arrow::datatypes::TimeUnit::Microsecond,
+                    None
+                )
+            );
+            let column = batch
+                .column_by_name("_hash")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .expect("_hash is Int64");
+            hashes.extend(column.values().iter().copied());
+        }
+        hashes.sort();
+        assert_eq!(hashes, [big as i64, 7]);
+
+        let conn = snapshot::open_snapshot(&report.dir, &report.manifest).unwrap();
+        let read: Vec<(u64, String, Option<String>)> = conn
+            .prepare(
+                "SELECT _hash, typeof(_hash) || ' ' || typeof(extra_fields),
+                        extra_fields->>'a' FROM users ORDER BY id",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<duckdb::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            read,
+            [
+                (big, "UBIGINT JSON".to_string(), Some("1".to_string())),
+                (7, "UBIGINT JSON".to_string(), None)
+            ]
+        );
+    }
+
+    /// With a small size cap a table is written as several files, each read by the snapshot
+    /// reader: the same rows as the warehouse.
+    #[test]
+    fn a_table_over_the_size_cap_is_split_into_several_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let warehouse = crate::store::Warehouse::open(tmp.path().join("w.duckdb")).unwrap();
+        seed_item(warehouse.connection());
+        warehouse
+            .connection()
+            .execute_batch(
+                "INSERT INTO users (id, name, _hash, _first_seen_at, _updated_at, _run_id)
+                 SELECT 'u' || i, md5(i::VARCHAR) || md5((i * 7)::VARCHAR), i, TIMESTAMP '2026-01-01',
+                        TIMESTAMP '2026-01-01', 1
+                 FROM range(20000) t(i)",
+            )
+            .unwrap();
+        let out = tmp.path().join("export");
+        let options = Options {
+            row_group_size: 2_000,
+            max_file_bytes: 100_000,
+            ..Options::new(&out)
+        };
+        let report = export(warehouse.connection(), &options, Utc::now()).unwrap();
+        let users = report.manifest.table("users").unwrap();
+        assert_eq!(users.rows, 20_000);
+        assert!(users.files >= 3, "{users:?}");
+        // Each file stays near the cap: at most the cap plus one row group.
+        for entry in fs::read_dir(report.dir.join("users")).unwrap() {
+            let len = entry.unwrap().metadata().unwrap().len();
+            assert!(len < 100_000 + users.bytes / users.files * 2, "{len}");
+        }
+        let conn = snapshot::open_snapshot(&report.dir, &report.manifest).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(DISTINCT id) FROM users", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 20_000);
+    }
 }

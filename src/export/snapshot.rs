@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use duckdb::{AccessMode, Connection};
 
-use super::{ExportError, MANIFEST, Manifest, Result, TABLES, current_snapshot, db, sql_path};
+use super::{
+    ExportError, JSON_COLUMNS, MANIFEST, Manifest, Result, TABLES, current_snapshot, db, sql_path,
+};
 use crate::store::{StoreError, Warehouse, duckdb_config};
 
 /// Where a reader's answers come from.
@@ -100,6 +102,12 @@ impl Reader {
         let dir = current_snapshot(export_dir).ok_or_else(|| ExportError::NoSnapshot {
             dir: export_dir.to_path_buf(),
         })?;
+        Reader::snapshot_at(dir, reason)
+    }
+
+    /// Open the snapshot in the folder `dir` (one of `snapshots/`, or one downloaded from
+    /// object storage by [`super::remote::download_current`]).
+    pub fn snapshot_at(dir: PathBuf, reason: String) -> Result<Reader> {
         let manifest = Manifest::read(&dir)?;
         let conn = open_snapshot(&dir, &manifest)?;
         Ok(Reader {
@@ -146,13 +154,51 @@ pub fn open_snapshot(dir: &Path, manifest: &Manifest) -> Result<Connection> {
         } else {
             format!("{}/*.parquet", table.name)
         };
-        conn.execute_batch(&format!(
-            "CREATE VIEW \"{name}\" AS SELECT * FROM read_parquet('{glob}', hive_partitioning = {hive})",
-            name = table.name,
+        let read = format!(
+            "read_parquet('{glob}', hive_partitioning = {hive})",
             glob = sql_path(&dir.join(glob)),
+        );
+        let doing = || format!("reading `{}` from the snapshot", table.name);
+        // A table without files (an empty partitioned one) cannot be described; its view
+        // fails only when read, as before.
+        let restore = restore_types(&conn, table.name, &read).unwrap_or_default();
+        conn.execute_batch(&format!(
+            "CREATE VIEW \"{name}\" AS SELECT *{restore} FROM {read}",
+            name = table.name,
         ))
-        .map_err(db(format!("reading `{}` from the snapshot", table.name)))?;
+        .map_err(db(doing()))?;
     }
     crate::views::install(&conn).map_err(db("installing the analyst views on the snapshot"))?;
     Ok(conn)
+}
+
+/// ` REPLACE (...)` turning the engine-friendly types of a snapshot's `table` back into the
+/// warehouse's (see `export::engine_columns`), so that `query` gives the same answers from
+/// the snapshot as from the file: `_hash` from `BIGINT` to the `UBIGINT` with the same bits,
+/// the JSON columns from text to `JSON`. Empty when nothing is to be turned back (snapshots
+/// written before the engine types had them already).
+fn restore_types(conn: &Connection, table: &str, read: &str) -> duckdb::Result<String> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {read})"
+    ))?;
+    let columns: Vec<(String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<duckdb::Result<_>>()?;
+    let mut replace = Vec::new();
+    for (name, ty) in columns {
+        if name == "_hash" && ty == "BIGINT" {
+            replace.push(
+                "CAST(CASE WHEN _hash < 0 THEN _hash::HUGEINT + 18446744073709551616 \
+                 ELSE _hash::HUGEINT END AS UBIGINT) AS _hash"
+                    .to_string(),
+            );
+        } else if ty == "VARCHAR" && JSON_COLUMNS.contains(&(table, name.as_str())) {
+            replace.push(format!("CAST(\"{name}\" AS JSON) AS \"{name}\""));
+        }
+    }
+    Ok(if replace.is_empty() {
+        String::new()
+    } else {
+        format!(" REPLACE ({})", replace.join(", "))
+    })
 }
