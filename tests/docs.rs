@@ -151,6 +151,37 @@ const RULES: &[(&str, How)] = &[
         How::Elsewhere("simulator_events_are_stored_once_each_even_when_redelivered"),
     ),
     ("pluvo-warehouse sim serve", How::Serve),
+    // Object storage: s3:// against a moto server the test starts; the other clouds need real
+    // buckets and credentials.
+    (
+        "pluvo-warehouse export --to s3://",
+        How::Elsewhere(
+            "issue_21_export_to_s3_reads_back_every_table_and_a_killed_upload_changes_nothing",
+        ),
+    ),
+    (
+        "pluvo-warehouse query --from s3://",
+        How::Elsewhere(
+            "issue_21_export_to_s3_reads_back_every_table_and_a_killed_upload_changes_nothing",
+        ),
+    ),
+    (
+        "pluvo-warehouse export --to gs://",
+        How::NotRun(
+            "needs a Google Cloud Storage bucket and credentials; the s3:// path is tested",
+        ),
+    ),
+    (
+        "pluvo-warehouse export --to az://",
+        How::NotRun("needs an Azure container and credentials; the s3:// path is tested"),
+    ),
+    (
+        "pluvo-warehouse export --to file://",
+        How::NotRun(
+            "writes to the folder shown; the file:// target is tested by the unit test \
+             a_file_target_publishes_reads_back_and_prunes_after_the_grace_period",
+        ),
+    ),
     (
         "pluvo-warehouse bench",
         How::NotRun(
