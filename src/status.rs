@@ -10,7 +10,7 @@ use duckdb::Connection;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::store::{StoreError, Warehouse};
+use crate::store::{StoreError, Warehouse, query_all};
 use crate::streams;
 
 /// Everything `status` reports.
@@ -122,22 +122,6 @@ fn db(doing: &'static str) -> impl Fn(duckdb::Error) -> StoreError {
     }
 }
 
-/// Every row of `sql`, mapped by `row`; errors say what was being read (`doing`).
-fn query_all<T>(
-    conn: &Connection,
-    sql: &str,
-    doing: &'static str,
-    row: impl FnMut(&duckdb::Row<'_>) -> duckdb::Result<T>,
-) -> Result<Vec<T>, StoreError> {
-    let mut stmt = conn.prepare(sql).map_err(db(doing))?;
-    let rows = stmt
-        .query_map([], row)
-        .map_err(db(doing))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(db(doing))?;
-    Ok(rows)
-}
-
 /// The status from a published snapshot, read while a writer holds the warehouse `db`: its
 /// run history and row counts as of that snapshot; no checkpoints nor push plans (they are
 /// not published).
@@ -189,7 +173,7 @@ fn last_run(conn: &Connection) -> Result<Option<RunStatus>, StoreError> {
         iso("ended_at"),
         seconds("started_at", "ended_at"),
     );
-    let runs = query_all(conn, &sql, "reading `_runs`", |r| {
+    let runs = query_all(conn, &sql, db("reading `_runs`"), |r| {
         Ok(RunStatus {
             run_id: r.get(0)?,
             status: r.get(1)?,
@@ -218,7 +202,7 @@ fn stream_runs(conn: &Connection) -> Result<Vec<StreamStatus>, StoreError> {
         seconds("s.started_at", "s.ended_at"),
     );
     let doing = "reading `_run_streams`";
-    let mut out = query_all(conn, &sql, doing, |r| {
+    let mut out = query_all(conn, &sql, db(doing), |r| {
         Ok(StreamStatus {
             stream: r.get(0)?,
             run_id: r.get(1)?,
@@ -255,7 +239,7 @@ fn checkpoints(conn: &Connection) -> Result<Vec<CheckpointStatus>, StoreError> {
         iso("updated_at")
     );
     let doing = "reading `_checkpoints`";
-    let rows = query_all(conn, &sql, doing, |r| {
+    let rows = query_all(conn, &sql, db(doing), |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
@@ -337,7 +321,7 @@ fn push_plans(conn: &Connection) -> Result<Vec<PushPlanStatus>, StoreError> {
         iso("p.created_at")
     );
     let doing = "reading `_push_plans`";
-    let plans = query_all(conn, &sql, doing, |r| {
+    let plans = query_all(conn, &sql, db(doing), |r| {
         Ok(PushPlanStatus {
             plan_id: r.get(0)?,
             action: r.get(1)?,

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::{Error, Request, db};
 use crate::error::UsageError;
+use crate::store::query_all;
 use crate::views;
 
 /// Everything the page shows.
@@ -148,21 +149,6 @@ fn scope(groups: &[String], column: &str) -> String {
     )
 }
 
-fn all<T>(
-    conn: &Connection,
-    sql: &str,
-    doing: &'static str,
-    row: impl FnMut(&duckdb::Row<'_>) -> duckdb::Result<T>,
-) -> Result<Vec<T>, Error> {
-    let mut stmt = conn.prepare(sql).map_err(db(doing))?;
-    let rows = stmt
-        .query_map([], row)
-        .map_err(db(doing))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(db(doing))?;
-    Ok(rows)
-}
-
 fn one(conn: &Connection, sql: &str, doing: &'static str) -> Result<i64, Error> {
     conn.query_row(sql, [], |r| r.get(0)).map_err(db(doing))
 }
@@ -180,7 +166,8 @@ fn check_known(
     asked: &[String],
     known_sql: &str,
 ) -> Result<(), Error> {
-    let known: Vec<String> = all(conn, known_sql, "reading the known names", |r| r.get(0))?;
+    let known: Vec<String> =
+        query_all(conn, known_sql, db("reading the known names"), |r| r.get(0))?;
     let unknown: Vec<String> = asked
         .iter()
         .filter(|a| !known.contains(a))
@@ -269,7 +256,7 @@ pub fn collect(conn: &Connection, request: &Request) -> Result<Data, Error> {
 
 /// Per stream, in registry order: the end of its last complete scan and its newest run.
 fn freshness(conn: &Connection) -> Result<Vec<Freshness>, Error> {
-    let mut rows = all(
+    let mut rows = query_all(
         conn,
         "SELECT s.stream,
                 strftime(max(s.ended_at) FILTER (WHERE s.error IS NULL AND s.ended_at IS NOT NULL)::TIMESTAMP,
@@ -279,7 +266,7 @@ fn freshness(conn: &Connection) -> Result<Vec<Freshness>, Error> {
                              ELSE 'succeeded' END, s.run_id)
          FROM _run_streams s JOIN _runs r USING (run_id)
          GROUP BY s.stream",
-        "reading `_run_streams`",
+        db("reading `_run_streams`"),
         |r| {
             Ok(Freshness {
                 stream: r.get(0)?,
@@ -306,13 +293,13 @@ fn completion(conn: &Connection, request: &Request) -> Result<Completion, Error>
     } else {
         format!("WHERE c.group_ref IN ({})", list(&request.groups))
     };
-    let all_groups = all(
+    let all_groups = query_all(
         conn,
         &format!(
             "SELECT * FROM ({}\n) c {filter}",
             body("completion_by_group")
         ),
-        "reading `completion_by_group`",
+        db("reading `completion_by_group`"),
         |r| {
             Ok(GroupCompletion {
                 group_ref: r.get("group_ref")?,
@@ -368,7 +355,7 @@ struct Tally {
 fn tally(conn: &Connection, request: &Request) -> Result<Vec<Tally>, Error> {
     conn.execute_batch(&format!("SET VARIABLE days = {};", request.days))
         .map_err(db("setting the views' parameters"))?;
-    all(
+    query_all(
         conn,
         &format!(
             "SELECT certificate, status,
@@ -378,7 +365,7 @@ fn tally(conn: &Connection, request: &Request) -> Result<Vec<Tally>, Error> {
              FROM ({}) x GROUP BY ALL",
             roster_sql(request)
         ),
-        "counting the roster",
+        db("counting the roster"),
         |r| {
             Ok(Tally {
                 certificate: r.get(0)?,
@@ -498,7 +485,7 @@ fn roster(conn: &Connection, request: &Request, tally: &[Tally]) -> Result<Roste
         })
         .collect();
     // Most at risk first: expired, then expiring (soonest first), missing, valid.
-    let rows = all(
+    let rows = query_all(
         conn,
         &format!(
             "SELECT user_ref, name, email, certificate, status, issued_on, expires_on, days_left
@@ -514,7 +501,7 @@ fn roster(conn: &Connection, request: &Request, tally: &[Tally]) -> Result<Roste
                       days_left NULLS LAST, user_ref, user_id",
             request.roster_limit
         ),
-        "reading the roster",
+        db("reading the roster"),
         |r| {
             Ok(RosterRow {
                 user_ref: r.get(0)?,

@@ -49,6 +49,19 @@ pub use schema::SCHEMA_VERSION;
 pub use tables::{Column, ColumnType, HistorySpec, TableSpec, portfolio_item_key};
 pub use webhooks::{WEBHOOK_VIEWS, WebhookRow};
 
+/// Every row of `sql`, mapped by `row`; a failure to prepare, run or read it goes through
+/// `err` (which names what was being read, in the caller's error type).
+pub fn query_all<T, E>(
+    conn: &::duckdb::Connection,
+    sql: &str,
+    err: impl Fn(::duckdb::Error) -> E,
+    row: impl FnMut(&::duckdb::Row<'_>) -> ::duckdb::Result<T>,
+) -> Result<Vec<T>, E> {
+    let mut stmt = conn.prepare(sql).map_err(&err)?;
+    let rows = stmt.query_map([], row).map_err(&err)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(err)
+}
+
 /// Errors of the warehouse. Messages name the file or table in backticks and say what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
