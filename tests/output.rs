@@ -101,6 +101,53 @@ async fn results_as_json_and_logs_as_json_lines() {
         "{names:?}"
     );
 
+    // views --format json: every analyst view, what it answers, its columns with their types
+    // as DuckDB describes them in the warehouse.
+    let views = json(&run(&["views", "--format", "json"]).output().unwrap());
+    let names: Vec<&str> = views
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    let expected: Vec<&str> = pluvo_warehouse::views::VIEWS
+        .iter()
+        .map(|v| v.name)
+        .collect();
+    assert_eq!(names, expected, "{views}");
+    let inactive = &views[0];
+    assert!(
+        inactive["about"]
+            .as_str()
+            .unwrap()
+            .starts_with("inactive_users: users who have not logged in"),
+        "{inactive}"
+    );
+    let columns: Vec<String> = inactive["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} | {}",
+                c["name"].as_str().unwrap(),
+                c["type"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        columns,
+        rows(
+            &db,
+            "SELECT column_name, column_type FROM (DESCRIBE inactive_users)"
+        ),
+        "{inactive}"
+    );
+    assert!(
+        columns.contains(&"days_since_login | BIGINT".to_string()),
+        "{columns:?}"
+    );
+
     // The final error of a failing command is a JSON log line too.
     let out = run(&["query", "SELECT * FROM no_such_table"])
         .env("PLUVO_LOG_FORMAT", "json")

@@ -113,7 +113,7 @@ pub enum Command {
     /// Write a shareable HTML report: charts, data freshness and the compliance roster
     Report(report::ReportArgs),
     /// Install the analyst views of sql/views/ into the warehouse and list them
-    Views,
+    Views(views::ViewsArgs),
     /// Write back: apply an action to the users a SQL query selects (plan first, exactly once)
     Push(push::PushArgs),
     /// Write a commented pluvo-warehouse.toml and list the OAuth scopes the client needs
@@ -146,7 +146,7 @@ impl Command {
     fn offline(&self) -> bool {
         matches!(
             self,
-            Command::Query(_) | Command::Status(_) | Command::Views | Command::Completions(_)
+            Command::Query(_) | Command::Status(_) | Command::Views(_) | Command::Completions(_)
         )
     }
 }
@@ -225,7 +225,7 @@ async fn run(cli: Cli) -> Result<Exit> {
         Command::Export(args) => export::run(&Config::load(&flags)?, &args).await,
         Command::Query(args) => query::run(&Config::load(&flags)?, &args).await,
         Command::Report(args) => report::run(&Config::load(&flags)?, &args),
-        Command::Views => views::run(&Config::load(&flags)?),
+        Command::Views(args) => views::run(&Config::load(&flags)?, &args),
         Command::Push(args) => push::run(&Config::load(&flags)?, &args, quiet).await,
         Command::Init(args) => init::run(&args, &flags),
         Command::Doctor(args) => doctor::run(&flags, &args).await,
