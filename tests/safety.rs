@@ -83,7 +83,10 @@ fn ledger(db: &Path, plan: i64) -> Vec<String> {
 /// certificate exactly once, and the ledger agrees with the simulator's counters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_16_certificates_after_a_504_are_issued_exactly_once() {
-    let env = synced(320, 21, "\n[push]\nsettle_after_secs = 4\n").await;
+    // The grace period leaves room for the first push (two 1.5 s gateway waits) and a process
+    // start on a loaded machine: with 4 s, the "at once" resume below was sometimes already
+    // past it.
+    let env = synced(320, 21, "\n[push]\nsettle_after_secs = 8\n").await;
     let (template, title, refs): (String, String, BTreeSet<String>) = env.sim.with_data(|d| {
         let t = &d.certificates[1];
         let refs = d
@@ -128,12 +131,17 @@ async fn issue_16_certificates_after_a_504_are_issued_exactly_once() {
 
     // At once: still within the grace period, nothing is looked up or sent.
     let out = env.run(&["push", "resume", "1"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the push and this resume took {:?}, past the grace period: too slow a machine for this check",
+        started.elapsed()
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(stderr(&out).contains("unknown outcome"), "{}", text(&out));
     assert_eq!(ledger(&env.db, 1), vec!["sent | 300"]);
 
     // After the grace period: settled from the portfolio, nothing re-sent.
-    let wait = Duration::from_millis(4500).saturating_sub(started.elapsed());
+    let wait = Duration::from_millis(8500).saturating_sub(started.elapsed());
     tokio::time::sleep(wait).await;
     let out = env.run(&["push", "resume", "1"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
