@@ -542,7 +542,8 @@ async fn changes_between_the_pages_of_a_run_are_exact_after_the_next_run() {
 /// at the smallest cap the configuration accepts, 20MB: before the fix (two DuckDB threads
 /// whatever the cap, an index on `users`, 100k-row Parquet groups, anti-join parts of a
 /// fixed size) the portfolio stream ran out of DuckDB memory here (`merging a page into
-/// portfolio_items`).
+/// portfolio_items`). The work does not fit the cap: DuckDB must spill to `<file>.tmp`, and a
+/// watcher sees its spill files there.
 #[tokio::test]
 async fn issue_19_sync_and_publish_succeed_at_the_smallest_memory_limit() {
     let sim = sim(20_000).await;
@@ -552,6 +553,7 @@ async fn issue_19_sync_and_publish_succeed_at_the_smallest_memory_limit() {
     config.memory_limit = "20MB".into();
     let options = pluvo_warehouse::pipeline::SyncOptions::default();
     let silent = std::sync::Arc::new(pluvo_warehouse::streams::Silent);
+    let spill = SpillWatch::start(dir.path().join("w.duckdb.tmp"));
     for pass in ["full", "no-change"] {
         let outcome = pluvo_warehouse::pipeline::sync(&config, &options, silent.clone())
             .await
@@ -563,6 +565,12 @@ async fn issue_19_sync_and_publish_succeed_at_the_smallest_memory_limit() {
             });
         assert!(!outcome.failed(), "{pass}: {:?}", outcome.streams);
     }
+    let spilled = spill.stop();
+    eprintln!("DuckDB's spill files held up to {spilled} bytes");
+    assert!(
+        spilled >= 1_000_000,
+        "a sync at 20MB should spill to w.duckdb.tmp, saw {spilled} bytes"
+    );
     let d = sim.data();
     let items: usize = d.users.iter().map(|u| u.items.len()).sum();
     let count = |sql: &str| rows(&db, sql)[0].clone();
@@ -582,4 +590,45 @@ async fn issue_19_sync_and_publish_succeed_at_the_smallest_memory_limit() {
         manifest.table("portfolio_items").unwrap().rows,
         items as u64
     );
+}
+
+/// Samples the size of DuckDB's spill files (`*.tmp`, `*.block`) in its temp folder every
+/// millisecond, from another thread; [`SpillWatch::stop`] gives the largest total seen.
+/// DuckDB removes the files (and the folder) when they are freed, so only a watch sees them.
+struct SpillWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl SpillWatch {
+    fn start(folder: std::path::PathBuf) -> SpillWatch {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut most = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                let bytes: u64 = std::fs::read_dir(&folder)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name.ends_with(".tmp") || name.ends_with(".block")
+                    })
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum();
+                most = most.max(bytes);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            most
+        });
+        SpillWatch { stop, thread }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
 }

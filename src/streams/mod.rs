@@ -257,14 +257,55 @@ pub(crate) fn timestamp(text: Option<&str>) -> Option<chrono::DateTime<chrono::U
         .map(|t| t.with_timezone(&chrono::Utc))
 }
 
-/// Parse an API `Date` (`YYYY-MM-DD`) for a DATE column.
+/// Parse an API `Date` (`YYYY-MM-DD`) for a DATE column. The usual 10-character form is read
+/// directly: chrono's format parser was 2% of a sync's CPU (two dates per portfolio item);
+/// anything else goes to it, so what is accepted does not change.
 pub(crate) fn date(text: Option<&str>) -> Option<chrono::NaiveDate> {
-    text.and_then(|t| chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d").ok())
+    let text = text?;
+    if let &[y1, y2, y3, y4, b'-', m1, m2, b'-', d1, d2] = text.as_bytes() {
+        let digits = [y1, y2, y3, y4, m1, m2, d1, d2];
+        if digits.iter().all(u8::is_ascii_digit) {
+            let n = |ds: &[u8]| ds.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+            let year = n(&digits[..4]) as i32;
+            return chrono::NaiveDate::from_ymd_opt(year, n(&digits[4..6]), n(&digits[6..]));
+        }
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn date_reads_what_chronos_parser_reads() {
+        for text in [
+            "2026-03-01",
+            "1999-12-31",
+            "2024-02-29",
+            "2023-02-29",
+            "2026-13-01",
+            "2026-00-10",
+            "2026-01-32",
+            "0000-01-01",
+            "9999-12-31",
+            "2026-3-1",
+            "2026-03-01T00:00:00Z",
+            "+2026-03-01",
+            "2026/03/01",
+            "20260301",
+            "",
+            "abcd-ef-gh",
+            "2026-03-0x",
+        ] {
+            assert_eq!(
+                date(Some(text)),
+                chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok(),
+                "{text:?}"
+            );
+        }
+        assert_eq!(date(None), None);
+    }
 
     #[test]
     fn default_scopes_cover_every_stream() {

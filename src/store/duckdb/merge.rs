@@ -260,7 +260,14 @@ impl Warehouse {
         result
     }
 
-    /// Merge staged tables and store the checkpoint, in one transaction.
+    /// Merge staged tables and store the checkpoint: in one transaction when they hold at
+    /// most [`Warehouse::merge_part_rows`] rows (what a sync stages: `merge_rows` is the same
+    /// size), else in parts of that many rows, each its own transaction, the checkpoint stored
+    /// by the last. Why parts: DuckDB keeps a transaction's changes until its commit, and one
+    /// merge far larger than the memory cap ended in a DuckDB FATAL error at the commit's
+    /// checkpoint (120k rows at 20 MB), after which the database refuses every statement. A
+    /// process killed between parts resumes from the previous checkpoint and merges the
+    /// parts' rows again, by key: they come back unchanged, nothing doubles.
     fn merge_staged_tables(
         &mut self,
         stream: &str,
@@ -268,44 +275,106 @@ impl Warehouse {
         checkpoint: &str,
         staged: &[Staged<'_>],
     ) -> Result<BTreeMap<&'static str, MergeStats>> {
-        let now = self.now();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(Self::db("starting a page transaction"))?;
+        let parts = merge_parts(staged, self.merge_part_rows);
+        let last = parts.len() - 1;
         let mut all: BTreeMap<&'static str, MergeStats> = BTreeMap::new();
-        for s in staged {
-            let spec = s.spec;
-            let merge = |source| StoreError::Merge {
-                table: spec.table,
-                cause: source,
-            };
-            let (new, changed) = if s.rows == 0 {
-                (0, 0)
-            } else {
-                merge_staged(&tx, spec, &s.stage, stream, run, now).map_err(merge)?
-            };
-            let stats = MergeStats {
-                new,
-                changed,
-                unchanged: s.rows - new - changed,
-                duplicates: s.duplicates,
-            };
-            *all.entry(spec.table).or_default() += stats;
+        for (i, part) in parts.iter().enumerate() {
+            let now = self.now();
+            let tx = self
+                .conn
+                .transaction()
+                .map_err(Self::db("starting a page transaction"))?;
+            for piece in part {
+                let s = &staged[piece.table];
+                let spec = s.spec;
+                let merge = |source| StoreError::Merge {
+                    table: spec.table,
+                    cause: source,
+                };
+                let rows = piece.end - piece.start;
+                let source = if rows == s.rows {
+                    format!("temp.{}", s.stage)
+                } else {
+                    format!(
+                        "(SELECT * FROM temp.{} WHERE rowid >= {} AND rowid < {})",
+                        s.stage, piece.start, piece.end
+                    )
+                };
+                let (new, changed) = if rows == 0 {
+                    (0, 0)
+                } else {
+                    merge_staged(&tx, spec, &source, stream, run, now).map_err(merge)?
+                };
+                let stats = MergeStats {
+                    new,
+                    changed,
+                    unchanged: rows - new - changed,
+                    duplicates: if piece.start == 0 { s.duplicates } else { 0 },
+                };
+                *all.entry(spec.table).or_default() += stats;
+            }
+            if i == last {
+                store_checkpoint(&tx, stream, checkpoint, run, now)
+                    .map_err(Self::db("storing a checkpoint"))?;
+                #[cfg(test)]
+                if self.fail_before_commit {
+                    // Simulates a crash inside the transaction: dropping `tx` rolls it back.
+                    return Err(StoreError::Db {
+                        doing: "test: crash before commit",
+                        cause: duckdb::Error::QueryReturnedNoRows,
+                    });
+                }
+            }
+            tx.commit().map_err(Self::db("committing a page"))?;
         }
-        store_checkpoint(&tx, stream, checkpoint, run, now)
-            .map_err(Self::db("storing a checkpoint"))?;
-        #[cfg(test)]
-        if self.fail_before_commit {
-            // Simulates a crash inside the transaction: dropping `tx` rolls it back.
-            return Err(StoreError::Db {
-                doing: "test: crash before commit",
-                cause: duckdb::Error::QueryReturnedNoRows,
-            });
+        if parts.len() > 1 {
+            tracing::debug!(stream, parts = parts.len(), "Merged in parts.");
         }
-        tx.commit().map_err(Self::db("committing a page"))?;
         Ok(all)
     }
+
+    /// Rows merged in one transaction at most (see `merge_staged_tables`).
+    pub fn merge_part_rows(&self) -> u64 {
+        self.merge_part_rows
+    }
+}
+
+/// Rows `start..end` (by `rowid`) of the staged table `staged[table]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Piece {
+    pub(super) table: usize,
+    pub(super) start: u64,
+    pub(super) end: u64,
+}
+
+/// The transactions of a merge: the staged tables cut into pieces of at most `part_rows`
+/// rows, packed in order into transactions of at most `part_rows` rows (a table with no rows
+/// is a piece of 0 rows: its duplicates are still counted). Never empty.
+pub(super) fn merge_parts(staged: &[Staged<'_>], part_rows: u64) -> Vec<Vec<Piece>> {
+    let part_rows = part_rows.max(1);
+    let mut parts: Vec<Vec<Piece>> = vec![Vec::new()];
+    let mut in_part = 0;
+    for (table, s) in staged.iter().enumerate() {
+        let mut start = 0;
+        loop {
+            let end = (start + part_rows).min(s.rows);
+            let rows = end - start;
+            if in_part + rows > part_rows && !parts.last().is_some_and(Vec::is_empty) {
+                parts.push(Vec::new());
+                in_part = 0;
+            }
+            parts
+                .last_mut()
+                .expect("never empty")
+                .push(Piece { table, start, end });
+            in_part += rows;
+            start = end;
+            if start >= s.rows {
+                break;
+            }
+        }
+    }
+    parts
 }
 
 /// Check each batch against its table and concatenate the batches of each table, in order
@@ -336,11 +405,11 @@ fn by_table(batches: Vec<(&TableSpec, RecordBatch)>) -> Result<Vec<(&TableSpec, 
 }
 
 /// One table's staged rows, ready to merge.
-struct Staged<'a> {
-    spec: &'a TableSpec,
-    stage: String,
-    rows: u64,
-    duplicates: u64,
+pub(super) struct Staged<'a> {
+    pub(super) spec: &'a TableSpec,
+    pub(super) stage: String,
+    pub(super) rows: u64,
+    pub(super) duplicates: u64,
 }
 
 pub(super) fn q(ident: &str) -> String {
@@ -451,11 +520,12 @@ fn append_stage(
     Ok(())
 }
 
-/// Steps 2–4 of a page (see the module docs). Returns (new, changed).
+/// Steps 2–4 of a page (see the module docs) for the staged rows `source` (a table or a
+/// subquery). Returns (new, changed).
 pub(super) fn merge_staged(
     tx: &Connection,
     spec: &TableSpec,
-    stage: &str,
+    source: &str,
     stream: &str,
     run: RunId,
     now: Now,
@@ -465,7 +535,7 @@ pub(super) fn merge_staged(
     tx.execute_batch(&format!(
         "CREATE OR REPLACE TEMP TABLE _diff AS
          SELECT s.*, t.{first_key} IS NULL AS _is_new
-         FROM temp.{stage} s LEFT JOIN main.{target} t ON {on}
+         FROM {source} s LEFT JOIN main.{target} t ON {on}
          WHERE t.{first_key} IS NULL OR t._hash <> s._hash OR t._deleted_at IS NOT NULL",
         on = key_match(spec, "t", "s"),
     ))?;
@@ -548,7 +618,7 @@ pub(super) fn merge_staged(
     }
     tx.execute(
         &format!(
-            "INSERT INTO main.{seen} (stream, {keys}) SELECT ?, {skeys} FROM temp.{stage} s",
+            "INSERT INTO main.{seen} (stream, {keys}) SELECT ?, {skeys} FROM {source} s",
             seen = q(&spec.seen_table()),
             keys = key_names(spec),
             skeys = key_list(spec, "s"),

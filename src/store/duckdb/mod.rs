@@ -46,9 +46,8 @@ use super::{Clock, Result, StoreError, SystemClock};
 /// organisation grows. Everything the sync asks of DuckDB is sized to fit any cap the
 /// configuration accepts, so a smaller cap is slower, never fatal: hash joins spill to
 /// `<file>.tmp` beside the warehouse, the end-of-scan anti-join runs in parts sized to the
-/// cap ([`KEY_BYTES_PER_PART`]), Parquet row groups are cut by bytes, DuckDB's threads (each
-/// needs its own buffers) are fewer under small caps ([`MEMORY_PER_THREAD`]), and no table
-/// has an index (ART indexes stay in memory and grow with the organisation; see
+/// cap ([`KEY_BYTES_PER_PART`]), Parquet row groups are cut by bytes, DuckDB runs each
+/// statement on one thread ([`DUCKDB_THREADS`]), and no table has an index (ART indexes stay in memory and grow with the organisation; see
 /// `sql/schema/004_no_index.sql`).
 ///
 /// 32 MB was the default until issue 19: enough for 100k users of the simulator, but a 1M-user
@@ -74,10 +73,15 @@ pub(super) const MERGE_ROWS: u64 = 50_000;
 /// 1,280 bytes a row gives 100k rows at 128 MB, 15k at 20 MB.
 const ROW_BYTES_PER_MERGE: u64 = 1_280;
 
-/// DuckDB gets one thread per this much of the cap (at least one, at most the cores): each
-/// thread of a join or a Parquet write holds its own blocks, and two threads under 16 MB ran
-/// out of memory where one did not.
-const MEMORY_PER_THREAD: u64 = 64_000_000;
+/// The threads DuckDB runs a statement of the writer on. One, whatever the cap and the cores:
+/// while a worker thread runs the last task of a statement, DuckDB's calling thread polls its
+/// task queue in a loop (mutex lock/unlock, `Executor::IdleState`) instead of sleeping, which
+/// was 17% of the tool's CPU in a profile of a 50k-user sync; one thread also holds one set
+/// of buffers (two threads under 16 MB ran out of memory where one did not). The sync's
+/// network and decoding run beside it on the other cores. Measured by `bench sync --users
+/// 50000 --latency-ms 0 --full-only` (2 shared cores): tool CPU 10.2 → 7.5 s, export 2.0 →
+/// 1.5 s, peak RSS unchanged (medians of 2 runs each, load average 7).
+pub const DUCKDB_THREADS: u32 = 1;
 
 /// The id of one `sync` (or other writing command) in `_runs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -195,6 +199,10 @@ pub struct Warehouse {
     staged_tables: u64,
     /// Rows a stream stages before they are merged ([`Warehouse::merge_rows`]).
     pub(crate) merge_rows: u64,
+    /// Rows merged in one transaction at most: a larger merge runs in parts
+    /// (`merge_staged_tables`). Sized to the cap like `merge_rows`; tests lower it or raise
+    /// `merge_rows` alone.
+    pub(crate) merge_part_rows: u64,
     #[cfg(test)]
     pub(crate) fail_before_commit: bool,
 }
@@ -246,6 +254,7 @@ impl Warehouse {
             pending: Vec::new(),
             staged_tables: 0,
             merge_rows: MERGE_ROWS,
+            merge_part_rows: MERGE_ROWS,
             #[cfg(test)]
             fail_before_commit: false,
         };
@@ -282,6 +291,7 @@ impl Warehouse {
             pending: Vec::new(),
             staged_tables: 0,
             merge_rows: MERGE_ROWS,
+            merge_part_rows: MERGE_ROWS,
             #[cfg(test)]
             fail_before_commit: false,
         })
@@ -289,23 +299,22 @@ impl Warehouse {
 
     /// Cap the memory DuckDB may use on this connection (buffer pool, hash tables), e.g.
     /// `"96MB"`. Above the cap DuckDB evicts cached blocks and spills to `<file>.tmp`; the
-    /// work that cannot spill is sized to the cap: the threads DuckDB uses and the parts of
-    /// the end-of-scan anti-join (see [`WRITER_MEMORY_LIMIT`]).
+    /// work that cannot spill is sized to the cap: the parts of the end-of-scan anti-join and
+    /// the merge groups (see [`WRITER_MEMORY_LIMIT`]); DuckDB runs on [`DUCKDB_THREADS`].
     pub fn set_memory_limit(&mut self, limit: &str) -> Result<()> {
         let bytes = memory_bytes(limit).ok_or_else(|| StoreError::Setting {
             setting: "memory_limit",
             value: limit.to_owned(),
         })?;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-        let threads = (bytes / MEMORY_PER_THREAD).clamp(1, cores);
         self.conn
             .execute_batch(&format!(
-                "SET memory_limit = '{limit}'; SET threads = {threads}"
+                "SET memory_limit = '{limit}'; SET threads = {DUCKDB_THREADS}"
             ))
             .map_err(Self::db("setting DuckDB's memory limit"))?;
         self.memory_limit = Some(bytes);
         self.anti_join_keys = (bytes / KEY_BYTES_PER_PART).max(1_000);
         self.merge_rows = (bytes / ROW_BYTES_PER_MERGE).max(5_000);
+        self.merge_part_rows = self.merge_rows;
         Ok(())
     }
 

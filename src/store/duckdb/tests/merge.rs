@@ -593,3 +593,114 @@ fn staged_rows_merge_in_groups_with_their_checkpoint() {
         7
     );
 }
+
+/// A stage far larger than the memory cap merges in parts, each its own transaction: here
+/// 120k items at 20 MB, where the cap sizes a merge to 15.6k rows. In one transaction such a
+/// merge ended in a DuckDB FATAL error at its checkpoint. Every row arrives, a reload with
+/// every row changed updates them all (with history), and the checkpoint is the one staged
+/// last.
+#[test]
+fn a_stage_far_larger_than_the_cap_merges_in_parts() {
+    const ITEMS: usize = 120_000;
+    const PAGE: usize = 5_000;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut w = open(&dir.path().join("w.duckdb"), &clock);
+    w.set_memory_limit("20MB").unwrap();
+    assert!(
+        w.merge_part_rows() * 5 < ITEMS as u64,
+        "{}",
+        w.merge_part_rows()
+    );
+    // Nothing merges while staging (but MERGE_AFTER): one merge of everything at the flush.
+    w.merge_rows = u64::MAX;
+    let run = w.begin_run(&["portfolio"]).unwrap();
+    for (round, progress) in [0.25, 0.75].into_iter().enumerate() {
+        let mut stats = MergeStats::default();
+        for page in 0..ITEMS / PAGE {
+            let items: Vec<Item> = (page * PAGE..(page + 1) * PAGE)
+                .map(|i| {
+                    item(
+                        &format!("user-{:06}", i / 6),
+                        &format!("Training {i}"),
+                        progress,
+                        None,
+                    )
+                })
+                .collect();
+            let checkpoint = format!("round {round} page {page}");
+            let merged = w
+                .stage(
+                    "portfolio",
+                    run,
+                    &checkpoint,
+                    vec![(&PORTFOLIO_ITEMS, items_batch(&items))],
+                )
+                .unwrap();
+            merged.values().for_each(|m| stats += *m);
+        }
+        clock.advance(60);
+        let flushed = w.flush("portfolio").unwrap();
+        flushed.values().for_each(|m| stats += *m);
+        let (new, changed) = if round == 0 { (ITEMS, 0) } else { (0, ITEMS) };
+        assert_eq!(
+            stats,
+            MergeStats {
+                new: new as u64,
+                changed: changed as u64,
+                ..MergeStats::default()
+            },
+            "round {round}"
+        );
+        assert_eq!(
+            w.checkpoint("portfolio").unwrap().as_deref(),
+            Some(format!("round {round} page {}", ITEMS / PAGE - 1).as_str())
+        );
+    }
+    assert_eq!(
+        dump(
+            &w,
+            "SELECT count(*), count(DISTINCT item_key), min(progress), max(progress) FROM portfolio_items"
+        ),
+        [format!(
+            "BigInt({ITEMS}) | BigInt({ITEMS}) | Double(0.75) | Double(0.75)"
+        )]
+    );
+    assert_eq!(
+        dump(
+            &w,
+            "SELECT count(*), count(valid_to) FROM portfolio_item_history"
+        ),
+        [format!("BigInt({}) | BigInt({ITEMS})", 2 * ITEMS)]
+    );
+}
+
+#[test]
+fn merge_parts_cut_tables_into_transactions_of_at_most_part_rows() {
+    let staged = |rows: &[u64]| -> Vec<Staged<'static>> {
+        rows.iter()
+            .map(|&rows| Staged {
+                spec: &USERS,
+                stage: String::new(),
+                rows,
+                duplicates: 0,
+            })
+            .collect()
+    };
+    let piece = |table, start, end| Piece { table, start, end };
+    // Small tables share one transaction (a page of groups with its members).
+    assert_eq!(
+        merge_parts(&staged(&[3, 0, 4]), 10),
+        [vec![piece(0, 0, 3), piece(1, 0, 0), piece(2, 0, 4)]]
+    );
+    // A large table is cut; the next table starts where the last piece left room.
+    assert_eq!(
+        merge_parts(&staged(&[25, 4]), 10),
+        [
+            vec![piece(0, 0, 10)],
+            vec![piece(0, 10, 20)],
+            vec![piece(0, 20, 25), piece(1, 0, 4)]
+        ]
+    );
+    assert_eq!(merge_parts(&staged(&[]), 10), [Vec::<Piece>::new()]);
+}
