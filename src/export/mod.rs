@@ -18,7 +18,10 @@
 //! resolves `current` therefore sees either the previous snapshot or the new one, complete,
 //! never a mix and never a half-written file; a killed export leaves only a `.tmp-*` folder,
 //! removed by the next export. The previous snapshot is kept (readers pinned to it, like
-//! `query`, keep working through one more export); older ones are deleted.
+//! `query`, keep working through one more export); older ones are deleted. A table whose
+//! rows have not changed since the previous snapshot is hard-linked from it instead of
+//! written again ([`fingerprint`]): a sync that changed nothing publishes in a fraction of
+//! the time.
 //!
 //! Does not open the warehouse itself and never calls HTTP; `query` and `export compliance`
 //! read snapshots through [`snapshot`].
@@ -235,6 +238,10 @@ pub struct ManifestTable {
     pub partition_by: Vec<String>,
     /// Glob of the table's files, relative to the snapshot folder (for `read_parquet`).
     pub glob: String,
+    /// What the files were written from ([`fingerprint`]): the next export of everything
+    /// links them instead of writing them again when it is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 impl Manifest {
@@ -263,8 +270,9 @@ impl Manifest {
 pub struct Options {
     /// The export folder (`current`, `snapshots/` inside).
     pub out: PathBuf,
-    /// Tables to re-export; empty = all. The others are carried over from the current
-    /// snapshot (hard links, no copy).
+    /// Tables to re-export (written even when unchanged); empty = all, where a table
+    /// unchanged since the current snapshot is linked, not written again ([`fingerprint`]).
+    /// Tables not named are carried over from the current snapshot (hard links, no copy).
     pub tables: Vec<String>,
     pub row_group_size: usize,
     /// A row group also ends at about this many bytes (uncompressed), when set: DuckDB holds
@@ -460,9 +468,33 @@ fn write_snapshot(
     let previous_manifest = previous.and_then(|p| Manifest::read(p).ok());
     let mut tables = Vec::new();
     let mut written = Vec::new();
+    let previous_entry =
+        |name: &str| previous.zip(previous_manifest.as_ref().and_then(|m| m.table(name)));
     for table in TABLES {
         if selected.iter().any(|t| t.name == table.name) {
-            tables.push(write_table(conn, table, tmp, options)?);
+            let print = fingerprint(conn, table, options)?;
+            // An export of everything (as every sync ends) keeps a table whose rows and
+            // file settings are what the previous snapshot was written from; `--tables`
+            // rewrites what it names.
+            if options.tables.is_empty()
+                && let Some((prev, entry)) = previous_entry(table.name)
+                && entry.fingerprint.as_deref() == Some(print.as_str())
+            {
+                let folder = tmp.join(table.name);
+                match link_tree(&prev.join(table.name), &folder) {
+                    Ok(()) => {
+                        tables.push(entry.clone());
+                        continue;
+                    }
+                    // Files missing from the previous snapshot: write them anew.
+                    Err(_) => {
+                        let _ = fs::remove_dir_all(&folder);
+                    }
+                }
+            }
+            let mut entry = write_table(conn, table, tmp, options)?;
+            entry.fingerprint = Some(print);
+            tables.push(entry);
             written.push(table.name.to_string());
         } else if let (Some(prev), Some(entry)) = (
             previous,
@@ -539,7 +571,34 @@ fn write_table(
         bytes,
         partition_by: table.partition_by.iter().map(|c| c.to_string()).collect(),
         glob,
+        fingerprint: None,
     })
+}
+
+/// What `table`'s files would be written from: its row count and a hash of every row (all
+/// columns, as DuckDB hashes them), with the tool version (which fixes DuckDB's hash, the
+/// schema and the column types written) and the file size cap. Reading the table for this
+/// costs a fraction of writing it: compressing Parquet is most of an export.
+fn fingerprint(conn: &Connection, table: &TableExport, options: &Options) -> Result<String> {
+    // A sum, not a xor: two equal rows must not cancel out.
+    let (rows, hash): (u64, String) = conn
+        .query_row(
+            &format!(
+                "SELECT count(*), CAST(coalesce(sum(hash(t)), 0) AS VARCHAR) FROM \"{}\" t",
+                table.name
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(db(format!("reading `{}` for its fingerprint", table.name)))?;
+    // Row-group sizes are left out: they bound the writer's memory, readers do not see them,
+    // so `export` reuses what the end of `sync` wrote under its memory cap.
+    Ok(format!(
+        "{} rows {rows} hash {hash} tool {} file {}",
+        table.name,
+        env!("CARGO_PKG_VERSION"),
+        options.max_file_bytes
+    ))
 }
 
 /// The select list that writes `table` in types every mainstream engine reads (Spark, Trino
@@ -840,6 +899,69 @@ pub(crate) mod tests {
                      TIMESTAMP '2026-01-01', 1)",
         )
         .unwrap();
+    }
+
+    /// An export of everything links the tables that have not changed since the current
+    /// snapshot (same files) and writes the one that has; `--tables` rewrites what it names
+    /// even when unchanged; a different file size cap writes everything again.
+    #[test]
+    fn unchanged_tables_are_linked_and_a_changed_one_written() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let warehouse = crate::store::Warehouse::open(tmp.path().join("w.duckdb")).unwrap();
+        let conn = warehouse.connection();
+        seed_item(conn);
+        conn.execute_batch(
+            "INSERT INTO users (id, ref, name, _hash, _first_seen_at, _updated_at, _run_id)
+             VALUES ('u1', 'r1', 'Ann', 1, TIMESTAMP '2026-01-01', TIMESTAMP '2026-01-01', 1)",
+        )
+        .unwrap();
+        let out = tmp.path().join("export");
+        let inode = |dir: &Path, table: &str| {
+            fs::metadata(dir.join(table).join("data_0.parquet"))
+                .unwrap()
+                .ino()
+        };
+        let all = Options::new(&out);
+        let first = export(conn, &all, Utc::now()).unwrap();
+        assert_eq!(first.written.len(), TABLES.len(), "{:?}", first.written);
+
+        let second = export(conn, &all, Utc::now()).unwrap();
+        assert!(second.written.is_empty(), "{:?}", second.written);
+        assert_ne!(second.dir, first.dir, "a new snapshot all the same");
+        assert_eq!(inode(&second.dir, "users"), inode(&first.dir, "users"));
+        assert_eq!(second.manifest.tables, first.manifest.tables);
+
+        // The same row count, one value changed: `users` is written, the rest linked.
+        conn.execute_batch("UPDATE users SET name = 'Bob'").unwrap();
+        let third = export(conn, &all, Utc::now()).unwrap();
+        assert_eq!(third.written, ["users"]);
+        assert_ne!(inode(&third.dir, "users"), inode(&second.dir, "users"));
+        assert_eq!(inode(&third.dir, "groups"), inode(&second.dir, "groups"));
+        let reader = snapshot::Reader::snapshot(&out, String::new()).unwrap();
+        let name: String = reader
+            .connection()
+            .query_row("SELECT name FROM users", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(name, "Bob");
+
+        // Named tables are written even when unchanged.
+        let named = Options {
+            tables: vec!["groups".into()],
+            ..Options::new(&out)
+        };
+        assert_eq!(
+            export(conn, &named, Utc::now()).unwrap().written,
+            ["groups"]
+        );
+
+        // Another file size cap: the files would differ, so everything is written.
+        let smaller = Options {
+            max_file_bytes: 1_000_000,
+            ..Options::new(&out)
+        };
+        let resized = export(conn, &smaller, Utc::now()).unwrap();
+        assert_eq!(resized.written.len(), TABLES.len(), "{:?}", resized.written);
     }
 
     /// `JSON_COLUMNS` names every JSON column of the exported tables, and nothing else.
