@@ -107,6 +107,7 @@ pub async fn sync(
             .into());
         }
     }
+    config.check_org_overrides()?;
     let target = pipeline::export_target(config).map_err(Box::new)?;
     // One budget for all: `--concurrency 8` is 8 requests in flight in all, whatever the
     // number of organisations (each client may use all of it when the others are idle).
@@ -118,54 +119,65 @@ pub async fn sync(
         budget: Some(budget),
         ..options.clone()
     };
-    let runs = names.iter().map(|name| {
-        let options = &options;
-        let span = tracing::info_span!("org", org = %name);
-        async move {
-            let started = Instant::now();
-            let (db, result) = match config.org(name) {
-                Ok(org) => (
-                    org.db.clone(),
-                    pipeline::sync(&org, options, Arc::new(Silent)).await,
-                ),
-                Err(e) => (
-                    config
-                        .orgs
-                        .iter()
-                        .find(|o| &o.name == name)
-                        .map(|o| o.db.clone())
-                        .unwrap_or_default(),
-                    Err(e.into()),
-                ),
-            };
-            let seconds = started.elapsed().as_secs_f64();
-            match result {
-                Ok(outcome) => OrgResult {
-                    org: name.clone(),
+    // One task each, so that one organisation's merge (DuckDB work, on its task's thread)
+    // does not hold back another's requests.
+    let tasks: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let name = name.clone();
+            let org = config.org(&name);
+            let db = config
+                .orgs
+                .iter()
+                .find(|o| o.name == name)
+                .map(|o| o.db.clone())
+                .unwrap_or_default();
+            let options = options.clone();
+            let span = tracing::info_span!("org", org = %name);
+            let task = tokio::spawn(
+                async move {
+                    let started = Instant::now();
+                    let result = match org {
+                        Ok(org) => pipeline::sync(&org, &options, Arc::new(Silent)).await,
+                        Err(e) => Err(e.into()),
+                    };
+                    (result, started.elapsed().as_secs_f64())
+                }
+                .instrument(span),
+            );
+            (name, db, task)
+        })
+        .collect();
+    let mut results = Vec::with_capacity(tasks.len());
+    for (name, db, task) in tasks {
+        let (result, seconds) = match task.await {
+            Ok(done) => done,
+            // A panic in one organisation's sync is that organisation's failure.
+            Err(e) => (Err(pipeline::Error::Task(e.to_string())), 0.0),
+        };
+        results.push(match result {
+            Ok(outcome) => OrgResult {
+                org: name,
+                db,
+                ok: true,
+                error: None,
+                outcome: Some(outcome),
+                seconds,
+            },
+            Err(e) => {
+                let error = crate::error::message(&e);
+                tracing::error!(org = %name, "{error}");
+                OrgResult {
+                    outcome: e.outcome().cloned(),
+                    org: name,
                     db,
-                    ok: true,
-                    error: None,
-                    outcome: Some(outcome),
+                    ok: false,
+                    error: Some(error),
                     seconds,
-                },
-                Err(e) => {
-                    let error = crate::error::message(&e);
-                    tracing::error!(org = %name, "{error}");
-                    OrgResult {
-                        org: name.clone(),
-                        db,
-                        ok: false,
-                        error: Some(error),
-                        outcome: e.outcome().cloned(),
-                        seconds,
-                    }
                 }
             }
-        }
-        .instrument(span)
-    });
-    // Interleaved on this task: the syncs wait on the network almost all the time.
-    let results = futures_util::future::join_all(runs).await;
+        });
+    }
 
     let parts: Vec<(String, PathBuf)> = config
         .orgs

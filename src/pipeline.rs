@@ -90,6 +90,9 @@ pub enum Error {
     },
     #[error("closing the warehouse")]
     Close(#[source] Box<StoreError>),
+    /// The task running a sync ended abnormally (a panic), with its message.
+    #[error("the sync stopped unexpectedly: {0}")]
+    Task(String),
     #[error("opening `export.to`")]
     Target(#[source] Box<RemoteError>),
     #[error(

@@ -619,6 +619,31 @@ async fn issue_21_two_organisations_sync_side_by_side_and_one_failing_does_not_s
         ]
     );
 
+    // `query` without a warehouse of its own reads the local dataset, `org` column included.
+    let local_query = crate::support::run_bin(
+        dir.path(),
+        &[
+            "query",
+            "--format",
+            "csv",
+            "SELECT org, count(*) AS n FROM users GROUP BY org ORDER BY org",
+        ],
+        &env_refs,
+    )
+    .await;
+    assert_eq!(local_query.code, Some(0), "{}", local_query.stderr);
+    assert_eq!(local_query.stdout, query.stdout);
+    // `--db` names one warehouse: refused with the organisations, before any sync.
+    let flagged = crate::support::run_bin(
+        dir.path(),
+        &["--db", "other.duckdb", "sync", "--all-orgs"],
+        &env_refs,
+    )
+    .await;
+    assert_eq!(flagged.code, Some(2), "{}", flagged.stderr);
+    assert!(flagged.stderr.contains("flag `--db`"), "{}", flagged.stderr);
+    assert!(!dir.path().join("other.duckdb").exists());
+
     // Acme changes; globex's secret is now wrong.
     acme.edit(|d: &mut pluvo_warehouse::sim::Dataset| d.users.truncate(d.users.len() - 20));
     let globex_before = counts_of_warehouses(&[("globex", &globex_db)]);

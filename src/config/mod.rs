@@ -406,19 +406,7 @@ impl Config {
                     path: self.file.clone(),
                     known: self.org_names().join(", "),
                 })?;
-        for origin in [
-            Some(&self.db_origin),
-            self.url.as_ref().map(|(_, source)| source),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if matches!(origin, Source::Flag(_) | Source::Env(_)) {
-                return Err(ConfigError::OrgOverride {
-                    origin: origin.clone(),
-                });
-            }
-        }
+        self.check_org_overrides()?;
         let client_secret =
             org.client_secret
                 .clone()
@@ -444,6 +432,25 @@ impl Config {
             scope: org.scope.clone().unwrap_or_else(|| self.scope.clone()),
             ..self.clone()
         })
+    }
+
+    /// `--db`, `--url`, `PLUVO_DB` and `PLUVO_URL` name one warehouse or organisation: an
+    /// error with `[orgs]`, whose organisations each have their own (rather than ignored).
+    pub fn check_org_overrides(&self) -> Result<(), ConfigError> {
+        for origin in [
+            Some(&self.db_origin),
+            self.url.as_ref().map(|(_, source)| source),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if matches!(origin, Source::Flag(_) | Source::Env(_)) {
+                return Err(ConfigError::OrgOverride {
+                    origin: origin.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The names of `[orgs]`, sorted.
