@@ -509,6 +509,26 @@ async fn issue_21_every_sync_publishes_to_the_configured_object_storage() {
         refused.stderr
     );
     assert_eq!(std::fs::metadata(&db).unwrap().modified().unwrap(), before);
+
+    // An upload that fails (no such bucket): the sync itself succeeded and says so, exit 1,
+    // and the error holds no credential.
+    let runs = rows(&db, "SELECT count(*) FROM _runs WHERE status = 'succeeded'");
+    let mut missing = env_refs.clone();
+    missing.push(("PLUVO_EXPORT_TO", "s3://no-such-bucket/pluvo"));
+    let failed = crate::support::run_bin(dir.path(), &["sync"], &missing).await;
+    assert_eq!(failed.code, Some(1), "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("the sync succeeded")
+            && failed.stderr.contains("s3://no-such-bucket/pluvo")
+            && !failed.stderr.contains(SECRET_KEY),
+        "{}",
+        failed.stderr
+    );
+    let after = rows(&db, "SELECT count(*) FROM _runs WHERE status = 'succeeded'");
+    assert_eq!(
+        after[0].parse::<u64>().unwrap(),
+        runs[0].parse::<u64>().unwrap() + 1
+    );
 }
 
 /// A configuration of two organisations, each with its own simulator, secret variable and

@@ -390,13 +390,16 @@ async fn upload(target: &Target, local: &Path, object: ObjectPath) -> Result<()>
     };
     let mut file = tokio::fs::File::open(local).await.map_err(read)?;
     let mut writer = BufWriter::with_capacity(target.store.clone(), object.clone(), PART_BYTES);
-    let copied = tokio::io::copy(&mut file, &mut writer).await;
-    let done = match copied {
+    let done = match tokio::io::copy(&mut file, &mut writer).await {
         Ok(_) => writer.shutdown().await,
-        Err(e) => Err(e),
+        Err(e) => {
+            // Only before shutdown: `BufWriter::abort` panics once it has been shut down
+            // (a failed final PUT or completion; S3's lifecycle rule removes those parts).
+            let _ = writer.abort().await;
+            Err(e)
+        }
     };
     if let Err(e) = done {
-        let _ = writer.abort().await;
         return Err(RemoteError::Store {
             doing: "uploading",
             url: target.display().to_string(),
