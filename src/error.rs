@@ -56,6 +56,9 @@ pub fn exit_code(err: &(dyn std::error::Error + 'static)) -> Exit {
                 .downcast_ref::<crate::pipeline::Error>()
                 .is_some_and(crate::pipeline::Error::is_usage)
             || cause
+                .downcast_ref::<crate::orgs::Error>()
+                .is_some_and(crate::orgs::Error::is_usage)
+            || cause
                 .downcast_ref::<crate::export::compliance::Error>()
                 .is_some_and(|e| matches!(e, crate::export::compliance::Error::Usage(_)))
             || cause
@@ -113,6 +116,7 @@ mod tests {
         let auth = crate::api::Error::InvalidClient {
             url: "u".into(),
             detail: "http 401".into(),
+            check: crate::config::DEFAULT_CREDENTIALS.into(),
         };
         assert_eq!(
             exit_code(anyhow::Error::new(auth).context("sync").as_ref()),

@@ -14,6 +14,7 @@ pub mod config;
 pub mod doctor;
 pub mod error;
 pub mod export;
+pub mod orgs;
 pub mod pipeline;
 pub mod push;
 pub mod query;

@@ -12,6 +12,7 @@ use chrono::Utc;
 use crate::api::{AUTO_CEILING, Client, ClientOptions, Concurrency};
 use crate::config::{Config, ConfigError};
 use crate::error::UsageError;
+use crate::export::remote::{self, RemoteError, Target};
 use crate::export::{self, ExportError, Report};
 use crate::store::{Deletes, StoreError, Warehouse};
 use crate::streams::{self, Outcome, Progress};
@@ -31,6 +32,9 @@ pub struct SyncOptions {
     /// A person checked: record the deletions the guard would refuse (see
     /// [`crate::store::Deletes`]).
     pub accept_deletes: bool,
+    /// Requests in flight shared with the other organisations of the run, if any
+    /// ([`ClientOptions::budget`]).
+    pub budget: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Default for SyncOptions {
@@ -41,6 +45,7 @@ impl Default for SyncOptions {
             concurrency: Concurrency::Fixed(ClientOptions::default().concurrency),
             accept_organisation: false,
             accept_deletes: false,
+            budget: None,
         }
     }
 }
@@ -85,6 +90,22 @@ pub enum Error {
     },
     #[error("closing the warehouse")]
     Close(#[source] Box<StoreError>),
+    /// The task running a sync ended abnormally (a panic), with its message.
+    #[error("the sync stopped unexpectedly: {0}")]
+    Task(String),
+    #[error("opening `export.to`")]
+    Target(#[source] Box<RemoteError>),
+    #[error(
+        "the sync succeeded and its snapshot was published in `{}`, but publishing it to `{url}` \
+         (`export.to`) failed; the next sync (or `pluvo-warehouse export`) publishes it again",
+        dir.display()
+    )]
+    Remote {
+        dir: PathBuf,
+        url: String,
+        #[source]
+        source: Box<RemoteError>,
+    },
 }
 
 impl Error {
@@ -117,6 +138,8 @@ pub async fn sync(
     progress: Arc<dyn Progress>,
 ) -> Result<Outcome, Error> {
     streams::select(&options.streams).map_err(|e| UsageError::new(e.to_string()))?;
+    // Before any request: a typo in the URL costs nothing.
+    let target = export_target(config)?;
     let client = Client::new(
         &config.api(crate::config::Access::Read)?,
         ClientOptions {
@@ -125,6 +148,7 @@ pub async fn sync(
                 Concurrency::Auto => AUTO_CEILING,
             },
             adaptive_concurrency: options.concurrency == Concurrency::Auto,
+            budget: options.budget.clone(),
             ..ClientOptions::default()
         },
     )
@@ -175,7 +199,44 @@ pub async fn sync(
     outcome.publish_seconds = Some(report.seconds);
     tracing::info!(dir = %report.dir.display(), seconds = report.seconds, "Snapshot published.");
     warehouse.close().map_err(|e| Error::Close(Box::new(e)))?;
+    if let Some(target) = &target {
+        outcome.published = Some(publish_remote(target, &report).await?);
+    }
     Ok(outcome)
+}
+
+/// The object storage of `export.to` (`PLUVO_EXPORT_TO`), opened with the credentials of the
+/// environment; a URL the tool cannot write to is a configuration error naming the setting.
+pub fn export_target(config: &Config) -> Result<Option<Target>, Error> {
+    let Some((url, origin)) = &config.export_to else {
+        return Ok(None);
+    };
+    match Target::open(url) {
+        Ok(target) => Ok(Some(target)),
+        Err(e @ RemoteError::Unsupported { .. }) => Err(Error::Config(ConfigError::Invalid {
+            key: "export.to",
+            origin: origin.clone(),
+            problem: e.to_string(),
+        })),
+        Err(e) => Err(Error::Target(Box::new(e))),
+    }
+}
+
+/// Upload the published local snapshot `report` to `target` and make it current there.
+pub async fn publish_remote(target: &Target, report: &Report) -> Result<remote::Published, Error> {
+    remote::publish(
+        target,
+        &report.dir,
+        &report.manifest,
+        remote::GRACE,
+        Utc::now(),
+    )
+    .await
+    .map_err(|source| Error::Remote {
+        dir: report.dir.clone(),
+        url: target.display().to_string(),
+        source: Box::new(source),
+    })
 }
 
 /// The end of a successful sync: install the analyst views, then publish the snapshot that

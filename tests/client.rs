@@ -35,6 +35,7 @@ fn config(base: &str, client_id: &str, secret: &str, http: HttpSettings) -> ApiC
         client_secret: Secret::new(secret),
         scope: DEFAULT_SCOPE.into(),
         http,
+        credentials: pluvo_warehouse::config::DEFAULT_CREDENTIALS.into(),
     }
 }
 

@@ -165,6 +165,20 @@ const RULES: &[(&str, How)] = &[
             "issue_21_export_to_s3_reads_back_every_table_and_a_killed_upload_changes_nothing",
         ),
     ),
+    // Several organisations: two simulators, their secrets and a moto server, started by
+    // the test that runs them.
+    (
+        "pluvo-warehouse sync --all-orgs",
+        How::Elsewhere(
+            "issue_21_two_organisations_sync_side_by_side_and_one_failing_does_not_stop_the_other",
+        ),
+    ),
+    (
+        "pluvo-warehouse sync --org",
+        How::Elsewhere(
+            "issue_21_two_organisations_sync_side_by_side_and_one_failing_does_not_stop_the_other",
+        ),
+    ),
     (
         "pluvo-warehouse export --to gs://",
         How::NotRun(
@@ -518,6 +532,19 @@ fn the_configuration_page_shows_a_loadable_file_and_every_variable() {
     })
     .unwrap_or_else(|e| panic!("the settings file in docs/configuration.md: {e}"));
     assert_eq!(config.db, dir.path().join("pluvo.duckdb"), "{config:?}");
+    // The other files shown (several organisations) load too.
+    for block in page.split("```toml\n").skip(2) {
+        let toml = block.split("```").next().unwrap();
+        std::fs::write(dir.path().join("pluvo-warehouse.toml"), toml).unwrap();
+        let config = pluvo_warehouse::config::Config::load_with(&flags, |_| None)
+            .unwrap_or_else(|e| panic!("a settings file in docs/configuration.md: {e}\n{toml}"));
+        for org in config.org_names() {
+            assert!(
+                config.org(&org).is_err(),
+                "secrets come from the environment"
+            );
+        }
+    }
 
     let listed: BTreeSet<&str> = page
         .lines()

@@ -99,6 +99,8 @@ pub(crate) struct TokenCache {
     client_id: String,
     secret: Secret,
     scope: String,
+    /// What to check when the client is refused ([`ApiConfig::credentials`]).
+    credentials: String,
     renew_margin: Duration,
     state: tokio::sync::Mutex<State>,
 }
@@ -125,6 +127,7 @@ impl TokenCache {
             client_id: config.client_id.clone(),
             secret: config.client_secret.clone(),
             scope: config.scope.clone(),
+            credentials: config.credentials.clone(),
             renew_margin,
             state: tokio::sync::Mutex::new(State {
                 token: None,
@@ -395,6 +398,7 @@ impl TokenCache {
             Error::InvalidClient {
                 url: self.url_text.clone(),
                 detail,
+                check: self.credentials.clone(),
             }
         } else {
             // A 404 here almost always means a base URL with a path Pluvo does not have.
@@ -415,9 +419,10 @@ impl Error {
     /// fetch or a re-auth can produce are copied exactly; others become [`Error::Token`].
     pub(crate) fn clone_for_waiters(&self) -> Error {
         match self {
-            Error::InvalidClient { url, detail } => Error::InvalidClient {
+            Error::InvalidClient { url, detail, check } => Error::InvalidClient {
                 url: url.clone(),
                 detail: detail.clone(),
+                check: check.clone(),
             },
             Error::CredentialsRejected {
                 op,

@@ -46,6 +46,10 @@ pub struct ClientOptions {
     pub renew_margin: Duration,
     /// Slow down on 429 (AIMD). Off only to measure the server's raw behaviour.
     pub adaptive_rate: bool,
+    /// Requests in flight shared with other clients of the same run (`sync --all-orgs`):
+    /// each request also holds one of these permits, so that several organisations synced
+    /// at once stay within one overall budget instead of one budget each.
+    pub budget: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
 impl Default for ClientOptions {
@@ -58,6 +62,7 @@ impl Default for ClientOptions {
             retry_cap: Duration::from_secs(30),
             renew_margin: Duration::from_secs(60),
             adaptive_rate: true,
+            budget: None,
         }
     }
 }
@@ -504,6 +509,10 @@ impl Client {
         );
         async move {
             let _permit = inner.limit.acquire().await;
+            let _budget = match &inner.options.budget {
+                Some(budget) => Some(budget.acquire().await.expect("the budget is never closed")),
+                None => None,
+            };
             let epoch = self.wait_for_slot().await;
             let token = inner
                 .auth

@@ -47,10 +47,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     #[error("cannot build the http client: {reason}")]
     Build { reason: String },
-    #[error(
-        "token request to `{url}` refused: invalid client ({detail}); check PLUVO_CLIENT_ID and PLUVO_CLIENT_SECRET"
-    )]
-    InvalidClient { url: String, detail: String },
+    #[error("token request to `{url}` refused: invalid client ({detail}); check {check}")]
+    InvalidClient {
+        url: String,
+        detail: String,
+        /// The settings that hold the client id and secret.
+        check: String,
+    },
     #[error("token request to `{url}` failed: {reason}")]
     Token { url: String, reason: String },
     #[error(

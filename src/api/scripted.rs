@@ -100,6 +100,7 @@ fn client_at(base: &str, secret: &str, max_attempts: u32) -> Client {
         client_id: "id".into(),
         client_secret: Secret::new(secret),
         scope: "users.read".into(),
+        credentials: crate::config::DEFAULT_CREDENTIALS.into(),
         http: HttpSettings {
             max_attempts,
             ..HttpSettings::default()

@@ -36,6 +36,7 @@ pub struct ExportArgs {
     pub format: Format,
     /// Also publish the snapshot to object storage: s3://bucket/prefix, gs://bucket/prefix,
     /// az://container/prefix or file:///folder (credentials from the environment)
+    /// [default: `export.to` of the configuration, if set]
     #[arg(long, value_name = "URL")]
     pub to: Option<String>,
     /// A table's next Parquet file starts once one passes this many MB (engines like 100-1000)
@@ -62,13 +63,12 @@ pub async fn run(config: &Config, args: &ExportArgs) -> Result<Exit> {
     if args.max_file_mb == 0 {
         return Err(UsageError::new("`--max-file-mb` must be at least 1").into());
     }
-    // The URL is checked before any work, so that a typo costs nothing.
-    let target = args
-        .to
-        .as_deref()
-        .map(remote::Target::open)
-        .transpose()
-        .map_err(remote_usage)?;
+    // The URL is checked before any work, so that a typo costs nothing. Without `--to`,
+    // `export.to` of the configuration, as `sync` publishes.
+    let target = match args.to.as_deref() {
+        Some(url) => Some(remote::Target::open(url).map_err(remote_usage)?),
+        None => crate::pipeline::export_target(config)?,
+    };
     let warehouse = Warehouse::open_read_only(&config.db).with_context(|| {
         format!(
             "opening the warehouse `{}` (a running sync publishes its own snapshot when it ends)",

@@ -108,6 +108,11 @@ pub fn template(url: Option<&str>, client_id: Option<&str>) -> String {
         let default = default_of(key);
         let default_note = match (key, &default) {
             ("warehouse.export_dir", _) => "default: `<db name>-export` beside the database".into(),
+            ("export.to", _) => {
+                "no default: the snapshot is published locally only; credentials from the \
+                 environment (AWS_*, GOOGLE_*, AZURE_*)"
+                    .into()
+            }
             (_, Some(d)) => format!("default: {d}"),
             (_, None) => "no default; required by sync, push and doctor".into(),
         };
@@ -120,6 +125,7 @@ pub fn template(url: Option<&str>, client_id: Option<&str>) -> String {
                 let example = match key {
                     "pluvo.url" => quoted("https://acme.pluvo.com"),
                     "pluvo.client_id" => quoted("your-client-id"),
+                    "export.to" => quoted("s3://my-bucket/pluvo"),
                     _ => quoted("pluvo-export"),
                 };
                 let _ = writeln!(w, "# {name} = {example}");
@@ -129,10 +135,10 @@ pub fn template(url: Option<&str>, client_id: Option<&str>) -> String {
     out
 }
 
-/// The documented keys, `[pluvo]` first, then `[warehouse]` and `[http]`.
+/// The documented keys, `[pluvo]` first, then `[warehouse]`, `[export]` and `[http]`.
 fn keys_in_order() -> Vec<(&'static str, &'static str)> {
     let keys = config::documented_keys();
-    ["pluvo.", "warehouse.", "http."]
+    ["pluvo.", "warehouse.", "export.", "http."]
         .iter()
         .flat_map(|table| {
             keys.iter()

@@ -1,13 +1,13 @@
 //! `sync`: parse the options, run [`crate::pipeline::sync`] with progress bars, print the run
 //! summary (table or JSON). A failed stream still prints the summary, then the error.
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 use clap::Args;
 
 use super::output::{Format, Table};
 use super::progress::Bars;
 use crate::api::Concurrency;
-use crate::error::Exit;
+use crate::error::{Exit, UsageError};
 use crate::pipeline::{self, SyncOptions};
 use crate::streams;
 
@@ -34,6 +34,18 @@ pub struct SyncArgs {
     /// table, or a table the API returned empty), once you have checked they are real
     #[arg(long)]
     pub accept_deletes: bool,
+    /// Sync these organisations of `[orgs]` (comma-separated), each into its own warehouse,
+    /// then publish all organisations side by side
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "NAME",
+        conflicts_with = "all_orgs"
+    )]
+    pub org: Vec<String>,
+    /// Sync every organisation of `[orgs]` at once, within one `--concurrency` budget
+    #[arg(long)]
+    pub all_orgs: bool,
 }
 
 impl SyncArgs {
@@ -44,12 +56,25 @@ impl SyncArgs {
             concurrency: self.concurrency,
             accept_organisation: self.accept_organisation,
             accept_deletes: self.accept_deletes,
+            budget: None,
         }
     }
 }
 
 /// `sync`: run the pipeline and print its summary.
 pub async fn run(config: &crate::config::Config, args: &SyncArgs, quiet: bool) -> Result<Exit> {
+    if args.all_orgs || !args.org.is_empty() {
+        return run_orgs(config, args).await;
+    }
+    if !config.orgs.is_empty() && !config.has_url() {
+        return Err(UsageError::new(format!(
+            "`{}` names organisations ({}) and no `pluvo.url`: sync them with \
+             `sync --all-orgs` or `sync --org NAME`",
+            config.file.display(),
+            config.org_names().join(", ")
+        ))
+        .into());
+    }
     let outcome = pipeline::sync(config, &args.options(), Bars::new(quiet)).await;
     match outcome {
         Ok(outcome) => {
@@ -105,7 +130,116 @@ pub fn print_sync(outcome: &streams::Outcome, format: Format) -> Result<()> {
                 "run {}: {} requests, {} retries, {:.1}s",
                 outcome.run_id, outcome.requests, outcome.retries, outcome.seconds
             );
+            if let Some(published) = &outcome.published {
+                super::export::print_published(published);
+            }
         }
+    }
+    Ok(())
+}
+
+/// `sync --org NAME` / `sync --all-orgs`: the organisations at once, one line each, then
+/// the combined snapshot. Exit 1 when any organisation (or the publish) failed.
+async fn run_orgs(config: &crate::config::Config, args: &SyncArgs) -> Result<Exit> {
+    if config.orgs.is_empty() {
+        return Err(UsageError::new(format!(
+            "`{}` names no organisations; add `[orgs.NAME]` tables (docs/configuration.md, \
+             \"Several organisations\") or sync without --org/--all-orgs",
+            config.file.display()
+        ))
+        .into());
+    }
+    let outcome = crate::orgs::sync(config, &args.org, &args.options()).await?;
+    print_orgs(&outcome, args.format)?;
+    let failed = outcome.failed();
+    if !failed.is_empty() {
+        let errors: Vec<String> = outcome
+            .orgs
+            .iter()
+            .filter_map(|o| o.error.as_ref().map(|e| format!("`{}`: {e}", o.org)))
+            .collect();
+        return Err(anyhow!(
+            "{} of {} organisations failed ({}); the others were synced and published. {}",
+            failed.len(),
+            outcome.orgs.len(),
+            failed.join(", "),
+            errors.join("; ")
+        ));
+    }
+    if let Some(error) = &outcome.publish_error {
+        return Err(anyhow!(
+            "every organisation was synced, but publishing them side by side failed: {error}"
+        ));
+    }
+    Ok(Exit::Ok)
+}
+
+/// One row per organisation, then the combined snapshot and its upload.
+fn print_orgs(outcome: &crate::orgs::OrgsOutcome, format: Format) -> Result<()> {
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(outcome)?);
+        return Ok(());
+    }
+    let mut table = Table::new(&[
+        "org",
+        "status",
+        ">new",
+        ">changed",
+        ">deleted",
+        ">requests",
+        ">seconds",
+        "warehouse",
+    ]);
+    for o in &outcome.orgs {
+        let sum = |f: fn(&streams::StreamOutcome) -> u64| {
+            o.outcome
+                .as_ref()
+                .map_or(0, |out| out.streams.iter().map(f).sum::<u64>())
+        };
+        table.row([
+            o.org.clone(),
+            if o.ok { "ok" } else { "FAILED" }.to_string(),
+            sum(|s| s.new).to_string(),
+            sum(|s| s.changed).to_string(),
+            sum(|s| s.deleted).to_string(),
+            o.outcome.as_ref().map_or(0, |out| out.requests).to_string(),
+            format!("{:.1}", o.seconds),
+            o.db.display().to_string(),
+        ]);
+    }
+    print!("{table}");
+    for o in &outcome.orgs {
+        if let Some(error) = &o.error {
+            println!("{}: {error}", o.org);
+        }
+    }
+    if let Some(dataset) = &outcome.dataset {
+        let parts: Vec<String> = dataset
+            .report
+            .manifest
+            .orgs
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} (run {})",
+                    p.org,
+                    p.run_id.map_or("none".to_string(), |r| r.to_string())
+                )
+            })
+            .collect();
+        let missing = if dataset.missing.is_empty() {
+            String::new()
+        } else {
+            format!("; not yet synced: {}", dataset.missing.join(", "))
+        };
+        println!(
+            "published side by side (partition `org`): {} — {}{missing}",
+            dataset.report.dir.display(),
+            parts.join(", ")
+        );
+    }
+    if let Some(published) = &outcome.published {
+        super::export::print_published(published);
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The configuration file as written: TOML into `Raw*` structs, every field optional and
 //! unknown keys rejected, before any value is checked.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -19,6 +20,34 @@ pub struct RawConfig {
     pub http: RawHttp,
     #[serde(default)]
     pub push: RawPush,
+    #[serde(default)]
+    pub export: RawExport,
+    /// Named organisations (`[orgs.acme]`), synced by `sync --org` / `sync --all-orgs`.
+    #[serde(default)]
+    pub orgs: BTreeMap<String, RawOrg>,
+}
+
+/// Where every sync also publishes its snapshot.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExport {
+    /// Object storage URL (`s3://bucket/prefix`, `gs://`, `az://`, `file://`).
+    pub to: Option<String>,
+}
+
+/// One named organisation: its API client and its own warehouse file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOrg {
+    pub url: Option<String>,
+    pub client_id: Option<String>,
+    /// The environment variable holding this organisation's client secret.
+    pub secret_env: Option<String>,
+    pub scope: Option<String>,
+    pub db: Option<PathBuf>,
+    pub export_dir: Option<PathBuf>,
+    /// Only present so that a secret in the file gets a helpful error instead of "unknown key".
+    pub client_secret: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

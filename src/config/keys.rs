@@ -43,6 +43,11 @@ pub const PLUVO_DB: EnvVar = EnvVar {
     key: Some("warehouse.db"),
     doc: "DuckDB warehouse file (flag --db)",
 };
+pub const PLUVO_EXPORT_TO: EnvVar = EnvVar {
+    name: "PLUVO_EXPORT_TO",
+    key: Some("export.to"),
+    doc: "Object storage URL every sync also publishes its snapshot to, e.g. s3://bucket/prefix",
+};
 pub const PLUVO_CONFIG: EnvVar = EnvVar {
     name: "PLUVO_CONFIG",
     key: None,
@@ -58,6 +63,7 @@ pub const ENV_VARS: &[EnvVar] = &[
     PLUVO_SCOPE,
     PLUVO_WEBHOOK_KEY,
     PLUVO_DB,
+    PLUVO_EXPORT_TO,
     PLUVO_CONFIG,
 ];
 
@@ -104,6 +110,7 @@ pub fn documented_keys() -> BTreeMap<&'static str, &'static str> {
         ("pluvo.client_id", PLUVO_CLIENT_ID.doc),
         ("pluvo.scope", PLUVO_SCOPE.doc),
         ("warehouse.db", PLUVO_DB.doc),
+        ("export.to", PLUVO_EXPORT_TO.doc),
         (
             "warehouse.export_dir",
             "Folder the Parquet export is written to",

@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use file::read_file;
-pub use file::{RawConfig, RawHttp, RawPluvo, RawPush, RawWarehouse};
+pub use file::{RawConfig, RawExport, RawHttp, RawOrg, RawPluvo, RawPush, RawWarehouse};
 pub use keys::*;
-pub use validate::{ApiConfig, HttpSettings, parse_base_url, redact_url};
+pub use validate::{ApiConfig, DEFAULT_CREDENTIALS, HttpSettings, parse_base_url, redact_url};
 use validate::{parse_memory_limit, resolve_http};
 
 /// A secret string: `Debug` and `Display` print `***`; read it with [`Secret::expose`].
@@ -104,6 +104,29 @@ pub enum ConfigError {
         path: PathBuf,
         env: &'static str,
     },
+    #[error("`orgs.{org}.{key}` in `{}` {problem}", path.display())]
+    Org {
+        org: String,
+        key: &'static str,
+        path: PathBuf,
+        problem: String,
+    },
+    #[error(
+        "the client secret of organisation `{org}` is not set; export {env} (named by \
+         `orgs.{org}.secret_env`; secrets are read only from the environment)"
+    )]
+    OrgSecretMissing { org: String, env: String },
+    #[error("no organisation `{name}` in `{}`; its organisations are: {known}", path.display())]
+    UnknownOrg {
+        name: String,
+        path: PathBuf,
+        known: String,
+    },
+    #[error(
+        "{origin} names one warehouse or organisation, but the organisations of `[orgs]` each \
+         have their own (`orgs.NAME.url`, `orgs.NAME.db`); drop it"
+    )]
+    OrgOverride { origin: Source },
 }
 
 /// Values given on the command line; they win over everything else.
@@ -134,6 +157,13 @@ pub struct Config {
     /// `warehouse.export_group_readable`: export folders 0750 and files 0640 (a BI service
     /// account in the group reads them) instead of 0700 and 0600.
     pub export_group_readable: bool,
+    /// `export.to`: object storage every sync also publishes its snapshot to.
+    pub export_to: Option<(String, Source)>,
+    /// The named organisations of `[orgs]`, by name (empty: the single `[pluvo]` one).
+    pub orgs: Vec<Org>,
+    db_origin: Source,
+    /// What to check when the client is refused ([`ApiConfig::credentials`]).
+    credentials: String,
     url: Option<(String, Source)>,
     client_id: Option<(String, Source)>,
     client_secret: Option<Secret>,
@@ -153,7 +183,8 @@ impl Config {
         flags: &Flags,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let env = |var: EnvVar| env(var.name).filter(|v| !v.trim().is_empty());
+        let read = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        let env = |var: EnvVar| read(var.name);
         let (file, explicit) = match (&flags.config, env(PLUVO_CONFIG)) {
             (Some(path), _) => (path.clone(), true),
             (None, Some(path)) => (PathBuf::from(path), true),
@@ -190,16 +221,16 @@ impl Config {
             Some(dir) if path.is_relative() => dir.join(path),
             _ => path.to_path_buf(),
         };
-        let db = pick(
+        let (db, db_origin) = pick(
             flags.db.as_ref().map(|p| (p.display().to_string(), "--db")),
             PLUVO_DB,
             raw.warehouse.db.as_ref().map(|p| p.display().to_string()),
         )
         .map(|(v, source)| match source {
-            Source::File(_) => beside_file(Path::new(&v)),
-            _ => PathBuf::from(v),
+            Source::File(_) => (beside_file(Path::new(&v)), source),
+            _ => (PathBuf::from(v), source),
         })
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DB_FILE));
+        .unwrap_or_else(|| (PathBuf::from(DEFAULT_DB_FILE), Source::Default));
         let export_dir = raw
             .warehouse
             .export_dir
@@ -215,6 +246,27 @@ impl Config {
         let client_id = pick(None, PLUVO_CLIENT_ID, raw.pluvo.client_id);
         let scope = pick(None, PLUVO_SCOPE, raw.pluvo.scope)
             .unwrap_or_else(|| (DEFAULT_SCOPE.to_string(), Source::Default));
+
+        let export_to = pick(None, PLUVO_EXPORT_TO, raw.export.to);
+        let orgs = raw
+            .orgs
+            .into_iter()
+            .map(|(name, org)| Org::resolve(name, org, &file, &beside_file, &read))
+            .collect::<Result<Vec<Org>, ConfigError>>()?;
+        for (i, org) in orgs.iter().enumerate() {
+            if let Some(other) = orgs[..i].iter().find(|o| o.db == org.db) {
+                return Err(ConfigError::Org {
+                    org: org.name.clone(),
+                    key: "db",
+                    path: file.clone(),
+                    problem: format!(
+                        "is `{}`, the warehouse of organisation `{}` too; give each its own file",
+                        org.db.display(),
+                        other.name
+                    ),
+                });
+            }
+        }
 
         let http = resolve_http(&raw.http, &from_file)?;
         let memory_limit = match raw.warehouse.memory_limit {
@@ -264,6 +316,10 @@ impl Config {
             settle_after,
             external_access: raw.warehouse.external_access.unwrap_or(true),
             export_group_readable: raw.warehouse.export_group_readable.unwrap_or(false),
+            export_to,
+            orgs,
+            db_origin,
+            credentials: DEFAULT_CREDENTIALS.to_string(),
             url,
             client_id,
             client_secret: env(PLUVO_CLIENT_SECRET).map(Secret),
@@ -332,12 +388,196 @@ impl Config {
             client_secret,
             scope: scope.split_whitespace().collect::<Vec<_>>().join(" "),
             http: self.http.clone(),
+            credentials: self.credentials.clone(),
         })
+    }
+
+    /// The configuration of the organisation `name` of `[orgs]`: its URL, client, secret,
+    /// warehouse and export folder in place of the `[pluvo]`/`[warehouse]` ones; everything
+    /// else shared. It publishes to no object storage of its own (`sync --all-orgs` publishes
+    /// the organisations' snapshots together). An error names the organisation.
+    pub fn org(&self, name: &str) -> Result<Config, ConfigError> {
+        let org =
+            self.orgs
+                .iter()
+                .find(|o| o.name == name)
+                .ok_or_else(|| ConfigError::UnknownOrg {
+                    name: name.to_string(),
+                    path: self.file.clone(),
+                    known: self.org_names().join(", "),
+                })?;
+        self.check_org_overrides()?;
+        let client_secret =
+            org.client_secret
+                .clone()
+                .ok_or_else(|| ConfigError::OrgSecretMissing {
+                    org: org.name.clone(),
+                    env: org.secret_env.clone(),
+                })?;
+        Ok(Config {
+            db: org.db.clone(),
+            export_dir: org.export_dir.clone(),
+            db_origin: Source::File(self.file.clone()),
+            export_to: None,
+            orgs: Vec::new(),
+            url: Some(org.url.clone()),
+            client_id: Some(org.client_id.clone()),
+            client_secret: Some(client_secret),
+            credentials: format!(
+                "`orgs.{}.client_id` in `{}` and {}",
+                org.name,
+                self.file.display(),
+                org.secret_env
+            ),
+            scope: org.scope.clone().unwrap_or_else(|| self.scope.clone()),
+            ..self.clone()
+        })
+    }
+
+    /// `--db`, `--url`, `PLUVO_DB` and `PLUVO_URL` name one warehouse or organisation: an
+    /// error with `[orgs]`, whose organisations each have their own (rather than ignored).
+    pub fn check_org_overrides(&self) -> Result<(), ConfigError> {
+        for origin in [
+            Some(&self.db_origin),
+            self.url.as_ref().map(|(_, source)| source),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if matches!(origin, Source::Flag(_) | Source::Env(_)) {
+                return Err(ConfigError::OrgOverride {
+                    origin: origin.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The names of `[orgs]`, sorted.
+    pub fn org_names(&self) -> Vec<String> {
+        self.orgs.iter().map(|o| o.name.clone()).collect()
+    }
+
+    /// Whether `[pluvo].url` (or `--url`, `PLUVO_URL`) is set: a configuration of only
+    /// `[orgs]` has none.
+    pub fn has_url(&self) -> bool {
+        self.url.is_some()
     }
 
     /// The webhook signing key, if configured.
     pub fn webhook_key(&self) -> Option<&Secret> {
         self.webhook_key.as_ref()
+    }
+}
+
+/// One organisation of `[orgs.NAME]`, checked: its name is a safe folder and Hive partition
+/// value (`org=NAME`), its URL, client id and secret variable are set.
+#[derive(Debug, Clone)]
+pub struct Org {
+    pub name: String,
+    /// Its warehouse file (`orgs.NAME.db`, default `NAME.duckdb` beside the file).
+    pub db: PathBuf,
+    /// Its export folder (`orgs.NAME.export_dir`, default `<db name>-export`).
+    pub export_dir: PathBuf,
+    url: (String, Source),
+    client_id: (String, Source),
+    secret_env: String,
+    client_secret: Option<Secret>,
+    scope: Option<(String, Source)>,
+}
+
+impl Org {
+    fn resolve(
+        name: String,
+        raw: RawOrg,
+        file: &Path,
+        beside_file: &dyn Fn(&Path) -> PathBuf,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Org, ConfigError> {
+        let err = |key: &'static str, problem: String| ConfigError::Org {
+            org: name.clone(),
+            key,
+            path: file.to_path_buf(),
+            problem,
+        };
+        // The name becomes a folder and a Hive partition value that engines type from its
+        // text: lower-case, starting with a letter, so that it is read as a string everywhere.
+        let safe = name.len() <= 64
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !safe {
+            return Err(ConfigError::Org {
+                org: name.clone(),
+                key: "name",
+                path: file.to_path_buf(),
+                problem: "is not a usable organisation name: use lower-case letters, digits, `_` \
+                          and `-`, starting with a letter (at most 64), like `acme`"
+                    .into(),
+            });
+        }
+        if raw.client_secret.is_some() {
+            return Err(err(
+                "client_secret",
+                "must not be in the file: secrets are read only from the environment; remove \
+                 it and name the variable that holds it with `secret_env`"
+                    .into(),
+            ));
+        }
+        let from_file = Source::File(file.to_path_buf());
+        let url = raw
+            .url
+            .ok_or_else(|| err("url", "is not set; every organisation needs its URL".into()))?;
+        parse_base_url(&url).map_err(|problem| err("url", format!("is invalid: {problem}")))?;
+        let client_id = raw.client_id.ok_or_else(|| {
+            err(
+                "client_id",
+                "is not set; every organisation needs its client id".into(),
+            )
+        })?;
+        let secret_env = raw.secret_env.ok_or_else(|| {
+            err(
+                "secret_env",
+                "is not set; name the environment variable holding this organisation's client \
+                 secret, like `secret_env = \"ACME_PLUVO_SECRET\"`"
+                    .into(),
+            )
+        })?;
+        let valid_var = !secret_env.is_empty()
+            && !secret_env.starts_with(|c: char| c.is_ascii_digit())
+            && secret_env
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !valid_var {
+            return Err(err(
+                "secret_env",
+                format!(
+                    "`{secret_env}` is not an environment variable name; use upper-case letters, \
+                     digits and `_`, like `ACME_PLUVO_SECRET`"
+                ),
+            ));
+        }
+        let client_secret = env(&secret_env).map(Secret);
+        let db = beside_file(
+            &raw.db
+                .unwrap_or_else(|| PathBuf::from(format!("{name}.duckdb"))),
+        );
+        let export_dir = raw
+            .export_dir
+            .as_deref()
+            .map(beside_file)
+            .unwrap_or_else(|| default_export_dir(&db));
+        Ok(Org {
+            url: (url, from_file.clone()),
+            client_id: (client_id, from_file.clone()),
+            scope: raw.scope.map(|s| (s, from_file)),
+            secret_env,
+            client_secret,
+            db,
+            export_dir,
+            name,
+        })
     }
 }
 

@@ -263,3 +263,146 @@ fn issue_17_reading_commands_request_no_write_scope() {
         .unwrap_err();
     assert!(err.to_string().contains("only write scopes"), "{err}");
 }
+
+/// Issue 21: named organisations, each with its URL, client, secret variable and warehouse
+/// (relative to the file); the secret comes from the variable it names.
+#[test]
+fn organisations_resolve_with_their_own_secret_and_warehouse() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pluvo-warehouse.toml");
+    std::fs::write(
+        &file,
+        "[pluvo]\nscope = \"users.read\"\n\n\
+         [orgs.acme]\nurl = \"https://acme.pluvo.com\"\nclient_id = \"a\"\n\
+         secret_env = \"ACME_SECRET\"\ndb = \"data/acme.duckdb\"\n\n\
+         [orgs.globex]\nurl = \"https://globex.pluvo.com\"\nclient_id = \"g\"\n\
+         secret_env = \"GLOBEX_SECRET\"\n",
+    )
+    .unwrap();
+    let flags = Flags {
+        config: Some(file.clone()),
+        ..Flags::default()
+    };
+    let env = |k: &str| (k == "ACME_SECRET").then(|| "s3cret".to_string());
+    let config = Config::load_with(&flags, env).unwrap();
+    assert_eq!(config.org_names(), ["acme", "globex"]);
+    assert!(!config.has_url());
+    let acme = config.org("acme").unwrap();
+    assert_eq!(acme.db, dir.path().join("data/acme.duckdb"));
+    assert_eq!(acme.export_dir, dir.path().join("data/acme-export"));
+    let api = acme.api(Access::Read).unwrap();
+    assert_eq!(api.base_url.as_str(), "https://acme.pluvo.com/");
+    assert_eq!(
+        (api.client_id.as_str(), api.client_secret.expose()),
+        ("a", "s3cret")
+    );
+    assert_eq!(api.scope, "users.read", "the shared scope");
+    assert!(acme.orgs.is_empty() && acme.export_to.is_none());
+    assert_eq!(
+        config.org("globex").unwrap_err().to_string(),
+        "the client secret of organisation `globex` is not set; export GLOBEX_SECRET (named by \
+         `orgs.globex.secret_env`; secrets are read only from the environment)"
+    );
+    let globex = Config::load_with(&flags, |k| {
+        k.ends_with("_SECRET").then(|| format!("{k}-value"))
+    })
+    .unwrap();
+    assert_eq!(
+        globex.org("globex").unwrap().db,
+        dir.path().join("globex.duckdb")
+    );
+    let err = config.org("initech").unwrap_err().to_string();
+    assert!(
+        err.contains("`initech`") && err.contains("acme, globex"),
+        "{err}"
+    );
+    // `--db` names one warehouse: refused with organisations, not silently ignored.
+    let flagged = Config::load_with(
+        &Flags {
+            db: Some("x.duckdb".into()),
+            ..flags.clone()
+        },
+        env,
+    )
+    .unwrap();
+    let err = flagged.org("acme").unwrap_err().to_string();
+    assert!(err.contains("flag `--db`"), "{err}");
+}
+
+#[test]
+fn organisation_mistakes_name_the_key_and_never_echo_a_secret() {
+    let org = |body: &str| {
+        load(Some(&format!("[orgs.acme]\n{body}")), &[], Flags::default())
+            .unwrap_err()
+            .to_string()
+    };
+    let full = "url = \"https://a.pluvo.com\"\nclient_id = \"a\"\nsecret_env = \"A_SECRET\"\n";
+    let err = org("client_id = \"a\"\nsecret_env = \"A_SECRET\"\n");
+    assert!(
+        err.contains("`orgs.acme.url`") && err.contains("not set"),
+        "{err}"
+    );
+    let err = org("url = \"https://a.pluvo.com\"\nclient_id = \"a\"\n");
+    assert!(err.contains("`orgs.acme.secret_env`"), "{err}");
+    let err = org(&format!("{full}client_secret = \"hunter2\"\n"));
+    assert!(
+        err.contains("`orgs.acme.client_secret`") && !err.contains("hunter2"),
+        "{err}"
+    );
+    let err = org("url = \"https://a.pluvo.com\"\nclient_id = \"a\"\nsecret_env = \"a secret\"\n");
+    assert!(err.contains("not an environment variable name"), "{err}");
+    let err = org("url = \"acme\"\nclient_id = \"a\"\nsecret_env = \"A\"\n");
+    assert!(
+        err.contains("`orgs.acme.url`") && err.contains("invalid"),
+        "{err}"
+    );
+    // The name is a folder and a partition value: no `/`, `=`, upper case or leading digit.
+    for name in ["\"a/b\"", "\"a=b\"", "Acme", "\"1acme\""] {
+        let err = load(
+            Some(&format!("[orgs.{name}]\n{full}")),
+            &[],
+            Flags::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("not a usable organisation name"),
+            "{name}: {err}"
+        );
+    }
+    let two =
+        format!("[orgs.a]\n{full}db = \"same.duckdb\"\n[orgs.b]\n{full}db = \"same.duckdb\"\n");
+    let err = load(Some(&two), &[], Flags::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`orgs.b.db`") && err.contains("organisation `a`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn export_to_comes_from_the_file_or_the_environment() {
+    let file = "[export]\nto = \"s3://bucket/from-file\"\n";
+    let cfg = load(Some(file), &[], Flags::default()).unwrap();
+    assert_eq!(cfg.export_to.unwrap().0, "s3://bucket/from-file");
+    let cfg = load(
+        Some(file),
+        &[("PLUVO_EXPORT_TO", "gs://bucket/from-env")],
+        Flags::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.export_to,
+        Some((
+            "gs://bucket/from-env".to_string(),
+            Source::Env("PLUVO_EXPORT_TO")
+        ))
+    );
+    assert!(
+        load(None, &[], Flags::default())
+            .unwrap()
+            .export_to
+            .is_none()
+    );
+}

@@ -42,7 +42,13 @@ pub struct ApiConfig {
     pub client_secret: Secret,
     pub scope: String,
     pub http: HttpSettings,
+    /// The settings to check when the token endpoint refuses the client, e.g.
+    /// `PLUVO_CLIENT_ID and PLUVO_CLIENT_SECRET` ([`DEFAULT_CREDENTIALS`]).
+    pub credentials: String,
 }
+
+/// [`ApiConfig::credentials`] of the `[pluvo]` organisation.
+pub const DEFAULT_CREDENTIALS: &str = "PLUVO_CLIENT_ID and PLUVO_CLIENT_SECRET";
 
 impl ApiConfig {
     /// `{base}/graphql/` (the trailing slash is required by Pluvo).

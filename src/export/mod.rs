@@ -28,6 +28,7 @@
 
 pub mod compliance;
 mod durable;
+pub mod orgs;
 pub mod remote;
 pub mod snapshot;
 pub mod xlsx;
@@ -225,6 +226,10 @@ pub struct Manifest {
     pub schema_version: i64,
     pub tool_version: String,
     pub tables: Vec<ManifestTable>,
+    /// A snapshot of several organisations side by side ([`orgs::combine`]): each one's
+    /// part; empty for a single warehouse's snapshot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orgs: Vec<orgs::OrgPart>,
 }
 
 /// One table of a snapshot.
@@ -431,6 +436,7 @@ pub fn export(conn: &Connection, options: &Options, now: DateTime<Utc>) -> Resul
         schema_version,
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         tables,
+        orgs: Vec::new(),
     };
     write_atomically(
         &tmp.join(MANIFEST),

@@ -58,7 +58,7 @@ pub const GRACE: Duration = Duration::from_secs(24 * 3600);
 /// 5 MiB per part and at most 10,000 parts: 80 GB per file, far above the file size cap).
 pub const PART_BYTES: usize = 8 * 1024 * 1024;
 /// Files uploaded at the same time.
-const CONCURRENCY: usize = 4;
+pub const CONCURRENCY: usize = 4;
 
 /// Errors of publishing to and reading from object storage. The target is always the
 /// redacted URL; no message holds a credential.
@@ -310,11 +310,17 @@ pub async fn publish(
         .iter()
         .map(|rel| std::fs::metadata(dir.join(rel)).map_or(0, |m| m.len()))
         .sum();
-    futures_util::stream::iter(files.iter().map(|rel| {
-        let local = dir.join(rel);
-        let object = target.path(&format!("{base}/{rel}"));
-        async move { upload(target, &local, object).await }
-    }))
+    // Owned (path, object) pairs: a closure over borrowed names would make the future of
+    // every caller (a sync with `export.to`) not `Send` (rust-lang/rust#102211).
+    let uploads: Vec<(PathBuf, ObjectPath)> = files
+        .iter()
+        .map(|rel| (dir.join(rel), target.path(&format!("{base}/{rel}"))))
+        .collect();
+    futures_util::stream::iter(
+        uploads
+            .into_iter()
+            .map(|(local, object)| async move { upload(target, &local, object).await }),
+    )
     .buffer_unordered(CONCURRENCY)
     .try_collect::<Vec<()>>()
     .await?;
@@ -384,13 +390,16 @@ async fn upload(target: &Target, local: &Path, object: ObjectPath) -> Result<()>
     };
     let mut file = tokio::fs::File::open(local).await.map_err(read)?;
     let mut writer = BufWriter::with_capacity(target.store.clone(), object.clone(), PART_BYTES);
-    let copied = tokio::io::copy(&mut file, &mut writer).await;
-    let done = match copied {
+    let done = match tokio::io::copy(&mut file, &mut writer).await {
         Ok(_) => writer.shutdown().await,
-        Err(e) => Err(e),
+        Err(e) => {
+            // Only before shutdown: `BufWriter::abort` panics once it has been shut down
+            // (a failed final PUT or completion; S3's lifecycle rule removes those parts).
+            let _ = writer.abort().await;
+            Err(e)
+        }
     };
     if let Err(e) = done {
-        let _ = writer.abort().await;
         return Err(RemoteError::Store {
             doing: "uploading",
             url: target.display().to_string(),

@@ -147,15 +147,23 @@ pub fn open_snapshot(dir: &Path, manifest: &Manifest) -> Result<Connection> {
             })?;
         known.push(export);
     }
+    // Several organisations side by side: every table has an `org` folder level first,
+    // read as text whatever the names look like.
+    let by_org = !manifest.orgs.is_empty();
     for table in known {
-        let hive = !table.partition_by.is_empty();
+        let hive = by_org || !table.partition_by.is_empty();
         let glob = if hive {
             format!("{}/**/*.parquet", table.name)
         } else {
             format!("{}/*.parquet", table.name)
         };
+        let types = if by_org {
+            format!(", hive_types = {{'{}': VARCHAR}}", super::orgs::ORG_COLUMN)
+        } else {
+            String::new()
+        };
         let read = format!(
-            "read_parquet('{glob}', hive_partitioning = {hive})",
+            "read_parquet('{glob}', hive_partitioning = {hive}{types})",
             glob = sql_path(&dir.join(glob)),
         );
         let doing = || format!("reading `{}` from the snapshot", table.name);

@@ -130,6 +130,10 @@ pub struct Counters {
     pub token_requests: u64,
     pub tokens_issued: u64,
     pub graphql_requests: u64,
+    /// GraphQL requests being answered now, and the most at once so far (a client's
+    /// concurrency limit, or several clients' shared budget, is seen here).
+    pub graphql_in_flight: u64,
+    pub graphql_peak_in_flight: u64,
     /// Executed GraphQL requests by `operationName` (`-` when none).
     pub operations: BTreeMap<String, u64>,
     /// Requests answered with an injected fault, by kind (`429`, `5xx-before`, `5xx-after`,

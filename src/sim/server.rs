@@ -210,7 +210,20 @@ fn server_error(state: &State, status: StatusCode, when: &str) -> Response {
 
 async fn graphql(AxState(app): AxState<App>, headers: HeaderMap, body: Bytes) -> Response {
     let st = &app.state;
-    st.count(|c| c.graphql_requests += 1);
+    st.count(|c| {
+        c.graphql_requests += 1;
+        c.graphql_in_flight += 1;
+        c.graphql_peak_in_flight = c.graphql_peak_in_flight.max(c.graphql_in_flight);
+    });
+    // Counted down however the answer ends (an early return, or the client hanging up).
+    struct Answering<'a>(&'a State);
+    impl Drop for Answering<'_> {
+        fn drop(&mut self) {
+            self.0
+                .count(|c| c.graphql_in_flight = c.graphql_in_flight.saturating_sub(1));
+        }
+    }
+    let _answering = Answering(st);
     let faults = st.faults();
     if !faults.latency.is_zero() {
         tokio::time::sleep(faults.latency).await;

@@ -77,6 +77,9 @@ pub struct Outcome {
     /// Seconds the published snapshot took (views + Parquet export), when one was published.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish_seconds: Option<f64>,
+    /// The upload to object storage (`export.to`), when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published: Option<crate::export::remote::Published>,
 }
 
 impl Outcome {
@@ -217,6 +220,7 @@ pub async fn run(
         retries: stats.retries - stats_before.retries,
         seconds: started.elapsed().as_secs_f64(),
         publish_seconds: None,
+        published: None,
     };
     info!(run = run.0, seconds = outcome.seconds, "Sync finished.");
     Ok((warehouse, outcome))

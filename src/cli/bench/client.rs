@@ -136,6 +136,7 @@ async fn with_client(sim: &Sim, concurrency: usize) -> Result<Scan> {
         client_secret: Secret::new(sim.client_secret()),
         scope: DEFAULT_SCOPE.into(),
         http: HttpSettings::default(),
+        credentials: crate::config::DEFAULT_CREDENTIALS.into(),
     };
     let client = Client::new(
         &config,

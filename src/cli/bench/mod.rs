@@ -8,6 +8,7 @@ pub mod push;
 pub mod report;
 pub mod sim;
 pub mod sync;
+pub mod upload;
 pub mod webhook;
 
 use std::time::Duration;
@@ -68,6 +69,19 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         users: usize,
         /// Exports timed (the median is reported)
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// Upload of a synced organisation's snapshot to object storage: MB/s, files, wall time
+    Upload {
+        /// Where to publish: s3://bucket/prefix (credentials and `AWS_ENDPOINT` from the
+        /// environment), gs://, az:// or file:///folder
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Users in the simulated organisation (about 5 portfolio items each)
+        #[arg(long, default_value_t = 100_000)]
+        users: usize,
+        /// Uploads timed (the median is reported)
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
@@ -154,6 +168,10 @@ pub async fn run(command: BenchCommand) -> Result<Exit> {
         }
         BenchCommand::Export { users, rounds } => {
             export::run(users, rounds).await?;
+            Ok(Exit::Ok)
+        }
+        BenchCommand::Upload { to, users, rounds } => {
+            upload::run(users, rounds, &to).await?;
             Ok(Exit::Ok)
         }
         BenchCommand::Report { users, rounds } => {
