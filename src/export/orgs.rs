@@ -166,6 +166,8 @@ fn link_parts(orgs: &[(String, PathBuf)], tmp: &Path) -> Result<Parts> {
                         .map(str::to_string)
                         .collect(),
                     glob: format!("{}/**/*.parquet", table.name),
+                    // Linked from each organisation's own snapshot, never written here.
+                    fingerprint: None,
                 }),
             }
         }
