@@ -2,9 +2,11 @@
 //!
 //! Inputs: Arrow batches built by the streams (`batch.rs` makes them from rows) for a table
 //! described by a [`TableSpec`] (`tables.rs`). Outputs: the tables in `sql/schema/*.sql`.
-//! One [`Warehouse`] (`duckdb/`) is the single writer of one file; each page of rows, the
-//! keys it saw and the stream's checkpoint commit in one transaction, so a killed sync resumes
-//! from its checkpoint with nothing lost and nothing doubled. Unchanged rows (same content
+//! One [`Warehouse`] (`duckdb/`) is the single writer of one file. Pages are staged and merged
+//! in groups sized to the memory cap (or every [`MERGE_AFTER`]); each merge, the keys it saw
+//! and the checkpoint covering it commit in one transaction (a merge larger than the cap
+//! commits in parts, the checkpoint with the last), so a killed sync resumes from its last
+//! merged checkpoint with nothing lost and nothing doubled. Unchanged rows (same content
 //! hash) are never written; rows missing from a complete scan are soft-deleted.
 //!
 //! Never calls HTTP and never prints; time comes from an injected [`Clock`].
@@ -16,9 +18,9 @@
 //! w.begin_stream(run, "users")?;
 //! if full_refresh { w.reset_scan("users")?; }          // else resume from:
 //! let from = w.checkpoint("users")?;                   // the stream's own JSON, or None
-//! // per 100 pages (5,000 rows: each commit scans the table's keys once):
-//! let stats = w.commit("users", run, &cursor_json, vec![(&tables::USERS, batch)])?;
-//! // after the last page:
+//! // per page: staged, merged once enough rows are staged (returns what was merged, if any)
+//! let merged = w.stage("users", run, &cursor_json, vec![(&tables::USERS, batch)])?;
+//! // after the last page (finish_scan merges what is still staged first):
 //! let deleted = w.finish_scan("users", run, ScanEnd {
 //!     complete: true, tables: vec![(&tables::USERS, Scope::All)], next_checkpoint: None })?;
 //! w.record_stream(run, "users", &StreamStats { rows, rows_deleted: deleted, .. })?;
