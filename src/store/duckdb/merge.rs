@@ -326,6 +326,9 @@ impl Warehouse {
                 }
             }
             tx.commit().map_err(Self::db("committing a page"))?;
+            // Each part written into the file before the next: until a checkpoint DuckDB
+            // holds the committed rows in memory too.
+            self.checkpoint_wal()?;
         }
         if parts.len() > 1 {
             tracing::debug!(stream, parts = parts.len(), "Merged in parts.");

@@ -83,6 +83,19 @@ const ROW_BYTES_PER_MERGE: u64 = 1_280;
 /// 1.5 s, peak RSS unchanged (medians of 2 runs each, load average 7).
 pub const DUCKDB_THREADS: u32 = 1;
 
+/// The WAL size at which DuckDB checkpoints by itself, inside whichever statement commits
+/// past it. That checkpoint compresses row groups of every column at once and needs memory
+/// the cap may not have left (staging tables of other streams hold some): at 20 MB it failed
+/// as "FATAL … Failed to create checkpoint", after which DuckDB refuses every statement. So
+/// the writer checkpoints itself ([`Warehouse::checkpoint_wal`]) after each merge (each part of
+/// one) and before closing, and this threshold, far above one merge's WAL, is only a backstop (a long-running
+/// `webhook serve`).
+const CHECKPOINT_THRESHOLD: &str = "1GB";
+
+/// The memory a checkpoint gets when the cap is smaller: one row group of a table's columns
+/// being compressed, a fixed amount that does not grow with the organisation.
+const CHECKPOINT_MEMORY: u64 = 64_000_000;
+
 /// The id of one `sync` (or other writing command) in `_runs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RunId(pub i64);
@@ -240,7 +253,8 @@ impl Warehouse {
         // insertion order makes a Parquet export buffer rows per thread.
         let temp = sql_text(&format!("{}.tmp", path.display()));
         conn.execute_batch(&format!(
-            "SET temp_directory = '{temp}'; SET preserve_insertion_order = false"
+            "SET temp_directory = '{temp}'; SET preserve_insertion_order = false; \
+             SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'"
         ))
         .map_err(|source| open_error(&path, source))?;
         let mut warehouse = Warehouse {
@@ -331,9 +345,35 @@ impl Warehouse {
             .map_err(Self::db("setting DuckDB's threads"))
     }
 
+    /// Write DuckDB's checkpoint (the WAL into the file) now, with at least
+    /// [`CHECKPOINT_MEMORY`] of memory: see [`CHECKPOINT_THRESHOLD`]. The writer calls it
+    /// after each merge's commit and before closing.
+    pub(crate) fn checkpoint_wal(&mut self) -> Result<()> {
+        let raise = self.memory_limit.filter(|cap| *cap < CHECKPOINT_MEMORY);
+        let set = |bytes: u64| format!("SET memory_limit = '{}KB'", bytes / 1000);
+        if raise.is_some() {
+            self.conn
+                .execute_batch(&set(CHECKPOINT_MEMORY))
+                .map_err(Self::db("raising DuckDB's memory limit for a checkpoint"))?;
+        }
+        let done = self
+            .conn
+            .execute_batch("CHECKPOINT")
+            .map_err(Self::db("writing the warehouse's checkpoint"));
+        if let Some(cap) = raise {
+            self.conn
+                .execute_batch(&set(cap))
+                .map_err(Self::db("setting DuckDB's memory limit"))?;
+        }
+        done
+    }
+
     /// Close the file, writing DuckDB's checkpoint (WAL → file) and reporting its errors,
     /// which a plain drop would swallow.
-    pub fn close(self) -> Result<()> {
+    pub fn close(mut self) -> Result<()> {
+        if self.memory_limit.is_some() {
+            self.checkpoint_wal()?;
+        }
         self.conn.close().map_err(|(_, source)| StoreError::Db {
             doing: "closing the warehouse",
             cause: source,
