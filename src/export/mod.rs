@@ -586,11 +586,13 @@ fn write_table(
 /// schema and the column types written) and the file size cap. Reading the table for this
 /// costs a fraction of writing it: compressing Parquet is most of an export.
 fn fingerprint(conn: &Connection, table: &TableExport, options: &Options) -> Result<String> {
-    // A sum, not a xor: two equal rows must not cancel out.
+    // A sum, not a xor: two equal rows must not cancel out. The table's alias stands for the
+    // whole row (a name no column has).
     let (rows, hash): (u64, String) = conn
         .query_row(
             &format!(
-                "SELECT count(*), CAST(coalesce(sum(hash(t)), 0) AS VARCHAR) FROM \"{}\" t",
+                "SELECT count(*), CAST(coalesce(sum(hash(whole_row)), 0) AS VARCHAR) \
+                 FROM \"{}\" whole_row",
                 table.name
             ),
             [],
