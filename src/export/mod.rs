@@ -502,10 +502,7 @@ fn write_snapshot(
             entry.fingerprint = Some(print);
             tables.push(entry);
             written.push(table.name.to_string());
-        } else if let (Some(prev), Some(entry)) = (
-            previous,
-            previous_manifest.as_ref().and_then(|m| m.table(table.name)),
-        ) {
+        } else if let Some((prev, entry)) = previous_entry(table.name) {
             link_tree(&prev.join(table.name), &tmp.join(table.name))?;
             tables.push(entry.clone());
         }

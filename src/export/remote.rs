@@ -143,54 +143,35 @@ impl Target {
                 .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
                 .collect()
         };
+        macro_rules! from_env {
+            ($builder:ty, $prefix:literal) => {{
+                let mut builder = <$builder>::new();
+                for (k, v) in vars($prefix) {
+                    if let Ok(key) = k.parse() {
+                        builder = builder.with_config(key, v);
+                    }
+                }
+                Arc::new(
+                    builder
+                        .with_url(url)
+                        .with_retry(retry)
+                        .build()
+                        .map_err(open)?,
+                )
+            }};
+        }
         let store: Arc<dyn ObjectStore> = match scheme {
             ObjectStoreScheme::Local => {
                 Arc::new(object_store::local::LocalFileSystem::new().with_automatic_cleanup(true))
             }
-            ObjectStoreScheme::AmazonS3 => {
-                let mut builder = object_store::aws::AmazonS3Builder::new();
-                for (k, v) in vars("AWS_") {
-                    if let Ok(key) = k.parse() {
-                        builder = builder.with_config(key, v);
-                    }
-                }
-                Arc::new(
-                    builder
-                        .with_url(url)
-                        .with_retry(retry)
-                        .build()
-                        .map_err(open)?,
-                )
-            }
+            // Each cloud's builder takes the settings its SDK reads from the environment
+            // (`AWS_*`, `GOOGLE_*`, `AZURE_*`); the builders share no trait, hence the macro.
+            ObjectStoreScheme::AmazonS3 => from_env!(object_store::aws::AmazonS3Builder, "AWS_"),
             ObjectStoreScheme::GoogleCloudStorage => {
-                let mut builder = object_store::gcp::GoogleCloudStorageBuilder::new();
-                for (k, v) in vars("GOOGLE_") {
-                    if let Ok(key) = k.parse() {
-                        builder = builder.with_config(key, v);
-                    }
-                }
-                Arc::new(
-                    builder
-                        .with_url(url)
-                        .with_retry(retry)
-                        .build()
-                        .map_err(open)?,
-                )
+                from_env!(object_store::gcp::GoogleCloudStorageBuilder, "GOOGLE_")
             }
             ObjectStoreScheme::MicrosoftAzure => {
-                let mut builder = object_store::azure::MicrosoftAzureBuilder::new();
-                for (k, v) in vars("AZURE_") {
-                    if let Ok(key) = k.parse() {
-                        builder = builder.with_config(key, v);
-                    }
-                }
-                Arc::new(
-                    builder
-                        .with_url(url)
-                        .with_retry(retry)
-                        .build()
-                        .map_err(open)?,
-                )
+                from_env!(object_store::azure::MicrosoftAzureBuilder, "AZURE_")
             }
             _ => return Err(unsupported()),
         };
