@@ -64,12 +64,15 @@ impl QueryFormat {
     }
 
     /// DuckDB `COPY` options for the machine formats.
-    pub(crate) fn copy_options(self) -> Option<&'static str> {
+    pub(crate) fn copy_options(self) -> Option<String> {
         match self {
             QueryFormat::Table => None,
-            QueryFormat::Csv => Some("FORMAT csv, HEADER true"),
-            QueryFormat::Json => Some("FORMAT json"),
-            QueryFormat::Parquet => Some("FORMAT parquet, COMPRESSION zstd"),
+            QueryFormat::Csv => Some("FORMAT csv, HEADER true".to_owned()),
+            QueryFormat::Json => Some("FORMAT json".to_owned()),
+            QueryFormat::Parquet => Some(format!(
+                "FORMAT parquet, {}",
+                crate::export::PARQUET_COMPRESSION
+            )),
         }
     }
 }
@@ -228,7 +231,7 @@ pub fn write_file_in(
         .unwrap_or_else(|| "answer".into());
     let tmp = scratch.join(name);
     let rows = match format.copy_options() {
-        Some(options) => copy_to(conn, sql, &tmp, options).map_err(|e| Error::Write {
+        Some(options) => copy_to(conn, sql, &tmp, &options).map_err(|e| Error::Write {
             path: out.to_path_buf(),
             source: e.into(),
         })?,

@@ -158,7 +158,7 @@ pub async fn run(config: &Config, args: &QueryArgs) -> Result<Exit> {
         (None, _) => {
             let tmp = scratch.path().join("answer");
             let options = format.copy_options().unwrap_or_default();
-            let copied = copy_to(conn, &sql, &tmp, options)
+            let copied = copy_to(conn, &sql, &tmp, &options)
                 .map_err(|e| anyhow::anyhow!("the query failed: {}", user_lines(&e.to_string())))
                 .and_then(|rows| {
                     let mut file = std::fs::File::open(&tmp).context("reading the answer")?;

@@ -184,11 +184,7 @@ impl Warehouse {
     pub(super) fn drop_pending(&mut self, stream: &str) {
         if let Some(at) = self.pending.iter().position(|p| p.stream == stream) {
             let pending = self.pending.remove(at);
-            for t in pending.tables {
-                let _ = self
-                    .conn
-                    .execute_batch(&format!("DROP TABLE IF EXISTS temp.{}", t.temp));
-            }
+            drop_temp(&self.conn, pending.tables.iter().map(|t| t.temp.as_str()));
         }
     }
 
@@ -220,11 +216,7 @@ impl Warehouse {
             ms = started.elapsed().as_millis() as u64,
             "Merged staged rows."
         );
-        for t in &pending.tables {
-            let _ = self
-                .conn
-                .execute_batch(&format!("DROP TABLE IF EXISTS temp.{}", t.temp));
-        }
+        drop_temp(&self.conn, pending.tables.iter().map(|t| t.temp.as_str()));
         result
     }
 
@@ -251,12 +243,7 @@ impl Warehouse {
             });
         }
         let result = self.merge_staged_tables(stream, run, checkpoint, &staged);
-        for s in &staged {
-            // Free the staging memory now rather than at the next page.
-            let _ = self
-                .conn
-                .execute_batch(&format!("DROP TABLE IF EXISTS temp.{}", s.stage));
-        }
+        drop_temp(&self.conn, staged.iter().map(|s| s.stage.as_str()));
         result
     }
 
@@ -339,6 +326,15 @@ impl Warehouse {
     /// Rows merged in one transaction at most (see `merge_staged_tables`).
     pub fn merge_part_rows(&self) -> u64 {
         self.merge_part_rows
+    }
+}
+
+/// Drop staging tables, whatever the merge's outcome: their rows are either merged or
+/// fetched again from the last checkpoint, and dropping frees their memory (and spill) now
+/// rather than at the next page. A failure to drop only leaves a temporary table behind.
+fn drop_temp<'a>(conn: &Connection, tables: impl IntoIterator<Item = &'a str>) {
+    for table in tables {
+        let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS temp.{table}"));
     }
 }
 
