@@ -1,7 +1,9 @@
 //! `doctor`: checks, in order, what a sync needs — the configuration, the token endpoint,
 //! the credentials, the scope of every stream (one `first: 1` query each) and the database
 //! file — each `ok` or `FAIL` with a one-line fix (`cli/doctor.rs` prints them). The scope
-//! probes come from the stream registry ([`crate::streams::ALL`]).
+//! probes come from the stream registry ([`crate::streams::ALL`]). Every organisation of
+//! `[orgs]` is checked the same way, its checks named `NAME: …`; a file of only `[orgs]` has
+//! no `[pluvo]` organisation to check.
 //!
 //! It goes through the same [`Client`] as `sync` (so it sees what a sync would see) and opens
 //! the warehouse read-only; it writes nothing anywhere. Later checks that depend on a failed
@@ -83,6 +85,39 @@ pub async fn check_all(flags: &Flags, env: impl Fn(&str) -> Option<String>) -> V
             config.file.display()
         )
     };
+    if !config.has_url() && !config.orgs.is_empty() {
+        // Only `[orgs]`: there is no `[pluvo]` organisation to check, only those.
+        checks.push(Check::ok(
+            "configuration",
+            format!("{file}; organisations {}", config.org_names().join(", ")),
+        ));
+    } else {
+        check_organisation(&config, &file, &mut checks).await;
+    }
+    for name in config.org_names() {
+        let mut org_checks = Vec::new();
+        match config.org(&name) {
+            Ok(org) => check_organisation(&org, &file, &mut org_checks).await,
+            Err(err) => {
+                org_checks.push(Check::fail(
+                    "configuration",
+                    err.to_string(),
+                    "set it as the message says (docs/configuration.md, \"Several organisations\")",
+                ));
+                org_checks.push(Check::skip("api", "needs the configuration"));
+            }
+        }
+        checks.extend(org_checks.into_iter().map(|c| Check {
+            name: format!("{name}: {}", c.name),
+            ..c
+        }));
+    }
+    checks
+}
+
+/// The checks of one organisation (`[pluvo]` or one of `[orgs]`): its configuration, its API
+/// and its warehouse file.
+async fn check_organisation(config: &Config, file: &str, checks: &mut Vec<Check>) {
     match config.api(crate::config::Access::Read) {
         Ok(api) => {
             checks.push(Check::ok(
@@ -93,7 +128,7 @@ pub async fn check_all(flags: &Flags, env: impl Fn(&str) -> Option<String>) -> V
                     api.client_id
                 ),
             ));
-            check_api(&api, &mut checks).await;
+            check_api(&api, checks).await;
         }
         Err(err) => {
             checks.push(Check::fail(
@@ -107,8 +142,7 @@ pub async fn check_all(flags: &Flags, env: impl Fn(&str) -> Option<String>) -> V
             ));
         }
     }
-    checks.push(check_database(&config));
-    checks
+    checks.push(check_database(config));
 }
 
 /// Token endpoint, credentials, then one query per stream. The first query fetches the token,
@@ -221,7 +255,11 @@ fn token_failure(
                     "the token endpoint rejected client_id `{}` ({detail})",
                     api.client_id
                 ),
-                "check PLUVO_CLIENT_SECRET (and pluvo.client_id / PLUVO_CLIENT_ID)",
+                if api.credentials == crate::config::DEFAULT_CREDENTIALS {
+                    "check PLUVO_CLIENT_SECRET (and pluvo.client_id / PLUVO_CLIENT_ID)".to_string()
+                } else {
+                    format!("check {}", api.credentials)
+                },
             ),
         ],
         ApiError::Token { reason, .. } if reason.contains("invalid_scope") => vec![

@@ -180,6 +180,10 @@ const RULES: &[(&str, How)] = &[
         ),
     ),
     (
+        "pluvo-warehouse status --org",
+        How::Elsewhere("status_shows_each_organisation_of_orgs"),
+    ),
+    (
         "pluvo-warehouse export --to gs://",
         How::NotRun(
             "needs a Google Cloud Storage bucket and credentials; the s3:// path is tested",

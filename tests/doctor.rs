@@ -179,3 +179,48 @@ async fn a_missing_scope_names_the_scope_and_the_streams() {
         );
     }
 }
+
+/// A configuration of only `[orgs]`: no `[pluvo]` check fails for a URL nobody set; each
+/// organisation is checked under its name, a wrong secret names that organisation's client
+/// and variable, a missing secret variable is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_organisation_of_orgs_is_checked_under_its_name() {
+    let sim = sim(30).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    for name in ["acme", "globex", "initech"] {
+        text.push_str(&format!(
+            "[orgs.{name}]\nurl = \"{}\"\nclient_id = \"{}\"\nsecret_env = \"{}_SECRET\"\n\n",
+            sim.url(),
+            sim.client_id(),
+            name.to_uppercase()
+        ));
+    }
+    std::fs::write(dir.path().join("pluvo-warehouse.toml"), text).unwrap();
+    let run = run_bin(
+        dir.path(),
+        &["doctor"],
+        &[
+            ("ACME_SECRET", sim.client_secret()),
+            ("GLOBEX_SECRET", "wrong"),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    verdict(&run, "configuration", "ok");
+    assert!(!run.stdout.contains("pluvo.url"), "{}", run.stdout);
+    verdict(&run, "acme: credentials", "ok");
+    verdict(&run, "acme: scope for users", "ok");
+    verdict(&run, "acme: database", "ok");
+    verdict(&run, "globex: credentials", "FAIL");
+    let (_, fix) = line(&run, "globex: credentials");
+    assert!(
+        fix.contains("orgs.globex.client_id") && fix.contains("GLOBEX_SECRET"),
+        "{}",
+        run.stdout
+    );
+    verdict(&run, "initech: configuration", "FAIL");
+    let (problem, _) = line(&run, "initech: configuration");
+    assert!(problem.contains("INITECH_SECRET"), "{}", run.stdout);
+    verdict(&run, "initech: api", "skip");
+}

@@ -252,3 +252,87 @@ async fn issue_22_status_answers_from_the_snapshot_while_a_writer_holds_the_file
     );
     writer.close().unwrap();
 }
+
+/// A configuration of only `[orgs]`: `status` shows every organisation's warehouse in turn
+/// (one not synced yet is named, exit 1, the other still shown), `status --org NAME` shows
+/// one without needing its secret, and an unknown name is a configuration error naming the
+/// known ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_each_organisation_of_orgs() {
+    let acme = sim(60).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pluvo-warehouse.toml"),
+        format!(
+            "[orgs.acme]\nurl = \"{url}\"\nclient_id = \"{id}\"\nsecret_env = \"ACME_SECRET\"\n\
+             db = \"acme.duckdb\"\n\n[orgs.globex]\nurl = \"{url}\"\nclient_id = \"{id}\"\n\
+             secret_env = \"GLOBEX_SECRET\"\ndb = \"globex.duckdb\"\n",
+            url = acme.url(),
+            id = acme.client_id()
+        ),
+    )
+    .unwrap();
+    let synced = run_bin(
+        dir.path(),
+        &["sync", "--org", "acme"],
+        &[("ACME_SECRET", acme.client_secret())],
+    )
+    .await;
+    assert_eq!(synced.code, Some(0), "{synced:?}");
+
+    // Without --org: both organisations, acme's runs and globex's missing file.
+    let all = run_bin(dir.path(), &["status", "--format", "json"], &[]).await;
+    assert_eq!(all.code, Some(1), "{all:?}");
+    let json: Value = serde_json::from_str(&all.stdout).expect("JSON");
+    let orgs = json["orgs"].as_array().unwrap();
+    assert_eq!(orgs.len(), 2, "{json}");
+    assert_eq!(orgs[0]["org"], "acme");
+    assert_eq!(
+        orgs[0]["status"]["last_run"]["status"], "succeeded",
+        "{json}"
+    );
+    let users = orgs[0]["status"]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "users")
+        .unwrap()["live"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(users, 60, "{json}");
+    assert_eq!(orgs[1]["org"], "globex");
+    assert!(
+        orgs[1]["error"].as_str().unwrap().contains("globex.duckdb"),
+        "{json}"
+    );
+    assert!(all.stderr.contains("globex"), "{}", all.stderr);
+    let table = run_bin(dir.path(), &["status"], &[]).await;
+    assert!(
+        table.stdout.contains("organisation acme") && table.stdout.contains("organisation globex"),
+        "{}",
+        table.stdout
+    );
+
+    // One organisation, no secret in the environment.
+    let one = run_bin(
+        dir.path(),
+        &["status", "--org", "acme", "--format", "json"],
+        &[],
+    )
+    .await;
+    assert_eq!(one.code, Some(0), "{one:?}");
+    let json: Value = serde_json::from_str(&one.stdout).expect("JSON");
+    assert_eq!(json["last_run"]["status"], "succeeded", "{json}");
+    assert!(
+        json["db"].as_str().unwrap().ends_with("acme.duckdb"),
+        "{json}"
+    );
+
+    let unknown = run_bin(dir.path(), &["status", "--org", "initech"], &[]).await;
+    assert_eq!(unknown.code, Some(2), "{unknown:?}");
+    assert!(
+        unknown.stderr.contains("initech") && unknown.stderr.contains("acme, globex"),
+        "{}",
+        unknown.stderr
+    );
+}

@@ -1,7 +1,8 @@
 //! `status`: open the warehouse read-only, collect [`crate::status::Status`], print it as a
 //! table or JSON. While a sync or receiver holds the file (DuckDB's lock refuses readers),
 //! `status` answers from the published snapshot and says so (`busy`, `source`), exit 0; with no
-//! snapshot to read it names the PID holding the file and exits 1.
+//! snapshot to read it names the PID holding the file and exits 1. With `[orgs]`: one
+//! organisation's (`--org NAME`), or every organisation's when only `[orgs]` is configured.
 
 use std::fmt::Write as _;
 
@@ -22,12 +23,79 @@ pub struct StatusArgs {
     /// Output: a table for people or JSON for monitoring (stable keys, see docs/operations.md)
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// The organisation of `[orgs]` whose warehouse to show. A configuration of only `[orgs]`
+    /// shows every organisation's without it
+    #[arg(long, value_name = "NAME")]
+    pub org: Option<String>,
 }
 
 /// `status`: open read-only, collect, print. A missing file is an error (exit 1); a locked
-/// one is answered from the published snapshot.
+/// one is answered from the published snapshot. With only `[orgs]` configured (and no
+/// `--org`, `--db` or `PLUVO_DB`), every organisation in turn: exit 1 when any could not be
+/// read, the others still shown.
 pub fn run(config: &Config, args: &StatusArgs) -> Result<Exit> {
-    let status = match Warehouse::open_read_only(&config.db) {
+    if let Some(name) = &args.org {
+        let org = config.org_files(name)?;
+        print(&collect_status(&org)?, args.format)?;
+        return Ok(Exit::Ok);
+    }
+    if config.has_url() || config.orgs.is_empty() || config.check_org_overrides().is_err() {
+        print(&collect_status(config)?, args.format)?;
+        return Ok(Exit::Ok);
+    }
+    let mut failed = Vec::new();
+    let mut orgs = Vec::new();
+    for name in config.org_names() {
+        let answer = config
+            .org_files(&name)
+            .map_err(anyhow::Error::new)
+            .and_then(|org| collect_status(&org));
+        match answer {
+            Ok(status) => {
+                if args.format == Format::Table {
+                    println!("organisation {name}");
+                    println!("{}", render(&status));
+                }
+                orgs.push(serde_json::json!({ "org": name, "status": status }));
+            }
+            Err(err) => {
+                let error = format!("{err:#}");
+                if args.format == Format::Table {
+                    println!("organisation {name}\nerror: {error}\n");
+                }
+                orgs.push(serde_json::json!({ "org": name, "error": error }));
+                failed.push(name);
+            }
+        }
+    }
+    if args.format == Format::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "orgs": orgs }))?
+        );
+    }
+    if failed.is_empty() {
+        Ok(Exit::Ok)
+    } else {
+        Err(anyhow::anyhow!(
+            "the status of {} could not be read (see above); the others are shown",
+            failed.join(", ")
+        ))
+    }
+}
+
+fn print(status: &Status, format: Format) -> Result<()> {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(status)?),
+        Format::Table => print!("{}", render(status)),
+    }
+    Ok(())
+}
+
+/// One warehouse's status: from the file, or from its published snapshot while a writer holds
+/// the file (with a note on stderr).
+fn collect_status(config: &Config) -> Result<Status> {
+    Ok(match Warehouse::open_read_only(&config.db) {
         Ok(warehouse) => collect(&warehouse).context("reading the warehouse status")?,
         Err(StoreError::Locked { pid, .. }) if current_snapshot(&config.export_dir).is_some() => {
             let reason = format!(
@@ -55,12 +123,7 @@ pub fn run(config: &Config, args: &StatusArgs) -> Result<Exit> {
             };
             return Err(anyhow::Error::new(err).context(hint));
         }
-    };
-    match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&status)?),
-        Format::Table => print!("{}", render(&status)),
-    }
-    Ok(Exit::Ok)
+    })
 }
 
 fn secs(s: Option<f64>) -> String {

@@ -397,6 +397,16 @@ impl Config {
     /// else shared. It publishes to no object storage of its own (`sync --all-orgs` publishes
     /// the organisations' snapshots together). An error names the organisation.
     pub fn org(&self, name: &str) -> Result<Config, ConfigError> {
+        self.org_with(name, true)
+    }
+
+    /// [`Config::org`] for commands that only read the organisation's warehouse and export
+    /// folder (`status`): its secret variable need not be set.
+    pub fn org_files(&self, name: &str) -> Result<Config, ConfigError> {
+        self.org_with(name, false)
+    }
+
+    fn org_with(&self, name: &str, secret: bool) -> Result<Config, ConfigError> {
         let org =
             self.orgs
                 .iter()
@@ -407,13 +417,15 @@ impl Config {
                     known: self.org_names().join(", "),
                 })?;
         self.check_org_overrides()?;
-        let client_secret =
-            org.client_secret
-                .clone()
-                .ok_or_else(|| ConfigError::OrgSecretMissing {
+        let client_secret = match &org.client_secret {
+            None if secret => {
+                return Err(ConfigError::OrgSecretMissing {
                     org: org.name.clone(),
                     env: org.secret_env.clone(),
-                })?;
+                });
+            }
+            found => found.clone(),
+        };
         Ok(Config {
             db: org.db.clone(),
             export_dir: org.export_dir.clone(),
@@ -422,7 +434,7 @@ impl Config {
             orgs: Vec::new(),
             url: Some(org.url.clone()),
             client_id: Some(org.client_id.clone()),
-            client_secret: Some(client_secret),
+            client_secret,
             credentials: format!(
                 "`orgs.{}.client_id` in `{}` and {}",
                 org.name,
