@@ -255,8 +255,9 @@ async fn issue_22_status_answers_from_the_snapshot_while_a_writer_holds_the_file
 
 /// A configuration of only `[orgs]`: `status` shows every organisation's warehouse in turn
 /// (one not synced yet is named, exit 1, the other still shown), `status --org NAME` shows
-/// one without needing its secret, and an unknown name is a configuration error naming the
-/// known ones.
+/// one without needing its secret, `export` says how to name a warehouse (there is no
+/// `[pluvo]` one), one warehouse's snapshot and the side-by-side dataset never replace each
+/// other in one folder, and an unknown name is a configuration error naming the known ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_each_organisation_of_orgs() {
     let acme = sim(60).await;
@@ -326,6 +327,64 @@ async fn status_shows_each_organisation_of_orgs() {
     assert!(
         json["db"].as_str().unwrap().ends_with("acme.duckdb"),
         "{json}"
+    );
+
+    // `export` has no `[pluvo]` warehouse to export here: it says how to name one.
+    let export = run_bin(dir.path(), &["export"], &[]).await;
+    assert_eq!(export.code, Some(2), "{export:?}");
+    assert!(
+        export.stderr.contains("acme, globex") && export.stderr.contains("acme.duckdb export"),
+        "{}",
+        export.stderr
+    );
+    let acme_export = run_bin(dir.path(), &["--db", "acme.duckdb", "export"], &[]).await;
+    assert_eq!(acme_export.code, Some(0), "{acme_export:?}");
+
+    // One warehouse's snapshot never replaces the side-by-side dataset, nor the reverse.
+    let combined = pluvo_warehouse::export::current_snapshot(&dir.path().join("pluvo-export"))
+        .expect("the side-by-side dataset");
+    let over = run_bin(
+        dir.path(),
+        &["--db", "acme.duckdb", "export", "--out", "pluvo-export"],
+        &[],
+    )
+    .await;
+    assert_eq!(over.code, Some(1), "{over:?}");
+    assert!(
+        over.stderr.contains("side-by-side dataset (acme)"),
+        "{}",
+        over.stderr
+    );
+    assert_eq!(
+        pluvo_warehouse::export::current_snapshot(&dir.path().join("pluvo-export")),
+        Some(combined)
+    );
+    let config = std::fs::read_to_string(dir.path().join("pluvo-warehouse.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("single.toml"),
+        format!("[warehouse]\nexport_dir = \"acme-export\"\n\n{config}"),
+    )
+    .unwrap();
+    let reverse = run_bin(
+        dir.path(),
+        &["--config", "single.toml", "sync", "--org", "acme"],
+        &[("ACME_SECRET", acme.client_secret())],
+    )
+    .await;
+    assert_eq!(reverse.code, Some(1), "{reverse:?}");
+    assert!(
+        reverse
+            .stderr
+            .contains("holds the snapshots of one warehouse"),
+        "{}",
+        reverse.stderr
+    );
+    let acme_current =
+        pluvo_warehouse::export::current_snapshot(&dir.path().join("acme-export")).unwrap();
+    assert!(
+        !acme_current.to_string_lossy().ends_with("-orgs"),
+        "{}",
+        acme_current.display()
     );
 
     let unknown = run_bin(dir.path(), &["status", "--org", "initech"], &[]).await;

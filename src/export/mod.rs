@@ -190,6 +190,49 @@ pub enum ExportError {
         path: PathBuf,
         cause: serde_json::Error,
     },
+    #[error(
+        "`{}` holds the organisations' side-by-side dataset ({orgs}); publishing one \
+         warehouse's snapshot there would replace it for every reader. Export this warehouse \
+         to another folder (`export --out DIR`, or `warehouse.export_dir` for a `[pluvo]` \
+         warehouse), or make it one of `[orgs]` so that it is published side by side",
+        dir.display()
+    )]
+    HoldsOrganisations { dir: PathBuf, orgs: String },
+    #[error(
+        "`{}` holds the snapshots of one warehouse (`{snapshot}`); publishing the organisations \
+         side by side there would replace it for every reader. Give the side-by-side dataset \
+         its own folder (`warehouse.export_dir`), or make that warehouse one of `[orgs]`",
+        dir.display()
+    )]
+    HoldsOneWarehouse { dir: PathBuf, snapshot: String },
+}
+
+/// Refuse to publish into `out` a snapshot of the other kind than its current one: one
+/// warehouse's over the organisations' side-by-side dataset (`combined`: false), or the
+/// reverse. Readers of the folder would silently see other data (or none).
+pub(crate) fn check_same_kind(out: &Path, combined: bool) -> Result<()> {
+    let Some(current) = current_snapshot(out) else {
+        return Ok(());
+    };
+    let Ok(manifest) = Manifest::read(&current) else {
+        return Ok(());
+    };
+    match (combined, manifest.orgs.is_empty()) {
+        (false, false) => Err(ExportError::HoldsOrganisations {
+            dir: out.to_path_buf(),
+            orgs: manifest
+                .orgs
+                .iter()
+                .map(|o| o.org.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+        (true, true) => Err(ExportError::HoldsOneWarehouse {
+            dir: out.to_path_buf(),
+            snapshot: manifest.snapshot,
+        }),
+        _ => Ok(()),
+    }
 }
 
 pub type Result<T, E = ExportError> = std::result::Result<T, E>;
@@ -413,6 +456,7 @@ pub fn export(conn: &Connection, options: &Options, now: DateTime<Utc>) -> Resul
         }
     }
     let _lock = lock(&options.out)?;
+    check_same_kind(&options.out, false)?;
     remove_leftovers(&snapshots)?;
 
     let (run_id, run_ended_at) = last_run(conn)?;

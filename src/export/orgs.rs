@@ -71,6 +71,7 @@ pub fn combine(
         cause: source,
     })?;
     let _lock = lock(out)?;
+    super::check_same_kind(out, true)?;
     remove_leftovers(&snapshots)?;
     let id = combined_id(&snapshots, now);
     let tmp = snapshots.join(format!(".tmp-{id}"));
