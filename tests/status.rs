@@ -255,8 +255,8 @@ async fn issue_22_status_answers_from_the_snapshot_while_a_writer_holds_the_file
 
 /// A configuration of only `[orgs]`: `status` shows every organisation's warehouse in turn
 /// (one not synced yet is named, exit 1, the other still shown), `status --org NAME` shows
-/// one without needing its secret, `export` says how to name a warehouse (there is no
-/// `[pluvo]` one), one warehouse's snapshot and the side-by-side dataset never replace each
+/// one without needing its secret, `export` and `views` say how to name a warehouse (there
+/// is no `[pluvo]` one, and `views` does not create an empty one), one warehouse's snapshot and the side-by-side dataset never replace each
 /// other in one folder, and an unknown name is a configuration error naming the known ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_each_organisation_of_orgs() {
@@ -337,6 +337,15 @@ async fn status_shows_each_organisation_of_orgs() {
         "{}",
         export.stderr
     );
+    // Nor `views` (which would create an empty `pluvo.duckdb`).
+    let views = run_bin(dir.path(), &["views"], &[]).await;
+    assert_eq!(views.code, Some(2), "{views:?}");
+    assert!(
+        views.stderr.contains("--db acme.duckdb views"),
+        "{}",
+        views.stderr
+    );
+    assert!(!dir.path().join("pluvo.duckdb").exists());
     let acme_export = run_bin(dir.path(), &["--db", "acme.duckdb", "export"], &[]).await;
     assert_eq!(acme_export.code, Some(0), "{acme_export:?}");
 

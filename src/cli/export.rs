@@ -69,23 +69,7 @@ pub async fn run(config: &Config, args: &ExportArgs) -> Result<Exit> {
         Some(url) => Some(remote::Target::open(url).map_err(remote_usage)?),
         None => crate::pipeline::export_target(config)?,
     };
-    if !config.db.exists()
-        && !config.has_url()
-        && !config.orgs.is_empty()
-        && config.check_org_overrides().is_ok()
-    {
-        // Only `[orgs]`: there is no `[pluvo]` warehouse, and each organisation has its own.
-        let first = config.org_files(&config.org_names()[0])?;
-        return Err(UsageError::new(format!(
-            "`{}` names organisations ({}) and no `[pluvo]` warehouse: `sync --org NAME` and \
-             `sync --all-orgs` publish them (each on its own and side by side); to re-export one \
-             organisation's warehouse, name its file, e.g. `pluvo-warehouse --db {} export`",
-            config.file.display(),
-            config.org_names().join(", "),
-            first.db.display()
-        ))
-        .into());
-    }
+    super::one_warehouse(config, "export")?;
     let warehouse = Warehouse::open_read_only(&config.db).with_context(|| {
         format!(
             "opening the warehouse `{}` (a running sync publishes its own snapshot when it ends)",

@@ -272,3 +272,27 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
         }
     }
 }
+
+/// Commands that work on one warehouse (`export`, `views`, `webhook serve`) in a configuration
+/// of only `[orgs]`, with no warehouse file at the default path: there is no `[pluvo]`
+/// warehouse to work on, and creating an empty one (which a later `export` would publish over
+/// the organisations' dataset) helps nobody. Say how to name one.
+fn one_warehouse(config: &Config, command: &str) -> Result<(), crate::error::UsageError> {
+    if !config.orgs_only() || config.db.exists() {
+        return Ok(());
+    }
+    let example = config
+        .org_names()
+        .first()
+        .and_then(|name| config.org_files(name).ok())
+        .map(|org| org.db.display().to_string())
+        .unwrap_or_else(|| "NAME.duckdb".into());
+    Err(crate::error::UsageError::new(format!(
+        "`{}` names organisations ({}) and no `[pluvo]` warehouse: `sync --org NAME` and \
+         `sync --all-orgs` publish them (each on its own and side by side); to use `{command}` \
+         on one organisation's warehouse, name its file, e.g. `pluvo-warehouse --db {example} \
+         {command}`",
+        config.file.display(),
+        config.org_names().join(", "),
+    )))
+}

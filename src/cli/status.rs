@@ -39,7 +39,7 @@ pub fn run(config: &Config, args: &StatusArgs) -> Result<Exit> {
         print(&collect_status(&org)?, args.format)?;
         return Ok(Exit::Ok);
     }
-    if config.has_url() || config.orgs.is_empty() || config.check_org_overrides().is_err() {
+    if !config.orgs_only() {
         print(&collect_status(config)?, args.format)?;
         return Ok(Exit::Ok);
     }

@@ -36,6 +36,7 @@ struct Column {
 
 /// `views`: install the views into the warehouse and list them with what they answer.
 pub fn run(config: &Config, args: &ViewsArgs) -> Result<Exit> {
+    super::one_warehouse(config, "views")?;
     let warehouse = Warehouse::open(&config.db)
         .with_context(|| format!("opening the warehouse `{}`", config.db.display()))?;
     install(warehouse.connection()).context("installing the analyst views")?;

@@ -63,6 +63,7 @@ pub async fn run(
     quiet: bool,
 ) -> anyhow::Result<Exit> {
     let WebhookCommand::Serve(args) = command;
+    super::one_warehouse(config, "webhook serve")?;
     let key = config.webhook_key().cloned().ok_or_else(|| {
         UsageError::new(
             "no webhook key: set PLUVO_WEBHOOK_KEY to the key of the webhook in Pluvo's settings",

@@ -470,6 +470,13 @@ impl Config {
         self.orgs.iter().map(|o| o.name.clone()).collect()
     }
 
+    /// A configuration of only `[orgs]`, with no `--db`, `--url`, `PLUVO_DB` or `PLUVO_URL`
+    /// naming one warehouse or organisation: the commands that work on one warehouse have no
+    /// `[pluvo]` one here (see [`Config::org_files`]).
+    pub fn orgs_only(&self) -> bool {
+        !self.has_url() && !self.orgs.is_empty() && self.check_org_overrides().is_ok()
+    }
+
     /// Whether `[pluvo].url` (or `--url`, `PLUVO_URL`) is set: a configuration of only
     /// `[orgs]` has none.
     pub fn has_url(&self) -> bool {
