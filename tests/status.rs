@@ -255,8 +255,8 @@ async fn issue_22_status_answers_from_the_snapshot_while_a_writer_holds_the_file
 
 /// A configuration of only `[orgs]`: `status` shows every organisation's warehouse in turn
 /// (one not synced yet is named, exit 1, the other still shown), `status --org NAME` shows
-/// one without needing its secret, `export` and `views` say how to name a warehouse (there
-/// is no `[pluvo]` one, and `views` does not create an empty one), one warehouse's snapshot and the side-by-side dataset never replace each
+/// one without needing its secret, `export`, `views` and `webhook serve` say how to name a
+/// warehouse (there is no `[pluvo]` one, and they do not create an empty one), one warehouse's snapshot and the side-by-side dataset never replace each
 /// other in one folder, and an unknown name is a configuration error naming the known ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_each_organisation_of_orgs() {
@@ -344,6 +344,23 @@ async fn status_shows_each_organisation_of_orgs() {
         views.stderr.contains("--db acme.duckdb views"),
         "{}",
         views.stderr
+    );
+    // Refused before it binds: a receiver that started would run until stopped.
+    let receiver = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        run_bin(
+            dir.path(),
+            &["webhook", "serve", "--bind", "127.0.0.1:0"],
+            &[("PLUVO_WEBHOOK_KEY", "k")],
+        ),
+    )
+    .await
+    .expect("`webhook serve` refuses at once in a file of only [orgs]");
+    assert_eq!(receiver.code, Some(2), "{receiver:?}");
+    assert!(
+        receiver.stderr.contains("--db acme.duckdb webhook serve"),
+        "{}",
+        receiver.stderr
     );
     assert!(!dir.path().join("pluvo.duckdb").exists());
     let acme_export = run_bin(dir.path(), &["--db", "acme.duckdb", "export"], &[]).await;
