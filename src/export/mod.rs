@@ -559,7 +559,8 @@ fn write_snapshot(
     Ok((tables, written))
 }
 
-/// One table → `<dir>/<table>/`, by DuckDB's Parquet writer ([`PARQUET_COMPRESSION`]). Returns its manifest entry.
+/// One table → `<dir>/<table>/`, by DuckDB's Parquet writer ([`PARQUET_COMPRESSION`]).
+/// Returns its manifest entry.
 fn write_table(
     conn: &Connection,
     table: &TableExport,
