@@ -313,9 +313,9 @@ impl Warehouse {
                 }
             }
             tx.commit().map_err(Self::db("committing a page"))?;
-            // Each part written into the file before the next: until a checkpoint DuckDB
-            // holds the committed rows in memory too.
-            self.checkpoint_wal()?;
+            // Until a checkpoint DuckDB holds the committed rows in memory (or its spill)
+            // too: written into the file once the WAL has grown past its bound.
+            self.checkpoint_if_due()?;
         }
         if parts.len() > 1 {
             tracing::debug!(stream, parts = parts.len(), "Merged in parts.");

@@ -704,3 +704,55 @@ fn merge_parts_cut_tables_into_transactions_of_at_most_part_rows() {
     );
     assert_eq!(merge_parts(&staged(&[]), 10), [Vec::<Piece>::new()]);
 }
+
+/// The writer checkpoints once the WAL has grown past its bound, not after every merge
+/// (each checkpoint rewrites partly filled row groups: issue 19) and not never (committed
+/// rows wait in memory until a checkpoint, and DuckDB's own checkpoint can fail under a
+/// small cap). Twenty merges of 2,000 items: the first leaves its WAL in place, the WAL
+/// never grows much past the bound, and it is written into the file several times.
+#[test]
+fn the_writer_checkpoints_when_the_wal_passes_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.duckdb");
+    let wal = dir.path().join("w.duckdb.wal");
+    let wal_size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    let clock = TestClock::new();
+    let mut w = open(&path, &clock);
+    let run = w.begin_run(&["portfolio"]).unwrap();
+    let page = |p: usize| {
+        let items: Vec<Item> = (p * 2_000..(p + 1) * 2_000)
+            .map(|i| item(&format!("user-{i:06}"), &format!("Training {i}"), 0.5, None))
+            .collect();
+        items_batch(&items)
+    };
+    let before = wal_size();
+    w.commit_page(&PORTFOLIO_ITEMS, page(0), "portfolio", "p0", run)
+        .unwrap();
+    let one_merge = wal_size() - before;
+    assert!(
+        one_merge > 0,
+        "a merge under the bound ({} bytes) is not checkpointed at once",
+        w.wal_checkpoint_bytes()
+    );
+    w.wal_checkpoint_bytes = 3 * one_merge;
+    let (mut largest, mut checkpoints, mut last) = (wal_size(), 0, wal_size());
+    for p in 1..20 {
+        w.commit_page(&PORTFOLIO_ITEMS, page(p), "portfolio", &format!("p{p}"), run)
+            .unwrap();
+        let size = wal_size();
+        largest = largest.max(size);
+        checkpoints += u32::from(size < last);
+        last = size;
+    }
+    assert!(
+        largest < w.wal_checkpoint_bytes + 2 * one_merge,
+        "the WAL reached {largest} bytes; bound {} and one merge {one_merge}",
+        w.wal_checkpoint_bytes
+    );
+    assert!(checkpoints >= 4, "{checkpoints} checkpoints in 19 merges");
+    assert_eq!(
+        scalar::<i64>(&w, "SELECT count(*) FROM portfolio_items"),
+        40_000,
+        "every row stored"
+    );
+}
