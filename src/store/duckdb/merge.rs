@@ -7,7 +7,6 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use super::*;
-use crate::store::batch::key_hashes;
 
 /// Merge staged rows at least this often, however few: the rows staged since the last merge
 /// are the work a killed sync redoes (their checkpoint is stored with their merge).
@@ -95,8 +94,7 @@ impl Warehouse {
         let mut merged: BTreeMap<&'static str, MergeStats> = BTreeMap::new();
         let mut prepared = Vec::new();
         for (spec, batch) in by_table(batches)? {
-            let (batch, duplicates) = dedupe_by_key(spec, batch)?;
-            let hashes = key_hashes(spec, &batch);
+            let (batch, duplicates, hashes) = dedupe_by_key(spec, batch)?;
             prepared.push((spec, batch, duplicates as u64, hashes));
         }
         let again = self
@@ -231,7 +229,7 @@ impl Warehouse {
         let tables = by_table(batches)?;
         let mut staged = Vec::with_capacity(tables.len());
         for (i, (spec, batch)) in tables.into_iter().enumerate() {
-            let (batch, duplicates) = dedupe_by_key(spec, batch)?;
+            let (batch, duplicates, _) = dedupe_by_key(spec, batch)?;
             let rows = batch.num_rows() as u64;
             let stage = format!("_stage_{i}");
             stage_batch(&self.conn, spec, &stage, batch)?;
