@@ -737,8 +737,14 @@ fn the_writer_checkpoints_when_the_wal_passes_its_bound() {
     w.wal_checkpoint_bytes = 3 * one_merge;
     let (mut largest, mut checkpoints, mut last) = (wal_size(), 0, wal_size());
     for p in 1..20 {
-        w.commit_page(&PORTFOLIO_ITEMS, page(p), "portfolio", &format!("p{p}"), run)
-            .unwrap();
+        w.commit_page(
+            &PORTFOLIO_ITEMS,
+            page(p),
+            "portfolio",
+            &format!("p{p}"),
+            run,
+        )
+        .unwrap();
         let size = wal_size();
         largest = largest.max(size);
         checkpoints += u32::from(size < last);
