@@ -154,7 +154,6 @@ impl Command {
 /// Parse the command line, run the command, map the outcome to an exit code.
 pub fn main() -> ExitCode {
     private_files();
-    crate::store::alloc::tune();
     let cli = Cli::parse();
     if cli.command.offline() {
         quiet_on_closed_pipe();
