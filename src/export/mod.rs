@@ -209,13 +209,14 @@ pub enum ExportError {
 
 /// Refuse to publish into `out` a snapshot of the other kind than its current one: one
 /// warehouse's over the organisations' side-by-side dataset (`combined`: false), or the
-/// reverse. Readers of the folder would silently see other data (or none).
-pub(crate) fn check_same_kind(out: &Path, combined: bool) -> Result<()> {
+/// reverse. Readers of the folder would silently see other data (or none). Returns the
+/// current snapshot (the one the new snapshot replaces), if any.
+pub(crate) fn check_same_kind(out: &Path, combined: bool) -> Result<Option<PathBuf>> {
     let Some(current) = current_snapshot(out) else {
-        return Ok(());
+        return Ok(None);
     };
     let Ok(manifest) = Manifest::read(&current) else {
-        return Ok(());
+        return Ok(Some(current));
     };
     match (combined, manifest.orgs.is_empty()) {
         (false, false) => Err(ExportError::HoldsOrganisations {
@@ -231,7 +232,7 @@ pub(crate) fn check_same_kind(out: &Path, combined: bool) -> Result<()> {
             dir: out.to_path_buf(),
             snapshot: manifest.snapshot,
         }),
-        _ => Ok(()),
+        _ => Ok(Some(current)),
     }
 }
 
@@ -456,7 +457,7 @@ pub fn export(conn: &Connection, options: &Options, now: DateTime<Utc>) -> Resul
         }
     }
     let _lock = lock(&options.out)?;
-    check_same_kind(&options.out, false)?;
+    let previous = check_same_kind(&options.out, false)?;
     remove_leftovers(&snapshots)?;
 
     let (run_id, run_ended_at) = last_run(conn)?;
@@ -466,7 +467,6 @@ pub fn export(conn: &Connection, options: &Options, now: DateTime<Utc>) -> Resul
     let id = snapshot_id(&snapshots, now, run_id);
     let tmp = snapshots.join(format!(".tmp-{id}"));
     fs::create_dir_all(&tmp).map_err(io("creating the snapshot folder", &tmp))?;
-    let previous = current_snapshot(&options.out);
 
     let written = write_snapshot(conn, options, &selected, &tmp, previous.as_deref());
     let (tables, written) = match written {

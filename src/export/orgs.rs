@@ -71,12 +71,11 @@ pub fn combine(
         cause: source,
     })?;
     let _lock = lock(out)?;
-    super::check_same_kind(out, true)?;
+    let previous = super::check_same_kind(out, true)?;
     remove_leftovers(&snapshots)?;
     let id = combined_id(&snapshots, now);
     let tmp = snapshots.join(format!(".tmp-{id}"));
     fs::create_dir_all(&tmp).map_err(io("creating the snapshot folder", &tmp))?;
-    let previous = current_snapshot(out);
     let parts = match link_parts(orgs, &tmp) {
         Ok(parts) => parts,
         Err(e) => {
