@@ -61,18 +61,24 @@ impl Check {
     }
 }
 
+/// A configuration that does not load: its failure, and the API check it rules out.
+fn unusable_configuration(problem: String, fix: &'static str) -> [Check; 2] {
+    [
+        Check::fail("configuration", problem, fix),
+        Check::skip("api", "needs the configuration"),
+    ]
+}
+
 /// Every check, in order, with the environment injected (tests).
 pub async fn check_all(flags: &Flags, env: impl Fn(&str) -> Option<String>) -> Vec<Check> {
     let mut checks = Vec::new();
     let config = match Config::load_with(flags, env) {
         Ok(config) => config,
         Err(err) => {
-            checks.push(Check::fail(
-                "configuration",
+            checks.extend(unusable_configuration(
                 err.to_string(),
                 "fix the key named above (`pluvo-warehouse init` writes a commented file)",
             ));
-            checks.push(Check::skip("api", "needs the configuration"));
             checks.push(Check::skip("database", "needs the configuration"));
             return checks;
         }
@@ -98,14 +104,10 @@ pub async fn check_all(flags: &Flags, env: impl Fn(&str) -> Option<String>) -> V
         let mut org_checks = Vec::new();
         match config.org(&name) {
             Ok(org) => check_organisation(&org, &file, &mut org_checks).await,
-            Err(err) => {
-                org_checks.push(Check::fail(
-                    "configuration",
-                    err.to_string(),
-                    "set it as the message says (docs/configuration.md, \"Several organisations\")",
-                ));
-                org_checks.push(Check::skip("api", "needs the configuration"));
-            }
+            Err(err) => org_checks.extend(unusable_configuration(
+                err.to_string(),
+                "set it as the message says (docs/configuration.md, \"Several organisations\")",
+            )),
         }
         checks.extend(org_checks.into_iter().map(|c| Check {
             name: format!("{name}: {}", c.name),
