@@ -403,11 +403,6 @@ impl Warehouse {
         Ok(())
     }
 
-    /// The WAL size past which the writer checkpoints after a merge, in bytes.
-    pub fn wal_checkpoint_bytes(&self) -> u64 {
-        self.wal_checkpoint_bytes
-    }
-
     /// Close the file, writing DuckDB's checkpoint (WAL → file) and reporting its errors,
     /// which a plain drop would swallow.
     pub fn close(mut self) -> Result<()> {

@@ -732,7 +732,7 @@ fn the_writer_checkpoints_when_the_wal_passes_its_bound() {
     assert!(
         one_merge > 0,
         "a merge under the bound ({} bytes) is not checkpointed at once",
-        w.wal_checkpoint_bytes()
+        w.wal_checkpoint_bytes
     );
     w.wal_checkpoint_bytes = 3 * one_merge;
     let (mut largest, mut checkpoints, mut last) = (wal_size(), 0, wal_size());
