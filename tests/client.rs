@@ -664,6 +664,55 @@ async fn every_query_and_mutation_runs_against_the_simulator() {
     assert_eq!(ran, all, "every operation was exercised");
 }
 
+/// A slow page does not idle the other request slots: while it is outstanding the pages
+/// after it are fetched, up to the window (4 pages a request in flight), never more than 4
+/// at once, and everything still comes out in order.
+#[tokio::test]
+async fn a_slow_page_does_not_stall_an_offset_scan() {
+    use futures_util::StreamExt;
+    let sim = start(200, Duration::from_secs(3600)).await;
+    let client = client_for(
+        &sim,
+        ClientOptions {
+            page_size: 5,
+            concurrency: 4,
+            ..fast()
+        },
+    );
+    sim.set_faults(Faults {
+        slow_page: Some(pluvo_warehouse::sim::SlowPage {
+            offset: 5,
+            delay: Duration::from_millis(1500),
+        }),
+        ..Faults::default()
+    });
+    let mut pages = std::pin::pin!(
+        client.offset_pages(&queries::USERS, json!({}), |u: &Value| Some(
+            u["id"].to_string()
+        ))
+    );
+    let first: api::Page<Value> = pages.next().await.unwrap().unwrap();
+    let before = sim.counters().graphql_requests;
+    let slow = pages.next().await.unwrap().unwrap();
+    let during = sim.counters().graphql_requests - before;
+    assert_eq!(slow.index, 1);
+    // `buffered(4)` fetched pages 1–4 and then waited for page 1: 4 requests.
+    assert!(
+        (10..=16).contains(&during),
+        "{during} pages requested while page 1 was slow"
+    );
+    let rest: Vec<api::Page<Value>> = pages.try_collect().await.unwrap();
+    let indices: Vec<usize> = [first.index, slow.index]
+        .into_iter()
+        .chain(rest.iter().map(|p| p.index))
+        .collect();
+    assert_eq!(
+        indices,
+        (0..first.count.div_ceil(5) as usize).collect::<Vec<_>>()
+    );
+    assert!(sim.counters().graphql_peak_in_flight <= 4);
+}
+
 /// Cursor and offset paging see the same rows; the group-members connection pages by cursor.
 #[tokio::test]
 async fn cursor_and_offset_modes_agree() {

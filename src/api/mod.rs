@@ -35,7 +35,7 @@ use serde::Deserialize;
 
 pub use client::{Client, ClientOptions, OpStats, Partial, Stats};
 pub use limit::{AUTO_CEILING, AUTO_START, Concurrency};
-pub use page::{MAX_PAGE_SIZE, Page};
+pub use page::{MAX_PAGE_SIZE, Page, read_ahead};
 pub use queries::Operation;
 
 /// The result type of this module.

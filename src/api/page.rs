@@ -5,18 +5,18 @@
 //!   `hasNextPage` is false. `count` is for progress, never for stopping (pluvo-api.md). A
 //!   server that hands out a cursor twice gets an error, not an endless loop.
 //! - Offset mode ([`Client::offset_pages`]): page 0 tells `count`; the other pages are fetched
-//!   in parallel (`offset = k × page size`, within the client's concurrency limit) and come
-//!   out in order. At the end the scan is checked: rows == `count`, every page saw the same
+//!   in parallel (`offset = k × page size`, within the client's concurrency limit, a slow
+//!   page not holding up the others) and come out in order. At the end the scan is checked: rows == `count`, every page saw the same
 //!   `count`, no key twice. A failed check ends the stream with [`Error::Incomplete`] (data
 //!   changed during the scan, or a server that ignores `offset`); [`Client::fetch_all`] then
 //!   pages again by cursor.
 //!
 //! Pages carry nodes only; what a node means is the caller's type.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
 
-use futures_util::stream::{self, BoxStream, Stream, StreamExt, TryStreamExt};
+use futures_util::stream::{self, BoxStream, FuturesUnordered, Stream, StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -26,6 +26,18 @@ use super::{Client, Error, Operation, Result};
 
 /// The API's maximum `first` (pluvo-api.md: "Maximum `first` is 50").
 pub const MAX_PAGE_SIZE: u32 = 50;
+
+/// Pages an offset scan may fetch past the oldest page not yet yielded, per request allowed
+/// in flight (see [`Client::remaining_offset_pages`]).
+const WINDOW_PER_REQUEST: u64 = 4;
+
+/// The pages of an offset scan in flight and those finished early, waiting for their turn.
+struct Window<F, T> {
+    next_start: u64,
+    next_yield: u64,
+    running: FuturesUnordered<F>,
+    done: BTreeMap<u64, Result<Page<T>>>,
+}
 
 /// One page of a connection.
 #[derive(Debug, Clone, PartialEq)]
@@ -371,7 +383,13 @@ impl Client {
             .await
     }
 
-    /// Pages 1.. of an offset scan whose page 0 said `count`, at most `concurrency` at once.
+    /// Pages `from_page..` of an offset scan whose page 0 said `count`, yielded in order.
+    /// Requests start in page order, at most `concurrency` at once, and at most
+    /// [`WINDOW_PER_REQUEST`] × `concurrency` pages past the oldest one not yet yielded. Unlike
+    /// `buffered(concurrency)`, a slow page does not idle the other slots: there its finished
+    /// successors counted against the limit until it came (at 20 ms a request, answers
+    /// arriving out of order cost a sixth of the throughput). The window bounds what waits in
+    /// memory for a slow page.
     fn remaining_offset_pages<T>(
         &self,
         op: Operation,
@@ -386,18 +404,44 @@ impl Client {
         let pages = count.div_ceil(size).max(1);
         let client = self.clone();
         let concurrency = self.options().concurrency.max(1);
-        stream::iter(from_page..pages)
-            .map(move |k| {
-                let client = client.clone();
-                let vars = vars.clone();
-                async move {
-                    client
-                        .fetch_page::<T>(&op, &vars, Start::Offset(k * size), k as usize)
-                        .await
+        let window = WINDOW_PER_REQUEST * concurrency as u64;
+        let fetch = move |k: u64| {
+            let client = client.clone();
+            let vars = vars.clone();
+            async move {
+                let page = client
+                    .fetch_page::<T>(&op, &vars, Start::Offset(k * size), k as usize)
+                    .await;
+                (k, page)
+            }
+        };
+        let window_state = Window {
+            next_start: from_page,
+            next_yield: from_page,
+            running: FuturesUnordered::new(),
+            done: BTreeMap::new(),
+        };
+        stream::unfold(window_state, move |mut w| {
+            let fetch = fetch.clone();
+            async move {
+                loop {
+                    if let Some(page) = w.done.remove(&w.next_yield) {
+                        w.next_yield += 1;
+                        return Some((page, w));
+                    }
+                    while w.running.len() < concurrency
+                        && w.next_start < pages
+                        && w.next_start < w.next_yield + window
+                    {
+                        w.running.push(fetch(w.next_start));
+                        w.next_start += 1;
+                    }
+                    let (k, page) = w.running.next().await?;
+                    w.done.insert(k, page);
                 }
-            })
-            .buffered(concurrency)
-            .boxed()
+            }
+        })
+        .boxed()
     }
 
     async fn fetch_page<T: DeserializeOwned>(
@@ -434,6 +478,56 @@ impl Client {
             has_next_page: conn.page_info.has_next_page,
             count: conn.count,
         })
+    }
+}
+
+/// `pages` read in a task of their own, up to `ahead` pages before the reader asks for them.
+/// A page stream moves only while it is polled: read by a stream that was waiting for the
+/// warehouse (a merge, a checkpoint) or building rows, its requests stalled, and so did every
+/// other stream's, waiting for the permits those held. Read ahead, the requests go on while
+/// the reader is busy, and pages are decoded on another thread than the reader's. A task
+/// that stops before the end (a panic) ends the stream with an error, never quietly: a
+/// quiet end would look like a complete scan.
+pub fn read_ahead<T: Send + 'static>(
+    pages: impl Stream<Item = Result<Page<T>>> + Send + 'static,
+    ahead: usize,
+) -> impl Stream<Item = Result<Page<T>>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel(ahead.max(1));
+    let task = tokio::spawn(async move {
+        let mut pages = std::pin::pin!(pages);
+        while let Some(page) = pages.next().await {
+            if tx.send(page).await.is_err() {
+                return;
+            }
+        }
+    });
+    stream::unfold(
+        (rx, Some(AbortOnDrop(task))),
+        |(mut rx, mut task)| async move {
+            if let Some(page) = rx.recv().await {
+                return Some((page, (rx, task)));
+            }
+            let mut task = task.take()?;
+            match (&mut task.0).await {
+                Ok(()) => None,
+                Err(stopped) => Some((
+                    Err(Error::Decode {
+                        op: "pager",
+                        reason: format!("the task reading pages stopped before the end: {stopped}"),
+                    }),
+                    (rx, None),
+                )),
+            }
+        },
+    )
+}
+
+/// A task that is stopped when its handle is dropped (the reader of its pages went away).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -525,5 +619,60 @@ mod tests {
         assert_eq!(conn.page_info.end_cursor.as_deref(), Some("y"));
         let ids: Vec<_> = conn.edges.iter().map(|e| e.node.id.as_str()).collect();
         assert_eq!(ids, ["1", "2"]);
+    }
+
+    fn page(index: usize) -> Page<u32> {
+        Page {
+            index,
+            nodes: vec![index as u32],
+            end_cursor: None,
+            has_next_page: true,
+            count: 10,
+        }
+    }
+
+    /// The pages are fetched while nobody reads them, up to the read-ahead, and no further.
+    #[tokio::test]
+    async fn pages_are_read_ahead_while_the_reader_is_busy() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let produced = Arc::new(AtomicUsize::new(0));
+        let counter = produced.clone();
+        let source = stream::iter(0..10).map(move |i| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(page(i))
+        });
+        let mut pages = std::pin::pin!(read_ahead(source, 3));
+        // Nobody reads: three pages wait in the channel and a fourth waits to be sent.
+        let waited = std::time::Instant::now();
+        while produced.load(Ordering::SeqCst) < 4 && waited.elapsed().as_secs() < 10 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(
+            produced.load(Ordering::SeqCst),
+            4,
+            "read ahead, within bound"
+        );
+        let mut indices = Vec::new();
+        while let Some(page) = pages.next().await {
+            indices.push(page.unwrap().index);
+        }
+        assert_eq!(indices, (0..10).collect::<Vec<_>>(), "all pages, in order");
+    }
+
+    /// A reading task that dies (a panic) ends the pages with an error, not quietly: a quiet
+    /// end would pass for a complete scan and let its deletions through.
+    #[tokio::test]
+    async fn a_read_ahead_task_that_dies_ends_the_pages_with_an_error() {
+        let source = stream::iter(0..5).map(|i| {
+            assert!(i != 2, "the reader dies at page 2");
+            Ok(page(i))
+        });
+        let got: Vec<Result<Page<u32>>> = read_ahead(source, 1).collect().await;
+        assert_eq!(got.len(), 3, "two pages, then the error");
+        assert_eq!(got[1].as_ref().unwrap().index, 1);
+        let err = got[2].as_ref().unwrap_err().to_string();
+        assert!(err.contains("stopped before the end"), "{err}");
     }
 }

@@ -81,6 +81,16 @@ pub struct Faults {
     /// a new one created at the end, so `count` stays the same while rows move into pages
     /// already read.
     pub shift_pages: u32,
+    /// The page at this offset (of any offset scan) answers this much later than the others,
+    /// as a real server's answers arrive out of order (one slow shard, one long GC pause).
+    pub slow_page: Option<SlowPage>,
+}
+
+/// See [`Faults::slow_page`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SlowPage {
+    pub offset: u64,
+    pub delay: Duration,
 }
 
 /// Start-up settings of a simulator.

@@ -314,6 +314,11 @@ async fn graphql(AxState(app): AxState<App>, headers: HeaderMap, body: Bytes) ->
         // Between pages: the rows move after the first page was read.
         st.shift_before_page();
     }
+    if let Some(slow) = faults.slow_page
+        && offset_of(&request) == Some(slow.offset)
+    {
+        tokio::time::sleep(slow.delay).await;
+    }
     let response = app.schema.execute(request.data(Grant(token.scopes))).await;
     // Parse and validation errors carry no `path`: the document was refused (400). Errors in
     // resolvers carry the path of their field and come with HTTP 200.
@@ -371,11 +376,14 @@ fn empty_connections(value: &mut serde_json::Value) {
 /// A `paginatedUsers` page after the first (`offset` > 0): where the `shift_pages` fault
 /// strikes, so that the first page is always read before the rows move.
 fn is_later_users_page(request: &async_graphql::Request) -> bool {
-    request.query.contains("paginatedUsers")
-        && serde_json::to_value(&request.variables)
-            .ok()
-            .and_then(|v| v.get("offset").and_then(serde_json::Value::as_u64))
-            .is_some_and(|offset| offset > 0)
+    request.query.contains("paginatedUsers") && offset_of(request).is_some_and(|offset| offset > 0)
+}
+
+/// The request's `offset` variable, if it has one.
+fn offset_of(request: &async_graphql::Request) -> Option<u64> {
+    serde_json::to_value(&request.variables)
+        .ok()
+        .and_then(|v| v.get("offset").and_then(serde_json::Value::as_u64))
 }
 
 /// Whether the request's operation is a mutation (an unparsable document is not: the schema

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::{Batches, Error, Extract, Progress, Result, StreamSpec};
-use crate::api::{Client, Error as ApiError};
+use crate::api::{Client, Error as ApiError, read_ahead};
 use crate::store::{MergeStats, RunId, RunStatus, ScanEnd, StreamStats, Warehouse};
 
 /// Pages handed to the writer at a time (5,000 rows), to be staged ([`Warehouse::stage`]).
@@ -37,6 +37,10 @@ const PAGES_PER_COMMIT: usize = 100;
 /// source (500 ms a page). A crash loses the rows staged since the last merge: at most
 /// `store::MERGE_AFTER` of fetching, or [`Warehouse::merge_rows`] rows.
 const COMMIT_AFTER: Duration = Duration::from_secs(2);
+
+/// Pages fetched ahead of the stream that reads them ([`read_ahead`]): fetching goes on
+/// while the stream waits for the writer, up to this many pages (50 rows each).
+const READ_AHEAD_PAGES: usize = 32;
 
 /// What `sync` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -386,13 +390,14 @@ async fn drive<S: Extract>(
     let parts = stream.parts();
     for (index, part) in parts.iter().enumerate().skip(start_part) {
         let first_page = if index == start_part { start_page } else { 0 };
-        let mut pages = if part.op.offset {
+        let pages = if part.op.offset {
             api.offset_pages_from(&part.op, part.variables.clone(), S::key, first_page)
                 .boxed()
         } else {
             api.pages::<S::Node>(&part.op, part.variables.clone())
                 .boxed()
         };
+        let mut pages = std::pin::pin!(read_ahead(pages, READ_AHEAD_PAGES));
         let mut buffer: Batches = Vec::new();
         let mut buffered = 0usize;
         let mut last_commit = Instant::now();
