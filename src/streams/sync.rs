@@ -40,7 +40,7 @@ const COMMIT_AFTER: Duration = Duration::from_secs(2);
 
 /// Pages fetched ahead of the stream that reads them ([`read_ahead`]): fetching goes on
 /// while the stream waits for the writer, up to this many pages (50 rows each).
-const READ_AHEAD_PAGES: usize = 32;
+const READ_AHEAD_PAGES: usize = 16;
 
 /// What `sync` was asked to do.
 #[derive(Debug, Clone, Default)]
