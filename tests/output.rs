@@ -59,6 +59,19 @@ async fn results_as_json_and_logs_as_json_lines() {
             "the secret is in a log line: {line}"
         );
     }
+    // A merge's debug line says where the memory is: DuckDB's buffers and the whole process.
+    let merged: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["fields"]["message"] == "Merged staged rows.")
+        .collect();
+    assert!(!merged.is_empty(), "{stderr}");
+    for m in &merged {
+        let f = &m["fields"];
+        let mib = |name: &str| f[name].as_f64().unwrap_or_else(|| panic!("{name}: {m}"));
+        assert!(mib("duckdb_mib") >= 0.0 && mib("rss_mib") > 0.0, "{m}");
+        assert!(mib("peak_mib") >= mib("rss_mib"), "{m}");
+    }
 
     // export --format json: what was published, table by table, agreeing with the warehouse.
     let export = json(&run(&["export", "--format", "json"]).output().unwrap());

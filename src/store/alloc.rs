@@ -1,4 +1,4 @@
-//! The process's memory allocator: mimalloc (the binary's `#[global_allocator]`, and through
+//! The process's memory allocator and what it holds ([`memory_mib`]): mimalloc (the binary's `#[global_allocator]`, and through
 //! its `override` feature also `malloc` for DuckDB's C++), with its options set for a
 //! long-running sync whose memory must stay flat.
 //!
@@ -91,6 +91,23 @@ unsafe fn in_environment(envp: *const *const c_char, prefix: &[u8]) -> bool {
         }
     }
     false
+}
+
+/// Resident and peak resident memory of this process in MiB (Linux; 0 elsewhere): what the
+/// benchmarks report, and what a merge's debug line shows beside DuckDB's share.
+pub fn memory_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mib = |name: &str| status_kib(&status, name).map_or(0.0, |kib| kib / 1024.0);
+    (mib("VmRSS:"), mib("VmHWM:"))
+}
+
+/// A field of a `/proc/<pid>/status` text (`VmHWM:`, `RssAnon:` …), in KiB.
+pub fn status_kib(status: &str, name: &str) -> Option<f64> {
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<f64>().ok())
 }
 
 #[cfg(test)]

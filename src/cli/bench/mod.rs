@@ -246,19 +246,7 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// Resident and peak resident memory of this process in MiB (Linux; 0 elsewhere).
-pub fn memory_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
+pub use crate::store::alloc::memory_mib;
 
 /// A token from the simulator's own credentials, fetched with a plain HTTP client.
 pub async fn sim_token(http: &reqwest::Client, sim: &crate::sim::Sim) -> anyhow::Result<String> {

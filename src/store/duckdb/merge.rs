@@ -208,12 +208,27 @@ impl Warehouse {
         let started = Instant::now();
         let result =
             self.merge_staged_tables(&pending.stream, pending.run, &pending.checkpoint, &staged);
-        tracing::debug!(
-            stream = pending.stream,
-            rows = pending.rows,
-            ms = started.elapsed().as_millis() as u64,
-            "Merged staged rows."
-        );
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            // Where the memory is: DuckDB's buffers (held to the cap) and the whole process.
+            let duckdb_mib = self
+                .conn
+                .query_row(
+                    "SELECT sum(memory_usage_bytes) / 1048576 FROM duckdb_memory()",
+                    [],
+                    |r| r.get::<_, f64>(0),
+                )
+                .unwrap_or(f64::NAN);
+            let (rss_mib, peak_mib) = crate::store::alloc::memory_mib();
+            tracing::debug!(
+                stream = pending.stream,
+                rows = pending.rows,
+                ms = started.elapsed().as_millis() as u64,
+                duckdb_mib = duckdb_mib.round(),
+                rss_mib = rss_mib.round(),
+                peak_mib = peak_mib.round(),
+                "Merged staged rows."
+            );
+        }
         drop_temp(&self.conn, pending.tables.iter().map(|t| t.temp.as_str()));
         result
     }
