@@ -18,6 +18,9 @@ use crate::sim::{Faults, Sim};
 struct ChildRun {
     seconds: f64,
     peak_rss_mib: f64,
+    /// The largest anonymous part of the RSS sampled (the rest is mostly the binary's code
+    /// pages, about 50 MiB once DuckDB has run a sync's statements).
+    peak_anon_mib: f64,
     writes: u64,
     rows: u64,
     /// Seconds of the publish step (views + Parquet export) inside the sync.
@@ -116,7 +119,7 @@ pub async fn run(
     }
     println!(
         "  full sync: {:.1} s{}, {:.0}k rows/s; export {:.1} s; \
-         peak RSS {:.0} MiB; file {size:.0} MiB; tool CPU {:.1} s ({:.0}k rows per CPU-second)",
+         peak RSS {:.0} MiB (anonymous {:.0} MiB); file {size:.0} MiB; tool CPU {:.1} s ({:.0}k rows per CPU-second)",
         full.seconds,
         if full_only {
             String::new()
@@ -126,6 +129,7 @@ pub async fn run(
         full.rows as f64 / full.seconds / 1000.0,
         full.publish_seconds,
         full.peak_rss_mib,
+        full.peak_anon_mib,
         full.cpu_seconds,
         full.rows as f64 / full.cpu_seconds.max(0.001) / 1000.0,
     );
@@ -237,16 +241,12 @@ async fn child_sync(
         .spawn()?;
     let status_file = format!("/proc/{}/status", child.id());
     let waiter = tokio::task::spawn_blocking(move || child.wait_with_output());
-    let mut peak_kib = 0.0f64;
+    let (mut peak_kib, mut anon_kib) = (0.0f64, 0.0f64);
     while !waiter.is_finished() {
-        if let Ok(status) = std::fs::read_to_string(&status_file)
-            && let Some(kib) = status
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        {
-            peak_kib = peak_kib.max(kib);
+        if let Ok(status) = std::fs::read_to_string(&status_file) {
+            let field = |name: &str| crate::store::alloc::status_kib(&status, name).unwrap_or(0.0);
+            peak_kib = peak_kib.max(field("VmHWM:"));
+            anon_kib = anon_kib.max(field("RssAnon:"));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -267,6 +267,7 @@ async fn child_sync(
     Ok(ChildRun {
         seconds,
         peak_rss_mib: peak_kib / 1024.0,
+        peak_anon_mib: anon_kib / 1024.0,
         writes: sum("new") + sum("changed") + sum("deleted"),
         rows: sum("new") + sum("changed") + sum("unchanged"),
         publish_seconds: outcome["publish_seconds"].as_f64().unwrap_or(0.0),
