@@ -6,8 +6,8 @@
 //!   server that hands out a cursor twice gets an error, not an endless loop.
 //! - Offset mode ([`Client::offset_pages`]): page 0 tells `count`; the other pages are fetched
 //!   in parallel (`offset = k × page size`, within the client's concurrency limit, a slow
-//!   page not holding up the others) and come out in order. At the end the scan is checked: rows == `count`, every page saw the same
-//!   `count`, no key twice. A failed check ends the stream with [`Error::Incomplete`] (data
+//!   page not holding up the others) and come out in order. At the end the scan is checked:
+//!   rows == `count`, every page saw the same `count`, no key twice. A failed check ends the stream with [`Error::Incomplete`] (data
 //!   changed during the scan, or a server that ignores `offset`); [`Client::fetch_all`] then
 //!   pages again by cursor.
 //!
@@ -398,9 +398,9 @@ impl Client {
     /// Requests start in page order, at most `concurrency` at once, and at most
     /// [`WINDOW_PER_REQUEST`] × `concurrency` pages past the oldest one not yet yielded. Unlike
     /// `buffered(concurrency)`, a slow page does not idle the other slots: there its finished
-    /// successors counted against the limit until it came (at 20 ms a request, answers
-    /// arriving out of order cost a sixth of the throughput). The window bounds what waits in
-    /// memory for a slow page.
+    /// successors counted against the limit until it came. (With the reader's stalls that
+    /// [`read_ahead`] removes, a 100k-user sync at 20 ms ran at 128 requests/s where a plain
+    /// loop did 154.) The window bounds what waits in memory for a slow page.
     fn remaining_offset_pages<T>(
         &self,
         op: Operation,
