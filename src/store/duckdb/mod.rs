@@ -53,7 +53,15 @@ use super::{Clock, Result, StoreError, SystemClock};
 /// 32 MB was the default until issue 19: enough for 100k users of the simulator, but a 1M-user
 /// organisation ran out of memory with it. Measured by `bench sync --users 100000
 /// --latency-ms 0` (2 shared cores): peak RSS 103 MiB at 32 MB, 188 MiB at 128 MB.
-pub const WRITER_MEMORY_LIMIT: &str = "128MB";
+///
+/// 128 MB until issue 19's last round, when a 1M-user sync peaked at 249–253 MiB (265 MB;
+/// the target is 250 MB), about 50 MiB of it the binary's code pages. At 96 MB, with merges
+/// and checkpoints as large as at 128 MB ([`ROW_BYTES_PER_MERGE`],
+/// [`WAL_BYTES_PER_CAP_BYTE`]), the same sync peaked at 216 MiB for about 15% more CPU
+/// (168 against 142–152 CPU-seconds; wall 201 s against 166–178 s). Sizing the merges to the
+/// smaller cap as well cost 40% more CPU for a 230 MiB peak: more merges, each reading the
+/// whole table's keys.
+pub const WRITER_MEMORY_LIMIT: &str = "96MB";
 
 /// Seen keys per part of the end-of-scan anti-join before the memory cap is known (see
 /// `soft_delete_unseen`); [`Warehouse::set_memory_limit`] sizes it to the cap.
@@ -69,9 +77,11 @@ const KEY_BYTES_PER_PART: u64 = 640;
 pub(super) const MERGE_ROWS: u64 = 50_000;
 
 /// Bytes of the memory cap per row staged for one merge: the merge's join holds the staged
-/// rows (every column) and the staging tables of the streams running at once share the cap.
-/// 1,280 bytes a row gives 100k rows at 128 MB, 15k at 20 MB.
-const ROW_BYTES_PER_MERGE: u64 = 1_280;
+/// rows (every column) and the staging tables of the streams running at once share the cap;
+/// what does not fit spills. 960 bytes a row gives 100k rows at the default 96 MB, 21k at
+/// 20 MB (1,280 until the default cap went from 128 to 96 MB: the merges kept their size,
+/// because each merge reads the whole table's keys and fewer, larger ones cost less CPU).
+const ROW_BYTES_PER_MERGE: u64 = 960;
 
 /// The threads DuckDB runs a statement of the writer on. One, whatever the cap and the cores:
 /// while a worker thread runs the last task of a statement, DuckDB's calling thread polls its
@@ -93,7 +103,8 @@ pub const DUCKDB_THREADS: u32 = 1;
 const CHECKPOINT_THRESHOLD: &str = "1GB";
 
 /// Bytes of WAL per byte of the memory cap after which the writer checkpoints (see
-/// [`Warehouse::wal_checkpoint_bytes`]): half, 64 MB at the default 128 MB cap. Until a
+/// [`Warehouse::wal_checkpoint_bytes`]): two thirds, 64 MB at the default 96 MB cap (half
+/// until the default cap went from 128 to 96 MB, so the checkpoints stay as few). Until a
 /// checkpoint, committed rows wait in DuckDB's buffers (spilled to `<file>.tmp` beyond the
 /// cap), so the WAL bounds that memory.
 ///
@@ -103,7 +114,7 @@ const CHECKPOINT_THRESHOLD: &str = "1GB";
 /// (15 merges; the writer's time in checkpoints): after each merge 5.0 s and a 80 MiB file,
 /// every 4th merge 2.6 s and 60 MiB, one at the end 1.8 s and 53 MiB (but a 219 MB WAL and
 /// 139 MB of spill).
-const WAL_BYTES_PER_CAP_BYTE: f64 = 0.5;
+const WAL_BYTES_PER_CAP_BYTE: f64 = 2.0 / 3.0;
 
 /// The smallest WAL the writer lets grow before a checkpoint, whatever the cap.
 const WAL_CHECKPOINT_FLOOR: u64 = 8_000_000;
