@@ -7,9 +7,9 @@
 //! - Offset mode ([`Client::offset_pages`]): page 0 tells `count`; the other pages are fetched
 //!   in parallel (`offset = k × page size`, within the client's concurrency limit, a slow
 //!   page not holding up the others) and come out in order. At the end the scan is checked:
-//!   rows == `count`, every page saw the same `count`, no key twice. A failed check ends the stream with [`Error::Incomplete`] (data
-//!   changed during the scan, or a server that ignores `offset`); [`Client::fetch_all`] then
-//!   pages again by cursor.
+//!   rows == `count`, every page saw the same `count`, no key twice. A failed check ends the
+//!   stream with [`Error::Incomplete`] (data changed during the scan, or a server that ignores
+//!   `offset`); [`Client::fetch_all`] then pages again by cursor.
 //!
 //! Pages carry nodes only; what a node means is the caller's type.
 

@@ -1,6 +1,7 @@
-//! The process's memory allocator and what it holds ([`memory_mib`]): mimalloc (the binary's `#[global_allocator]`, and through
-//! its `override` feature also `malloc` for DuckDB's C++), with its options set for a
-//! long-running sync whose memory must stay flat.
+//! The process's memory: its allocator, mimalloc (the binary's `#[global_allocator]`, and
+//! through its `override` feature also `malloc` for DuckDB's C++), with its options set for a
+//! long-running sync whose memory must stay flat; and what the process holds
+//! ([`memory_mib`]).
 //!
 //! Why not glibc's malloc: DuckDB allocates and frees 256 KiB blocks all the time. With glibc's
 //! default thresholds freed blocks piled up in the heap (resident memory grew with the

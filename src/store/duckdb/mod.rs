@@ -47,8 +47,8 @@ use super::{Clock, Result, StoreError, SystemClock};
 /// configuration accepts, so a smaller cap is slower, never fatal: hash joins spill to
 /// `<file>.tmp` beside the warehouse, the end-of-scan anti-join runs in parts sized to the
 /// cap ([`KEY_BYTES_PER_PART`]), Parquet row groups are cut by bytes, DuckDB runs each
-/// statement on one thread ([`DUCKDB_THREADS`]), and no table has an index (ART indexes stay in memory and grow with the organisation; see
-/// `sql/schema/004_no_index.sql`).
+/// statement on one thread ([`DUCKDB_THREADS`]), and no table has an index (ART indexes stay
+/// in memory and grow with the organisation; see `sql/schema/006_no_index.sql`).
 ///
 /// 32 MB was the default until issue 19: enough for 100k users of the simulator, but a 1M-user
 /// organisation ran out of memory with it. Measured by `bench sync --users 100000
