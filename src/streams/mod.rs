@@ -172,6 +172,11 @@ pub trait Extract: Send + 'static {
         Ok(())
     }
 
+    /// The first page of part `part` says the part holds `count` rows (the API's `count`, not
+    /// trusted with more than a bounded reservation): a stream that remembers the part's rows
+    /// reserves room for them here, before [`Extract::batches`] of that page.
+    fn expect(&mut self, _part: usize, _count: u64) {}
+
     /// One page of nodes of part `part` → batches for the warehouse.
     fn batches(&mut self, part: usize, nodes: Vec<Self::Node>) -> Result<Batches>;
 

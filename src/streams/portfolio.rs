@@ -136,19 +136,39 @@ pub struct Portfolio {
     latest: Option<NaiveDate>,
 }
 
-/// How many times each (user id, type, title, issue date) hash came so far. Nearly every item
-/// comes once: those cost one 8-byte set entry, and only repeats get a counter. About 9 bytes
-/// an item at the peak (350k trainings of 100k users: under 5 MB).
+/// How many times each (user id, type, title, issue date) hash came so far in a part.
+///
+/// The API's order is not documented (a user's items need not come together), so the
+/// numbering remembers every item of the part: 8 bytes an item, in a sorted list reserved
+/// from the part's `count` ([`Occurrences::expect`]). Until issue 19 it was a hash set: 9
+/// bytes an item in buckets that double (3.5M trainings of 1M users took 38 MB, and 57 MB
+/// while the set grew past 1.8M items; a few more items than 3.67M would have taken 75 MB,
+/// 113 MB while growing). New hashes wait in a small set and are merged into the list
+/// [`RECENT`] at a time; only repeats (a re-taken certificate) get a counter.
 #[derive(Debug, Default)]
 struct Occurrences {
-    once: HashSet<u64>,
+    /// Hashes merged from `recent`, sorted.
+    sorted: Vec<u64>,
+    /// Hashes that came once since the last merge.
+    recent: HashSet<u64>,
+    /// Hashes that came more than once, with their count.
     more: HashMap<u64, u32>,
 }
+
+/// New hashes held in [`Occurrences::recent`] before they are merged into the sorted list:
+/// under 1 MB (a set of 50k fits 65,536 buckets); a merge moves the whole list, so 3.5M
+/// items cost 70 merges.
+const RECENT: usize = 50_000;
+
+/// The most items [`Occurrences::expect`] reserves room for from a server's `count` (256
+/// MB of address space, touched only as items come); beyond it the list grows by doubling.
+const MAX_RESERVED_ITEMS: u64 = 32_000_000;
 
 impl Occurrences {
     /// Count one more item with this hash; returns its occurrence number (1, 2, ...).
     fn next(&mut self, hash: u64) -> u32 {
-        if self.once.insert(hash) {
+        if !self.contains(hash) {
+            self.insert(hash);
             return 1;
         }
         let n = self.more.entry(hash).or_insert(1);
@@ -158,15 +178,56 @@ impl Occurrences {
 
     /// Resuming: `count` items with this hash were already read.
     fn set(&mut self, hash: u64, count: u32) {
-        self.once.insert(hash);
+        if !self.contains(hash) {
+            self.insert(hash);
+        }
         if count > 1 {
             self.more.insert(hash, count);
         }
     }
 
+    /// The part holds `count` items in all (its pages' `count`): room for them in one piece,
+    /// so the list never holds an old and a new copy of itself while it grows.
+    fn expect(&mut self, count: u64) {
+        let items = self.sorted.len() + self.recent.len();
+        let more = count.min(MAX_RESERVED_ITEMS).saturating_sub(items as u64);
+        self.sorted.reserve_exact(more as usize);
+    }
+
+    fn contains(&self, hash: u64) -> bool {
+        self.recent.contains(&hash) || self.sorted.binary_search(&hash).is_ok()
+    }
+
+    fn insert(&mut self, hash: u64) {
+        self.recent.insert(hash);
+        if self.recent.len() >= RECENT {
+            self.merge_recent();
+        }
+    }
+
+    /// Merge `recent` into `sorted`, in place from the back (no second list).
+    fn merge_recent(&mut self) {
+        let mut new: Vec<u64> = self.recent.drain().collect();
+        new.sort_unstable();
+        let old = self.sorted.len();
+        self.sorted.resize(old + new.len(), 0);
+        let (mut i, mut j) = (old, new.len());
+        for k in (0..self.sorted.len()).rev() {
+            if j == 0 {
+                break;
+            }
+            if i > 0 && self.sorted[i - 1] > new[j - 1] {
+                self.sorted[k] = self.sorted[i - 1];
+                i -= 1;
+            } else {
+                self.sorted[k] = new[j - 1];
+                j -= 1;
+            }
+        }
+    }
+
     fn clear(&mut self) {
-        self.once = HashSet::new();
-        self.more = HashMap::new();
+        *self = Occurrences::default();
     }
 }
 
@@ -183,6 +244,20 @@ fn occurrence_hash(user_id: &str, kind: &str, title: &str, issued: Option<NaiveD
     let mut h = DefaultHasher::new();
     (user_id, kind, title, issued).hash(&mut h);
     h.finish()
+}
+
+impl Portfolio {
+    /// The type of part `part`, forgetting the previous part's items when it is another:
+    /// they can never match (the type is in the hash). A scan resumed in this part keeps
+    /// the items rebuilt by `prepare`.
+    fn enter(&mut self, part: usize) -> &'static str {
+        let kind = TYPES[part];
+        if self.kind.is_some_and(|k| k != kind) {
+            self.occurrences.clear();
+        }
+        self.kind = Some(kind);
+        kind
+    }
 }
 
 impl Extract for Portfolio {
@@ -341,14 +416,14 @@ impl Extract for Portfolio {
         Ok(())
     }
 
+    fn expect(&mut self, part: usize, count: u64) {
+        self.enter(part);
+        self.occurrences.expect(count);
+    }
+
     fn batches(&mut self, part: usize, nodes: Vec<ItemNode>) -> Result<Batches> {
         let store = super::store_error("portfolio");
-        let kind = TYPES[part];
-        if self.kind.is_some_and(|k| k != kind) {
-            // A new part: the previous part's items can never match (the type is in the hash).
-            self.occurrences.clear();
-        }
-        self.kind = Some(kind);
+        let kind = self.enter(part);
         let mut batch = BatchBuilder::with_capacity(&PORTFOLIO_ITEMS, nodes.len());
         for node in nodes {
             let completion = date(node.completion_date.as_deref());
@@ -380,5 +455,117 @@ impl Extract for Portfolio {
             batch.push(row).map_err(store)?;
         }
         Ok(vec![(&PORTFOLIO_ITEMS, batch.finish().map_err(store)?)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic stream of hashes with repeats near and far (across many merges).
+    fn hashes(n: u64) -> impl Iterator<Item = u64> {
+        (0..n).map(|i| {
+            let k = if i % 97 == 0 { i / 7 } else { i };
+            k.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        })
+    }
+
+    #[test]
+    fn occurrences_number_repeats_as_a_counter_would_across_merges() {
+        let n = 3 * RECENT as u64 + 12_345;
+        let mut occurrences = Occurrences::default();
+        let mut counter: HashMap<u64, u32> = HashMap::new();
+        let mut repeats = 0;
+        for hash in hashes(n) {
+            let want = counter.entry(hash).and_modify(|c| *c += 1).or_insert(1);
+            repeats += u32::from(*want > 1);
+            assert_eq!(occurrences.next(hash), *want, "hash {hash:x}");
+        }
+        assert!(repeats > 1_000, "the sequence repeats items: {repeats}");
+        assert!(
+            occurrences.sorted.len() >= 3 * RECENT,
+            "merged into the list"
+        );
+        assert!(occurrences.sorted.is_sorted());
+    }
+
+    #[test]
+    fn occurrences_resume_from_what_was_read() {
+        let mut occurrences = Occurrences::default();
+        occurrences.set(1, 1);
+        occurrences.set(2, 3);
+        for hash in 10..(RECENT as u64 + 10) {
+            occurrences.set(hash, 1);
+        }
+        assert_eq!(occurrences.next(1), 2);
+        assert_eq!(occurrences.next(2), 4);
+        assert_eq!(
+            occurrences.next(10),
+            2,
+            "merged into the sorted list, still known"
+        );
+        assert_eq!(occurrences.next(5), 1);
+    }
+
+    #[test]
+    fn occurrences_take_room_for_the_part_once() {
+        let mut occurrences = Occurrences::default();
+        occurrences.expect(200_000);
+        let room = occurrences.sorted.capacity();
+        assert!(room >= 200_000);
+        let at = occurrences.sorted.as_ptr();
+        for hash in hashes(200_000) {
+            occurrences.next(hash);
+        }
+        occurrences.merge_recent();
+        // Without the reservation the list doubles as it grows, and while it does it holds an
+        // old and a new copy of itself.
+        assert_eq!(occurrences.sorted.as_ptr(), at, "never moved");
+        assert_eq!(occurrences.sorted.capacity(), room);
+        // A server's count is not trusted with an allocation of any size.
+        let mut hostile = Occurrences::default();
+        hostile.expect(u64::MAX);
+        assert_eq!(hostile.sorted.capacity(), MAX_RESERVED_ITEMS as usize);
+    }
+
+    fn node(user: &str, title: &str) -> ItemNode {
+        ItemNode {
+            user: ItemUser {
+                id: user.into(),
+                ref_: None,
+            },
+            title: title.into(),
+            progress: Some(50.0),
+            score: None,
+            completion_date: None,
+            end_date: None,
+            time_spent: None,
+        }
+    }
+
+    #[test]
+    fn a_part_reserves_its_items_and_the_next_part_starts_over() {
+        let mut portfolio = Portfolio::default();
+        portfolio.expect(0, 1_000);
+        assert!(portfolio.occurrences.sorted.capacity() >= 1_000);
+        let page = || vec![node("u1", "First aid"), node("u1", "First aid")];
+        portfolio.batches(0, page()).unwrap();
+        assert_eq!(
+            portfolio
+                .occurrences
+                .next(occurrence_hash("u1", "TRAINING", "First aid", None)),
+            3
+        );
+        // The certificate part: the trainings are forgotten.
+        portfolio.expect(1, 10);
+        assert_eq!(
+            portfolio.occurrences.sorted.len() + portfolio.occurrences.recent.len(),
+            0
+        );
+        // A scan resumed inside a part keeps what `prepare` rebuilt.
+        let mut resumed = Portfolio::default();
+        resumed.occurrences.set(7, 2);
+        resumed.expect(1, 10);
+        assert_eq!(resumed.occurrences.next(7), 3);
     }
 }

@@ -425,6 +425,7 @@ async fn drive<S: Extract>(
             if let Some(page) = page {
                 if !announced {
                     progress.part(name, part.label, Some(page.count));
+                    stream.expect(index, page.count);
                     announced = true;
                 }
                 last_page = page.index + 1;
