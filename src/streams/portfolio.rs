@@ -141,10 +141,10 @@ pub struct Portfolio {
 /// The API's order is not documented (a user's items need not come together), so the
 /// numbering remembers every item of the part: 8 bytes an item, in a sorted list reserved
 /// from the part's `count` ([`Occurrences::expect`]). Until issue 19 it was a hash set: 9
-/// bytes an item in buckets that double (3.5M trainings of 1M users took 38 MB, and 57 MB
-/// while the set grew past 1.8M items; a few more items than 3.67M would have taken 75 MB,
-/// 113 MB while growing). New hashes wait in a small set and are merged into the list
-/// [`RECENT`] at a time; only repeats (a re-taken certificate) get a counter.
+/// bytes a bucket, buckets a power of two (by that arithmetic, 3.5M trainings of 1M users
+/// took 38 MB, and 57 MB while the set grew past 1.8M items; a few more items than 3.67M
+/// would take 75 MB, 113 MB while growing). New hashes wait in a small set and are merged
+/// into the list [`RECENT`] at a time; only repeats (a re-taken certificate) get a counter.
 #[derive(Debug, Default)]
 struct Occurrences {
     /// Hashes merged from `recent`, sorted.

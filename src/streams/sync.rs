@@ -588,3 +588,120 @@ fn count_merge(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::api::ClientOptions;
+    use crate::config::{ApiConfig, DEFAULT_SCOPE, HttpSettings, Secret, parse_base_url};
+    use crate::sim::{Sim, SimConfig};
+    use crate::streams::portfolio::{ItemNode, Portfolio, STREAM};
+    use crate::streams::{Batches, Part, Silent, StreamSpec};
+
+    #[derive(Debug, PartialEq)]
+    enum Event {
+        Expect { part: usize, count: u64 },
+        Batches { part: usize, nodes: usize },
+    }
+
+    /// The portfolio's parts, recording what the driver calls; stages nothing.
+    struct Recording(Arc<Mutex<Vec<Event>>>);
+
+    impl Extract for Recording {
+        type Node = ItemNode;
+        fn spec(&self) -> &'static StreamSpec {
+            &STREAM
+        }
+        fn parts(&self) -> Vec<Part> {
+            Portfolio::default().parts()
+        }
+        fn key(_: &ItemNode) -> Option<String> {
+            None
+        }
+        fn expect(&mut self, part: usize, count: u64) {
+            self.0.lock().unwrap().push(Event::Expect { part, count });
+        }
+        fn batches(&mut self, part: usize, nodes: Vec<ItemNode>) -> Result<Batches> {
+            let nodes = nodes.len();
+            self.0.lock().unwrap().push(Event::Batches { part, nodes });
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_part_is_expected_with_its_count_before_its_first_page() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let sim = Sim::start(SimConfig {
+            users: 120,
+            seed: 7,
+            ..SimConfig::default()
+        })
+        .await
+        .unwrap();
+        let config = ApiConfig {
+            base_url: parse_base_url(&sim.url()).unwrap(),
+            client_id: sim.client_id().into(),
+            client_secret: Secret::new(sim.client_secret()),
+            scope: DEFAULT_SCOPE.into(),
+            http: HttpSettings::default(),
+            credentials: crate::config::DEFAULT_CREDENTIALS.into(),
+        };
+        let api = Client::new(&config, ClientOptions::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = Warehouse::open(dir.path().join("w.duckdb")).unwrap();
+        let (writer, thread) = Writer::spawn(warehouse);
+        let run = writer
+            .call(|w| w.begin_run(&["portfolio"]))
+            .await
+            .unwrap()
+            .unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let outcome = drive(
+            Recording(events.clone()),
+            &api,
+            &writer,
+            run,
+            false,
+            &Silent,
+        )
+        .await
+        .unwrap();
+        drop(writer);
+        thread.join().unwrap();
+        assert!(outcome.pages > 2, "several pages: {outcome:?}");
+
+        let events = std::mem::take(&mut *events.lock().unwrap());
+        for part in 0..2 {
+            let at = events
+                .iter()
+                .position(|e| matches!(e, Event::Batches { part: p, .. } if *p == part))
+                .expect("the part has pages");
+            let expected: Vec<u64> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Expect { part: p, count } if *p == part => Some(*count),
+                    _ => None,
+                })
+                .collect();
+            let read: usize = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Batches { part: p, nodes } if *p == part => Some(*nodes),
+                    _ => None,
+                })
+                .sum();
+            assert_eq!(
+                expected,
+                vec![read as u64],
+                "part {part}: once, with its count"
+            );
+            assert!(
+                matches!(events[at - 1], Event::Expect { part: p, .. } if p == part),
+                "part {part}: expected right before its first page: {:?}",
+                &events[at.saturating_sub(1)..=at]
+            );
+        }
+    }
+}
