@@ -522,6 +522,21 @@ impl Sim {
         &self.state.config.client_secret
     }
 
+    /// The API settings of a client of this simulator, with its own credentials, every scope
+    /// and the default HTTP settings (the benchmarks' clients and the driver's tests).
+    pub fn api_config(&self) -> crate::config::ApiConfig {
+        use crate::config::{ApiConfig, DEFAULT_CREDENTIALS, DEFAULT_SCOPE, HttpSettings, Secret};
+        ApiConfig {
+            base_url: crate::config::parse_base_url(&self.url())
+                .expect("the simulator's own URL is a base URL"),
+            client_id: self.client_id().into(),
+            client_secret: Secret::new(self.client_secret()),
+            scope: DEFAULT_SCOPE.into(),
+            http: HttpSettings::default(),
+            credentials: DEFAULT_CREDENTIALS.into(),
+        }
+    }
+
     pub fn set_faults(&self, faults: Faults) {
         *self.state.faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;
     }

@@ -595,7 +595,6 @@ mod tests {
 
     use super::*;
     use crate::api::ClientOptions;
-    use crate::config::{ApiConfig, DEFAULT_SCOPE, HttpSettings, Secret, parse_base_url};
     use crate::sim::{Sim, SimConfig};
     use crate::streams::portfolio::{ItemNode, Portfolio, STREAM};
     use crate::streams::{Batches, Part, Silent, StreamSpec};
@@ -640,15 +639,7 @@ mod tests {
         })
         .await
         .unwrap();
-        let config = ApiConfig {
-            base_url: parse_base_url(&sim.url()).unwrap(),
-            client_id: sim.client_id().into(),
-            client_secret: Secret::new(sim.client_secret()),
-            scope: DEFAULT_SCOPE.into(),
-            http: HttpSettings::default(),
-            credentials: crate::config::DEFAULT_CREDENTIALS.into(),
-        };
-        let api = Client::new(&config, ClientOptions::default()).unwrap();
+        let api = Client::new(&sim.api_config(), ClientOptions::default()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let warehouse = Warehouse::open(dir.path().join("w.duckdb")).unwrap();
         let (writer, thread) = Writer::spawn(warehouse);

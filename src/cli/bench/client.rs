@@ -9,7 +9,6 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 
 use crate::api::{Client, ClientOptions, Page, queries};
-use crate::config::{ApiConfig, DEFAULT_SCOPE, HttpSettings, Secret, parse_base_url};
 use crate::sim::{Faults, Sim, SimConfig};
 
 /// One measured scan.
@@ -130,16 +129,8 @@ async fn plain(sim: &Sim, concurrency: usize) -> Result<Scan> {
 
 /// The same scan through [`Client`]: cursor pages at concurrency 1, offset pages above.
 async fn with_client(sim: &Sim, concurrency: usize) -> Result<Scan> {
-    let config = ApiConfig {
-        base_url: parse_base_url(&sim.url()).map_err(anyhow::Error::msg)?,
-        client_id: sim.client_id().into(),
-        client_secret: Secret::new(sim.client_secret()),
-        scope: DEFAULT_SCOPE.into(),
-        http: HttpSettings::default(),
-        credentials: crate::config::DEFAULT_CREDENTIALS.into(),
-    };
     let client = Client::new(
-        &config,
+        &sim.api_config(),
         ClientOptions {
             concurrency,
             ..ClientOptions::default()
