@@ -777,3 +777,50 @@ async fn each_fault_flag_produces_its_fault() {
         .unwrap();
     assert_eq!(r.status(), 301);
 }
+
+#[tokio::test]
+async fn replay_answers_a_repeated_query_from_memory_until_the_data_changes() {
+    let sim = sim(60).await;
+    sim.set_faults(Faults {
+        replay: true,
+        ..Faults::default()
+    });
+    let token = token(&sim).await;
+    let page = |vars: Value| post_gql(&sim, &token, USERS, vars);
+    let first = page(json!({ "first": 50, "archived": false })).await;
+    // The same request, its variables in another order: answered from memory, byte for byte.
+    let again = page(json!({ "archived": false, "first": 50 })).await;
+    assert_eq!(again, first);
+    assert_eq!(sim.counters().replayed, 1);
+    // Other variables are another request.
+    let archived = page(json!({ "first": 50, "archived": true })).await;
+    assert_ne!(archived, first);
+    assert_eq!(sim.counters().replayed, 1);
+    // A mutation changes the data: the kept answers are not given again.
+    let upsert = "mutation($ref: String, $user: UserInput!) { updateOrCreateUser(ref: $ref, sendInvite: false, user: $user) { created user { ref } } }";
+    let listed: Value = serde_json::from_str(&first.1).unwrap();
+    let who = listed["data"]["paginatedUsers"]["edges"][0]["node"]["ref"].clone();
+    assert!(who.is_string(), "{listed}");
+    let rename = |name: &str| json!({ "ref": who, "user": { "name": name } });
+    let renamed = gql(&sim, &token, upsert, rename("Replayed Not")).await;
+    assert_eq!(renamed["updateOrCreateUser"]["created"], json!(false));
+    let after = page(json!({ "first": 50, "archived": false })).await;
+    assert_eq!(sim.counters().replayed, 1, "executed, not replayed");
+    assert!(after.1.contains("Replayed Not"), "the change shows");
+    // A mutation is never replayed: sent twice, it runs twice.
+    let ops = |c: &sim::Counters| c.operations.values().sum::<u64>();
+    let before = ops(&sim.counters());
+    for _ in 0..2 {
+        gql(&sim, &token, upsert, rename("Twice")).await;
+    }
+    let counters = sim.counters();
+    assert_eq!(ops(&counters) - before, 2);
+    assert_eq!(counters.replayed, 1);
+    // A churn tick changes the data too.
+    page(json!({ "first": 50, "archived": false })).await;
+    page(json!({ "first": 50, "archived": false })).await;
+    assert_eq!(sim.counters().replayed, 2);
+    sim.tick(5);
+    page(json!({ "first": 50, "archived": false })).await;
+    assert_eq!(sim.counters().replayed, 2);
+}

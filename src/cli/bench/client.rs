@@ -76,7 +76,7 @@ fn median(values: &mut [f64]) -> f64 {
 /// The plain loop: reqwest, a token, the same query, no retries or rate control.
 async fn plain(sim: &Sim, concurrency: usize) -> Result<Scan> {
     let http = reqwest::Client::builder().gzip(true).build()?;
-    let token = super::sim_token(&http, sim).await?;
+    let token = super::sim_token(&http, sim, None).await?;
     let url = format!("{}/graphql/", sim.url());
     let fetch = |vars: Value| {
         let (http, token, url) = (http.clone(), token.clone(), url.clone());

@@ -50,6 +50,10 @@ pub enum BenchCommand {
         /// Only the full sync: no plain fetch, no re-sync (for the largest organisations)
         #[arg(long)]
         full_only: bool,
+        /// The simulator answers each query from memory after a first plain fetch, so that its
+        /// own CPU hardly counts, as a fast server's: the figures are the tool's own cost
+        #[arg(long)]
+        replay: bool,
     },
     /// Webhook receiver under load: signed events at a fixed rate, answer times, none lost
     Webhook {
@@ -153,9 +157,15 @@ pub async fn run(command: BenchCommand) -> Result<Exit> {
             concurrency,
             rate_limit_rps,
             full_only,
+            replay,
         } => {
             let latency = Duration::from_millis(latency_ms);
-            sync::run(users, latency, concurrency, rate_limit_rps, full_only).await?;
+            let server = sync::Server {
+                latency,
+                rate_limit_rps,
+                replay,
+            };
+            sync::run(users, server, concurrency, full_only).await?;
             Ok(Exit::Ok)
         }
         BenchCommand::Webhook {
@@ -249,14 +259,20 @@ impl std::fmt::Display for Summary {
 pub use crate::store::alloc::memory_mib;
 
 /// A token from the simulator's own credentials, fetched with a plain HTTP client.
-pub async fn sim_token(http: &reqwest::Client, sim: &crate::sim::Sim) -> anyhow::Result<String> {
+pub async fn sim_token(
+    http: &reqwest::Client,
+    sim: &crate::sim::Sim,
+    scope: Option<&str>,
+) -> anyhow::Result<String> {
+    let mut form = vec![
+        ("grant_type", "client_credentials"),
+        ("client_id", sim.client_id()),
+        ("client_secret", sim.client_secret()),
+    ];
+    form.extend(scope.map(|scope| ("scope", scope)));
     let answer: serde_json::Value = http
         .post(format!("{}/oauth/token/", sim.url()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", sim.client_id()),
-            ("client_secret", sim.client_secret()),
-        ])
+        .form(&form)
         .send()
         .await?
         .json()

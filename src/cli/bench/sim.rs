@@ -47,7 +47,7 @@ pub async fn run(start_users: usize, page_users: usize, pages: usize) -> anyhow:
     .await?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
-    let token = super::sim_token(&http, &sim).await?;
+    let token = super::sim_token(&http, &sim, None).await?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let mut time_pages = async |query: &str, field: &str| -> anyhow::Result<Summary> {
         let first: Value = post(&http, &sim, &token, query, 0).await?.1;

@@ -48,13 +48,26 @@ fn children_cpu_seconds() -> f64 {
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
+/// How the simulator of `bench sync` answers.
+pub struct Server {
+    pub latency: Duration,
+    /// 429 above this many requests per second (syncs only).
+    pub rate_limit_rps: Option<f64>,
+    /// [`Faults::replay`], filled by a plain fetch first.
+    pub replay: bool,
+}
+
 pub async fn run(
     users: usize,
-    latency: Duration,
+    server: Server,
     concurrency: Concurrency,
-    rate_limit_rps: Option<f64>,
     full_only: bool,
 ) -> Result<()> {
+    let Server {
+        latency,
+        rate_limit_rps,
+        replay,
+    } = server;
     let super::Org {
         sim,
         dir,
@@ -63,28 +76,36 @@ pub async fn run(
     } = super::Org::start("sync", users, 3).await?;
     sim.set_faults(Faults {
         latency,
+        replay,
         ..Faults::default()
     });
+    let scope = settings.api(crate::config::Access::Read)?.scope;
     let db = settings.db;
 
     let plain_concurrency = match concurrency {
         Concurrency::Fixed(n) => n,
         Concurrency::Auto => AUTO_START,
     };
+    if replay {
+        // Every page answered once, to be replayed from now on.
+        plain_fetch(&sim, &scope, plain_concurrency).await?;
+    }
     let plain = if full_only {
         (f64::NAN, 0)
     } else {
-        plain_fetch(&sim, plain_concurrency).await?
+        plain_fetch(&sim, &scope, plain_concurrency).await?
     };
     // The plain loop does not retry: the server's rate limit applies to the syncs only.
     sim.set_faults(Faults {
         latency,
         rate_limit_rps,
+        replay,
         ..Faults::default()
     });
     sim.reset_counters();
     let full = child_sync(&sim, &config, &db, concurrency).await?;
     let refused_full = refused(&sim);
+    let replayed_full = sim.counters().replayed;
     // The file after the full sync: a re-sync only adds to it what its checkpoint wrote.
     let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0) as f64 / 1_048_576.0;
     sim.reset_counters();
@@ -103,6 +124,13 @@ pub async fn run(
         println!(
             "  plain fetch of the same pages: {:.1} s ({} pages, concurrency {plain_concurrency})",
             plain.0, plain.1
+        );
+    }
+    if replay {
+        println!(
+            "  simulator replaying answers from memory: {replayed_full} of the full sync's {} \
+             GraphQL requests",
+            refused_full.1
         );
     }
     if let Some(rps) = rate_limit_rps {
@@ -159,9 +187,10 @@ fn refused(sim: &Sim) -> (u64, u64) {
 }
 
 /// Fetch every page a sync reads, with a plain reqwest loop (offsets in parallel).
-async fn plain_fetch(sim: &Sim, concurrency: usize) -> Result<(f64, usize)> {
+/// Its token has the sync's `scope`, so that its answers are the sync's (and replayed to it).
+async fn plain_fetch(sim: &Sim, scope: &str, concurrency: usize) -> Result<(f64, usize)> {
     let http = reqwest::Client::builder().gzip(true).build()?;
-    let token = super::sim_token(&http, sim).await?;
+    let token = super::sim_token(&http, sim, Some(scope)).await?;
     let scans: [(Operation, Value); 6] = [
         (queries::USERS, json!({ "archived": false })),
         (queries::USERS, json!({ "archived": true })),
