@@ -5,7 +5,7 @@
 //!   thread and streams send it closures ([`Writer::call`]). Fetching continues while a
 //!   commit runs.
 //! - Per page group (a few pages at a time), the rows are staged with the stream's checkpoint
-//!   ([`Warehouse::stage`]); staged rows merge with their checkpoint in one transaction every
+//!   ([`Warehouse::stage`]), up to [`GROUPS_IN_FLIGHT`] groups queued behind the writer; staged rows merge with their checkpoint in one transaction every
 //!   [`Warehouse::merge_rows`] rows, after `store::MERGE_AFTER`, and at the end of each part.
 //!   A run killed at any moment resumes from the last merged checkpoint: offset scans at the
 //!   next page, cursor-only scans (certificate templates: a handful of pages) from their start.
@@ -14,7 +14,9 @@
 //! - A scan the pager reports incomplete (the source moved under an offset scan) deletes
 //!   nothing; its rows are merged and the next run reconciles.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -41,6 +43,24 @@ const COMMIT_AFTER: Duration = Duration::from_secs(2);
 /// Pages fetched ahead of the stream that reads them ([`read_ahead`]): fetching goes on
 /// while the stream waits for the writer, up to this many pages (50 rows each).
 const READ_AHEAD_PAGES: usize = 16;
+
+/// Page groups a stream may have queued for the writer, staged or waiting ([`Staging`]): the
+/// stream goes on fetching and building rows while a merge or a checkpoint runs. With one
+/// group (until issue 19's last round) fetching stopped within 0.15 s of each merge, about a
+/// second each at 100k users, and the writer and the rest took turns instead of running side
+/// by side. Measured with `bench sync --users 100000 --latency-ms 0 --replay` (a server that
+/// costs nothing, 2 cores), full sync: 1 group 10.2–12.1 s (median 11.0 of 5), peak
+/// 185–195 MiB; 4 groups 9.6 / 9.9 s, 196–197 MiB; 8 groups 8.9 / 9.7 / 10.1 s, 204–207 MiB;
+/// 4 groups within [`QUEUED_BYTES`] 10.2 / 10.3 s, 197–200 MiB. A group is at most
+/// [`PAGES_PER_COMMIT`] pages (5,000 rows), one Arrow batch a table.
+const GROUPS_IN_FLIGHT: usize = 4;
+
+/// ... and at most this many bytes of Arrow batches a stream. At 1M users the writer is
+/// slower than the fetching and the queues stay full: 4 groups of each stream, page batches
+/// not yet concatenated, put a full sync's peak at 237 MiB (anonymous 178), against 216 (165)
+/// with one group; one batch a table and this bound, 224 (165). A portfolio group is about
+/// 0.8 MB, a `users` group (with its memberships) up to 1.5 MB.
+const QUEUED_BYTES: usize = 4 << 20;
 
 /// What `sync` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -403,7 +423,7 @@ async fn drive<S: Extract>(
         let mut last_commit = Instant::now();
         let mut announced = false;
         let mut last_page = first_page;
-        let mut in_flight: Option<oneshot::Receiver<CommitResult>> = None;
+        let mut staging = Staging::new(spec);
         loop {
             let next = pages.next().await;
             let page = match next {
@@ -438,23 +458,19 @@ async fn drive<S: Extract>(
             let due = buffered >= PAGES_PER_COMMIT || last_commit.elapsed() >= COMMIT_AFTER;
             if buffered > 0 && (done || due) {
                 last_commit = Instant::now();
-                let batches = std::mem::take(&mut buffer);
+                // One compact batch a table, built here rather than on the writer.
+                let batches = crate::store::by_table(std::mem::take(&mut buffer)).map_err(store)?;
                 buffered = 0;
                 let text = at(index, if part.op.offset { last_page } else { 0 });
-                // At most one commit in flight per stream: wait for the previous one, then
-                // queue this one and go on fetching while it runs.
-                if let Some(previous) = in_flight.take() {
-                    count_merge(&mut outcome, spec, previous.await)?;
-                }
-                in_flight = Some(writer.send(move |w| w.stage(name, run, &text, batches))?);
+                staging
+                    .queue(writer, (name, run), text, batches, &mut outcome)
+                    .await?;
             }
             if done {
                 break;
             }
         }
-        if let Some(previous) = in_flight.take() {
-            count_merge(&mut outcome, spec, previous.await)?;
-        }
+        staging.settle(&mut outcome).await?;
         // The end of a part merges what is staged. Moving to the next part: checkpoint its
         // start so a crash does not redo this part.
         let text = if index + 1 < parts.len() {
@@ -473,7 +489,7 @@ async fn drive<S: Extract>(
                     })
             })
             .await?;
-        count_merge(&mut outcome, spec, Ok(merged))?;
+        count_merge(&mut outcome, spec, merged)?;
     }
 
     let complete = outcome.complete;
@@ -572,15 +588,90 @@ async fn check_holds(
 /// The answer of one page-group commit.
 type CommitResult = crate::store::Result<std::collections::BTreeMap<&'static str, MergeStats>>;
 
+/// A part's page groups queued for the writer ([`GROUPS_IN_FLIGHT`] at most), oldest first.
+struct Staging {
+    spec: &'static StreamSpec,
+    /// Each group's answer and its Arrow bytes.
+    queued: VecDeque<(oneshot::Receiver<Option<CommitResult>>, usize)>,
+    /// The Arrow bytes of the queued groups.
+    bytes: usize,
+    /// Set by the first group that fails to stage. The groups queued behind it then do
+    /// nothing: staged and merged, they would store a checkpoint past the failed group's
+    /// rows, and a resumed scan would never read those rows again.
+    failed: Arc<AtomicBool>,
+}
+
+impl Staging {
+    fn new(spec: &'static StreamSpec) -> Staging {
+        Staging {
+            spec,
+            queued: VecDeque::new(),
+            bytes: 0,
+            failed: Arc::default(),
+        }
+    }
+
+    /// Queue a group's rows and the checkpoint that covers them for the writer, once fewer
+    /// than [`GROUPS_IN_FLIGHT`] groups and at most [`QUEUED_BYTES`] with it wait (the oldest
+    /// are counted into `outcome` first). A group alone is queued whatever its size.
+    async fn queue(
+        &mut self,
+        writer: &Writer,
+        (stream, run): (&'static str, RunId),
+        checkpoint: String,
+        batches: Batches,
+        outcome: &mut StreamOutcome,
+    ) -> Result<()> {
+        let bytes: usize = batches.iter().map(|(_, b)| b.get_array_memory_size()).sum();
+        while !self.queued.is_empty()
+            && (self.queued.len() >= GROUPS_IN_FLIGHT || self.bytes + bytes > QUEUED_BYTES)
+        {
+            self.settle_oldest(outcome).await?;
+        }
+        let failed = self.failed.clone();
+        let answer = writer.send(move |w| {
+            if failed.load(Ordering::Acquire) {
+                return None;
+            }
+            let staged = w.stage(stream, run, &checkpoint, batches);
+            if staged.is_err() {
+                failed.store(true, Ordering::Release);
+            }
+            Some(staged)
+        })?;
+        self.queued.push_back((answer, bytes));
+        self.bytes += bytes;
+        Ok(())
+    }
+
+    /// Wait for every queued group, counting what they merged into `outcome`.
+    async fn settle(&mut self, outcome: &mut StreamOutcome) -> Result<()> {
+        while !self.queued.is_empty() {
+            self.settle_oldest(outcome).await?;
+        }
+        Ok(())
+    }
+
+    /// Wait for the oldest group and count what it merged into `outcome`. A group's error ends
+    /// the scan before any later group's answer is read.
+    async fn settle_oldest(&mut self, outcome: &mut StreamOutcome) -> Result<()> {
+        let Some((oldest, bytes)) = self.queued.pop_front() else {
+            return Ok(());
+        };
+        self.bytes -= bytes;
+        // `None` only follows a failed group, whose error was returned first.
+        let staged = oldest.await.ok().flatten().ok_or(Error::WriterGone)?;
+        count_merge(outcome, self.spec, staged)
+    }
+}
+
 /// Add a finished commit's counts (of the stream's main table) to the outcome.
 fn count_merge(
     outcome: &mut StreamOutcome,
     spec: &'static StreamSpec,
-    answer: std::result::Result<CommitResult, oneshot::error::RecvError>,
+    merged: CommitResult,
 ) -> Result<()> {
-    let merged = answer
-        .map_err(|_| Error::WriterGone)?
-        .map_err(super::store_error(spec.name))?;
+    let merged = merged.map_err(super::store_error(spec.name))?;
     if let Some(m) = merged.get(spec.tables[0].table) {
         outcome.new += m.new;
         outcome.changed += m.changed;
@@ -694,5 +785,201 @@ mod tests {
                 &events[at.saturating_sub(1)..=at]
             );
         }
+    }
+
+    /// A `trainings` batch of the given ids.
+    fn trainings(ids: &[&str]) -> arrow::record_batch::RecordBatch {
+        use crate::store::BatchBuilder;
+        let mut b = BatchBuilder::new(&crate::store::tables::TRAININGS);
+        for id in ids {
+            let mut row = b.row();
+            row.set("id", *id).unwrap();
+            row.set("ref", format!("ref-{id}")).unwrap();
+            row.set("title", format!("Training {id}")).unwrap();
+            row.set("is_active", true).unwrap();
+            row.set("archived", false).unwrap();
+            row.set("start_date", None::<&str>).unwrap();
+            row.set("end_date", None::<&str>).unwrap();
+            b.push(row).unwrap();
+        }
+        b.finish().unwrap()
+    }
+
+    /// A writer on a fresh warehouse, with a run begun and a job that holds it until `release`
+    /// sends (or drops).
+    async fn held_writer(
+        dir: &tempfile::TempDir,
+    ) -> (
+        Writer,
+        std::thread::JoinHandle<Warehouse>,
+        RunId,
+        std::sync::mpsc::Sender<()>,
+    ) {
+        let warehouse = Warehouse::open(dir.path().join("w.duckdb")).unwrap();
+        let (writer, thread) = Writer::spawn(warehouse);
+        let run = writer
+            .call(|w| w.begin_run(&["trainings"]))
+            .await
+            .unwrap()
+            .unwrap();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        // Its answer is not awaited: the receiver is dropped, the job still runs.
+        drop(writer.send(move |_| held.recv()).unwrap());
+        (writer, thread, run, release)
+    }
+
+    /// Merge what `trainings` staged; its rows and stored checkpoint then.
+    async fn flushed(writer: &Writer) -> (i64, Option<String>) {
+        writer
+            .call(|w| {
+                w.flush("trainings").unwrap();
+                let n: i64 = w
+                    .connection()
+                    .query_row("SELECT count(*) FROM trainings", [], |r| r.get(0))
+                    .unwrap();
+                (n, w.checkpoint("trainings").unwrap())
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn groups_queue_behind_a_busy_writer_up_to_the_limit() {
+        use futures_util::FutureExt;
+        let spec = &crate::streams::trainings::STREAM;
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, thread, run, release) = held_writer(&dir).await;
+        let mut staging = Staging::new(spec);
+        let mut outcome = StreamOutcome::default();
+        let ids: Vec<String> = (0..=GROUPS_IN_FLIGHT).map(|g| format!("t{g}")).collect();
+        // While the writer is busy, a stream queues this many groups without waiting...
+        for (group, id) in ids.iter().enumerate().take(GROUPS_IN_FLIGHT) {
+            let batch = vec![(&crate::store::tables::TRAININGS, trainings(&[id]))];
+            let queued = staging
+                .queue(
+                    &writer,
+                    ("trainings", run),
+                    format!("group {group}"),
+                    batch,
+                    &mut outcome,
+                )
+                .now_or_never();
+            assert!(
+                matches!(queued, Some(Ok(()))),
+                "group {group} is queued at once"
+            );
+        }
+        // ... and the next one waits for the oldest.
+        let batch = vec![(
+            &crate::store::tables::TRAININGS,
+            trainings(&[&ids[GROUPS_IN_FLIGHT]]),
+        )];
+        let mut last = Box::pin(staging.queue(
+            &writer,
+            ("trainings", run),
+            "last group".into(),
+            batch,
+            &mut outcome,
+        ));
+        assert!((&mut last).now_or_never().is_none(), "a full queue waits");
+        release.send(()).unwrap();
+        last.await.unwrap();
+        staging.settle(&mut outcome).await.unwrap();
+        let (stored, checkpoint) = flushed(&writer).await;
+        drop(writer);
+        thread.join().unwrap();
+        assert_eq!(stored as usize, GROUPS_IN_FLIGHT + 1, "every group's row");
+        assert_eq!(checkpoint.as_deref(), Some("last group"));
+        assert_eq!(outcome.new as usize, 0, "nothing merged before the flush");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_group_waits_for_the_queue_to_shrink_below_its_bytes() {
+        use futures_util::FutureExt;
+        let spec = &crate::streams::trainings::STREAM;
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, thread, run, release) = held_writer(&dir).await;
+        let mut staging = Staging::new(spec);
+        let mut outcome = StreamOutcome::default();
+        // Groups of more than half the byte budget each.
+        let group = |n: usize| {
+            let ids: Vec<String> = (0..9_000).map(|i| format!("g{n}-{i:0>60}")).collect();
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let batch = trainings(&ids);
+            assert!(batch.get_array_memory_size() > QUEUED_BYTES / 2);
+            assert!(batch.get_array_memory_size() < QUEUED_BYTES);
+            vec![(&crate::store::tables::TRAININGS, batch)]
+        };
+        let first = staging
+            .queue(
+                &writer,
+                ("trainings", run),
+                "first".into(),
+                group(1),
+                &mut outcome,
+            )
+            .now_or_never();
+        assert!(matches!(first, Some(Ok(()))), "one group is queued at once");
+        let mut second = Box::pin(staging.queue(
+            &writer,
+            ("trainings", run),
+            "second".into(),
+            group(2),
+            &mut outcome,
+        ));
+        assert!(
+            (&mut second).now_or_never().is_none(),
+            "two would pass the byte budget: the second waits, though fewer than {GROUPS_IN_FLIGHT} groups wait"
+        );
+        release.send(()).unwrap();
+        second.await.unwrap();
+        staging.settle(&mut outcome).await.unwrap();
+        let (stored, _) = flushed(&writer).await;
+        drop(writer);
+        thread.join().unwrap();
+        assert_eq!(stored, 18_000);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_group_stops_the_groups_queued_behind_it() {
+        let spec = &crate::streams::trainings::STREAM;
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, thread, run, release) = held_writer(&dir).await;
+        let mut staging = Staging::new(spec);
+        let mut outcome = StreamOutcome::default();
+        // Rows of `trainings` offered as `users`: the shape check refuses them.
+        let wrong = vec![(&crate::store::tables::USERS, trainings(&["t1"]))];
+        staging
+            .queue(
+                &writer,
+                ("trainings", run),
+                "first".into(),
+                wrong,
+                &mut outcome,
+            )
+            .await
+            .unwrap();
+        let right = vec![(&crate::store::tables::TRAININGS, trainings(&["t2"]))];
+        staging
+            .queue(
+                &writer,
+                ("trainings", run),
+                "second".into(),
+                right,
+                &mut outcome,
+            )
+            .await
+            .unwrap();
+        release.send(()).unwrap();
+        let failed = staging.settle(&mut outcome).await.unwrap_err();
+        assert!(failed.to_string().contains("users"), "{failed}");
+        let (stored, checkpoint) = flushed(&writer).await;
+        drop(writer);
+        thread.join().unwrap();
+        assert_eq!(
+            (stored, checkpoint),
+            (0, None),
+            "the group behind the failed one staged nothing and stored no checkpoint past it"
+        );
     }
 }

@@ -390,8 +390,10 @@ pub(super) fn merge_parts(staged: &[Staged<'_>], part_rows: u64) -> Vec<Vec<Piec
 }
 
 /// Check each batch against its table and concatenate the batches of each table, in order
-/// (one append and one merge per table, not per page).
-fn by_table(batches: Vec<(&TableSpec, RecordBatch)>) -> Result<Vec<(&TableSpec, RecordBatch)>> {
+/// (one append and one merge per table, not per page). The sync's driver does it before it
+/// queues a page group for the writer: one compact batch a table holds none of the pages'
+/// builder slack, and the writer then finds nothing to concatenate.
+pub fn by_table(batches: Vec<(&TableSpec, RecordBatch)>) -> Result<Vec<(&TableSpec, RecordBatch)>> {
     let mut by_table: Vec<(&TableSpec, Vec<RecordBatch>)> = Vec::new();
     for (spec, batch) in batches {
         check_shape(spec, &batch)?;

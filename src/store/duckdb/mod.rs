@@ -555,8 +555,8 @@ mod merge;
 mod runs;
 mod scan;
 
-pub use merge::MERGE_AFTER;
 use merge::*;
+pub use merge::{MERGE_AFTER, by_table};
 use runs::*;
 pub use scan::{Deletes, GUARD_FLOOR, MAX_DELETE_SHARE};
 
