@@ -85,11 +85,12 @@ pub struct Faults {
     /// as a real server's answers arrive out of order (one slow shard, one long GC pause).
     pub slow_page: Option<SlowPage>,
     /// Not a fault: a query answered before, with the same grant, document, operation and
-    /// variables (in any order), is answered again
-    /// from memory while the data has not changed since (mutations and churn ticks change
-    /// it). Its GraphQL execution is what costs the simulator CPU, about 0.5 ms a page
-    /// beside the tool on the same 2 cores; replayed, the simulator is as cheap as a fast
-    /// server, so `bench sync --replay` shows the tool's own cost (issue 19).
+    /// variables (in any order), is answered again from memory while the data has not
+    /// changed since (mutations and churn ticks change it). Its GraphQL execution is what
+    /// costs the simulator CPU, about 0.5 ms a page beside the tool on the same 2 cores;
+    /// replayed, the simulator is as cheap as a fast server, so `bench sync --replay` shows
+    /// the tool's own cost (issue 19). Every answer is kept: for benchmarks, not for serving
+    /// 1M users for long.
     pub replay: bool,
 }
 
@@ -170,7 +171,8 @@ pub struct Counters {
     pub webhooks_delivered: u64,
     /// Deliveries abandoned (attempts exhausted, or the subscription disabled by a 410).
     pub webhooks_given_up: u64,
-    /// GraphQL answers given from memory ([`Faults::replay`]), not executed.
+    /// GraphQL answers given from memory ([`Faults::replay`]), not executed (`operations`
+    /// counts them too).
     pub replayed: u64,
 }
 
@@ -216,13 +218,13 @@ pub struct State {
     webhooks_disabled: AtomicBool,
     /// Bodies answered 2xx, in delivery order (for forced redeliveries).
     delivered: Mutex<Vec<axum::body::Bytes>>,
-    /// Answers kept for [`Faults::replay`], by grant and request, with the dataset version they
-    /// were computed at.
-    replies: Mutex<HashMap<String, Reply>>,
+    /// Answers kept for [`Faults::replay`], by grant and request, all computed at the
+    /// dataset version beside them.
+    replies: Mutex<(u64, HashMap<String, Reply>)>,
 }
 
-/// A kept answer (see [`Faults::replay`]): dataset version, status, body.
-type Reply = (u64, axum::http::StatusCode, axum::body::Bytes);
+/// A kept answer (see [`Faults::replay`]): status and body.
+type Reply = (axum::http::StatusCode, axum::body::Bytes);
 
 /// A filtered row list and the dataset version it was computed at.
 type Cached = (u64, Arc<Vec<u64>>);
@@ -253,7 +255,7 @@ impl State {
             webhook_queue: Mutex::new(None),
             webhooks_disabled: AtomicBool::new(false),
             delivered: Mutex::new(Vec::new()),
-            replies: Mutex::new(HashMap::new()),
+            replies: Mutex::new((0, HashMap::new())),
             config,
         }
     }
@@ -288,9 +290,11 @@ impl State {
 
     /// The answer kept for `key` ([`Faults::replay`]), if the data has not changed since.
     pub(super) fn replayed(&self, key: &str) -> Option<Reply> {
-        let version = self.read().version;
+        let version = self.version();
         let replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
-        replies.get(key).filter(|r| r.0 == version).cloned()
+        (replies.0 == version)
+            .then(|| replies.1.get(key).cloned())
+            .flatten()
     }
 
     /// The data's version now, to keep an answer computed from it ([`State::keep`]).
@@ -298,13 +302,17 @@ impl State {
         self.read().version
     }
 
-    /// Keep a query's answer computed at `version`, unless the data changed meanwhile.
-    pub(super) fn keep(&self, key: String, reply: Reply) {
-        if self.read().version == reply.0 {
-            let mut replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
-            replies.retain(|_, r| r.0 == reply.0);
-            replies.insert(key, reply);
+    /// Keep a query's answer computed at `version`, unless the data changed meanwhile; the
+    /// answers of an older version are dropped.
+    pub(super) fn keep(&self, key: String, version: u64, reply: Reply) {
+        if self.version() != version {
+            return;
         }
+        let mut replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
+        if replies.0 != version {
+            *replies = (version, HashMap::new());
+        }
+        replies.1.insert(key, reply);
     }
 
     fn cached(&self, key: String, build: impl FnOnce(&Dataset) -> Vec<u64>) -> Arc<Vec<u64>> {

@@ -328,7 +328,7 @@ async fn graphql(AxState(app): AxState<App>, headers: HeaderMap, body: Bytes) ->
         && st.config.membership_delay.is_zero())
     .then(|| replay_key(&token.scopes, &request));
     if let Some(key) = &replay
-        && let Some((_, status, bytes)) = st.replayed(key)
+        && let Some((status, bytes)) = st.replayed(key)
     {
         st.count(|c| c.replayed += 1);
         return respond(st, status, bytes, true);
@@ -368,7 +368,7 @@ async fn graphql(AxState(app): AxState<App>, headers: HeaderMap, body: Bytes) ->
         _ => {
             let bytes = Bytes::from(bytes);
             if let Some((key, version)) = replay {
-                st.keep(key, (version, status, bytes.clone()));
+                st.keep(key, version, (status, bytes.clone()));
             }
             respond(st, status, bytes, true)
         }

@@ -51,7 +51,8 @@ pub enum BenchCommand {
         #[arg(long)]
         full_only: bool,
         /// The simulator answers each query from memory after a first plain fetch, so that its
-        /// own CPU hardly counts, as a fast server's: the figures are the tool's own cost
+        /// own CPU hardly counts, as a fast server's: the figures are the tool's own cost (it
+        /// keeps every answer: up to a few 100k users)
         #[arg(long)]
         replay: bool,
     },
