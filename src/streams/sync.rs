@@ -5,7 +5,8 @@
 //!   thread and streams send it closures ([`Writer::call`]). Fetching continues while a
 //!   commit runs.
 //! - Per page group (a few pages at a time), the rows are staged with the stream's checkpoint
-//!   ([`Warehouse::stage`]), up to [`GROUPS_IN_FLIGHT`] groups queued behind the writer; staged rows merge with their checkpoint in one transaction every
+//!   ([`Warehouse::stage`]), up to [`GROUPS_IN_FLIGHT`] groups queued behind the writer;
+//!   staged rows merge with their checkpoint in one transaction every
 //!   [`Warehouse::merge_rows`] rows, after `store::MERGE_AFTER`, and at the end of each part.
 //!   A run killed at any moment resumes from the last merged checkpoint: offset scans at the
 //!   next page, cursor-only scans (certificate templates: a handful of pages) from their start.
@@ -588,7 +589,8 @@ async fn check_holds(
 /// The answer of one page-group commit.
 type CommitResult = crate::store::Result<std::collections::BTreeMap<&'static str, MergeStats>>;
 
-/// A part's page groups queued for the writer ([`GROUPS_IN_FLIGHT`] at most), oldest first.
+/// A part's page groups queued for the writer (at most [`GROUPS_IN_FLIGHT`] and
+/// [`QUEUED_BYTES`]), oldest first.
 struct Staging {
     spec: &'static StreamSpec,
     /// Each group's answer and its Arrow bytes.
