@@ -691,6 +691,7 @@ mod tests {
     use crate::sim::{Sim, SimConfig};
     use crate::streams::portfolio::{ItemNode, Portfolio, STREAM};
     use crate::streams::{Batches, Part, Silent, StreamSpec};
+    use arrow::record_batch::RecordBatch;
 
     #[derive(Debug, PartialEq)]
     enum Event {
@@ -790,7 +791,7 @@ mod tests {
     }
 
     /// A `trainings` batch of the given ids.
-    fn trainings(ids: &[&str]) -> arrow::record_batch::RecordBatch {
+    fn trainings(ids: &[&str]) -> RecordBatch {
         use crate::store::BatchBuilder;
         let mut b = BatchBuilder::new(&crate::store::tables::TRAININGS);
         for id in ids {
@@ -807,64 +808,89 @@ mod tests {
         b.finish().unwrap()
     }
 
-    /// A writer on a fresh warehouse, with a run begun and a job that holds it until `release`
-    /// sends (or drops).
-    async fn held_writer(
-        dir: &tempfile::TempDir,
-    ) -> (
-        Writer,
-        std::thread::JoinHandle<Warehouse>,
-        RunId,
-        std::sync::mpsc::Sender<()>,
-    ) {
-        let warehouse = Warehouse::open(dir.path().join("w.duckdb")).unwrap();
-        let (writer, thread) = Writer::spawn(warehouse);
-        let run = writer
-            .call(|w| w.begin_run(&["trainings"]))
-            .await
-            .unwrap()
-            .unwrap();
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        // Its answer is not awaited: the receiver is dropped, the job still runs.
-        drop(writer.send(move |_| held.recv()).unwrap());
-        (writer, thread, run, release)
+    /// The `trainings` stream's [`Staging`] against a writer on a fresh warehouse, with a run
+    /// begun and a job that holds the writer until the `Sender` returned with it sends (or
+    /// drops).
+    struct Held {
+        writer: Writer,
+        thread: std::thread::JoinHandle<Warehouse>,
+        run: RunId,
+        staging: Staging,
+        outcome: StreamOutcome,
+        _dir: tempfile::TempDir,
     }
 
-    /// Merge what `trainings` staged; its rows and stored checkpoint then.
-    async fn flushed(writer: &Writer) -> (i64, Option<String>) {
-        writer
-            .call(|w| {
-                w.flush("trainings").unwrap();
-                let n: i64 = w
-                    .connection()
-                    .query_row("SELECT count(*) FROM trainings", [], |r| r.get(0))
-                    .unwrap();
-                (n, w.checkpoint("trainings").unwrap())
-            })
-            .await
-            .unwrap()
+    impl Held {
+        async fn start() -> (Held, std::sync::mpsc::Sender<()>) {
+            let dir = tempfile::tempdir().unwrap();
+            let warehouse = Warehouse::open(dir.path().join("w.duckdb")).unwrap();
+            let (writer, thread) = Writer::spawn(warehouse);
+            let run = writer
+                .call(|w| w.begin_run(&["trainings"]))
+                .await
+                .unwrap()
+                .unwrap();
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            // Its answer is not awaited: the receiver is dropped, the job still runs.
+            drop(writer.send(move |_| held.recv()).unwrap());
+            let held = Held {
+                writer,
+                thread,
+                run,
+                staging: Staging::new(&crate::streams::trainings::STREAM),
+                outcome: StreamOutcome::default(),
+                _dir: dir,
+            };
+            (held, release)
+        }
+
+        /// Queue a group of `trainings` rows with its checkpoint.
+        fn queue(
+            &mut self,
+            checkpoint: &str,
+            batch: RecordBatch,
+            table: &'static crate::store::TableSpec,
+        ) -> impl std::future::Future<Output = Result<()>> + '_ {
+            self.staging.queue(
+                &self.writer,
+                ("trainings", self.run),
+                checkpoint.to_string(),
+                vec![(table, batch)],
+                &mut self.outcome,
+            )
+        }
+
+        /// Merge what `trainings` staged and stop the writer: the table's rows and its
+        /// stored checkpoint then.
+        async fn finish(self) -> (i64, Option<String>) {
+            let flushed = self
+                .writer
+                .call(|w| {
+                    w.flush("trainings").unwrap();
+                    let n: i64 = w
+                        .connection()
+                        .query_row("SELECT count(*) FROM trainings", [], |r| r.get(0))
+                        .unwrap();
+                    (n, w.checkpoint("trainings").unwrap())
+                })
+                .await
+                .unwrap();
+            drop(self.writer);
+            self.thread.join().unwrap();
+            flushed
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn groups_queue_behind_a_busy_writer_up_to_the_limit() {
         use futures_util::FutureExt;
-        let spec = &crate::streams::trainings::STREAM;
-        let dir = tempfile::tempdir().unwrap();
-        let (writer, thread, run, release) = held_writer(&dir).await;
-        let mut staging = Staging::new(spec);
-        let mut outcome = StreamOutcome::default();
+        let trainings_table = &crate::store::tables::TRAININGS;
+        let (mut h, release) = Held::start().await;
         let ids: Vec<String> = (0..=GROUPS_IN_FLIGHT).map(|g| format!("t{g}")).collect();
         // While the writer is busy, a stream queues this many groups without waiting...
         for (group, id) in ids.iter().enumerate().take(GROUPS_IN_FLIGHT) {
-            let batch = vec![(&crate::store::tables::TRAININGS, trainings(&[id]))];
-            let queued = staging
-                .queue(
-                    &writer,
-                    ("trainings", run),
-                    format!("group {group}"),
-                    batch,
-                    &mut outcome,
-                )
+            let queued = h
+                .queue(&format!("group {group}"), trainings(&[id]), trainings_table)
                 .now_or_never();
             assert!(
                 matches!(queued, Some(Ok(()))),
@@ -872,37 +898,24 @@ mod tests {
             );
         }
         // ... and the next one waits for the oldest.
-        let batch = vec![(
-            &crate::store::tables::TRAININGS,
-            trainings(&[&ids[GROUPS_IN_FLIGHT]]),
-        )];
-        let mut last = Box::pin(staging.queue(
-            &writer,
-            ("trainings", run),
-            "last group".into(),
-            batch,
-            &mut outcome,
-        ));
+        let batch = trainings(&[&ids[GROUPS_IN_FLIGHT]]);
+        let mut last = Box::pin(h.queue("last group", batch, trainings_table));
         assert!((&mut last).now_or_never().is_none(), "a full queue waits");
         release.send(()).unwrap();
         last.await.unwrap();
-        staging.settle(&mut outcome).await.unwrap();
-        let (stored, checkpoint) = flushed(&writer).await;
-        drop(writer);
-        thread.join().unwrap();
+        h.staging.settle(&mut h.outcome).await.unwrap();
+        let new = h.outcome.new;
+        let (stored, checkpoint) = h.finish().await;
         assert_eq!(stored as usize, GROUPS_IN_FLIGHT + 1, "every group's row");
         assert_eq!(checkpoint.as_deref(), Some("last group"));
-        assert_eq!(outcome.new as usize, 0, "nothing merged before the flush");
+        assert_eq!(new as usize, 0, "nothing merged before the flush");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_large_group_waits_for_the_queue_to_shrink_below_its_bytes() {
         use futures_util::FutureExt;
-        let spec = &crate::streams::trainings::STREAM;
-        let dir = tempfile::tempdir().unwrap();
-        let (writer, thread, run, release) = held_writer(&dir).await;
-        let mut staging = Staging::new(spec);
-        let mut outcome = StreamOutcome::default();
+        let trainings_table = &crate::store::tables::TRAININGS;
+        let (mut h, release) = Held::start().await;
         // Groups of more than half the byte budget each.
         let group = |n: usize| {
             let ids: Vec<String> = (0..9_000).map(|i| format!("g{n}-{i:0>60}")).collect();
@@ -910,76 +923,39 @@ mod tests {
             let batch = trainings(&ids);
             assert!(batch.get_array_memory_size() > QUEUED_BYTES / 2);
             assert!(batch.get_array_memory_size() < QUEUED_BYTES);
-            vec![(&crate::store::tables::TRAININGS, batch)]
+            batch
         };
-        let first = staging
-            .queue(
-                &writer,
-                ("trainings", run),
-                "first".into(),
-                group(1),
-                &mut outcome,
-            )
-            .now_or_never();
+        let first = h.queue("first", group(1), trainings_table).now_or_never();
         assert!(matches!(first, Some(Ok(()))), "one group is queued at once");
-        let mut second = Box::pin(staging.queue(
-            &writer,
-            ("trainings", run),
-            "second".into(),
-            group(2),
-            &mut outcome,
-        ));
+        let mut second = Box::pin(h.queue("second", group(2), trainings_table));
         assert!(
             (&mut second).now_or_never().is_none(),
             "two would pass the byte budget: the second waits, though fewer than {GROUPS_IN_FLIGHT} groups wait"
         );
         release.send(()).unwrap();
         second.await.unwrap();
-        staging.settle(&mut outcome).await.unwrap();
-        let (stored, _) = flushed(&writer).await;
-        drop(writer);
-        thread.join().unwrap();
+        h.staging.settle(&mut h.outcome).await.unwrap();
+        let (stored, _) = h.finish().await;
         assert_eq!(stored, 18_000);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_group_stops_the_groups_queued_behind_it() {
-        let spec = &crate::streams::trainings::STREAM;
-        let dir = tempfile::tempdir().unwrap();
-        let (writer, thread, run, release) = held_writer(&dir).await;
-        let mut staging = Staging::new(spec);
-        let mut outcome = StreamOutcome::default();
+        let (mut h, release) = Held::start().await;
         // Rows of `trainings` offered as `users`: the shape check refuses them.
-        let wrong = vec![(&crate::store::tables::USERS, trainings(&["t1"]))];
-        staging
-            .queue(
-                &writer,
-                ("trainings", run),
-                "first".into(),
-                wrong,
-                &mut outcome,
-            )
+        let users_table = &crate::store::tables::USERS;
+        h.queue("first", trainings(&["t1"]), users_table)
             .await
             .unwrap();
-        let right = vec![(&crate::store::tables::TRAININGS, trainings(&["t2"]))];
-        staging
-            .queue(
-                &writer,
-                ("trainings", run),
-                "second".into(),
-                right,
-                &mut outcome,
-            )
+        let trainings_table = &crate::store::tables::TRAININGS;
+        h.queue("second", trainings(&["t2"]), trainings_table)
             .await
             .unwrap();
         release.send(()).unwrap();
-        let failed = staging.settle(&mut outcome).await.unwrap_err();
+        let failed = h.staging.settle(&mut h.outcome).await.unwrap_err();
         assert!(failed.to_string().contains("users"), "{failed}");
-        let (stored, checkpoint) = flushed(&writer).await;
-        drop(writer);
-        thread.join().unwrap();
         assert_eq!(
-            (stored, checkpoint),
+            h.finish().await,
             (0, None),
             "the group behind the failed one staged nothing and stored no checkpoint past it"
         );
