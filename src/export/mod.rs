@@ -354,12 +354,15 @@ impl Options {
     }
 }
 
-/// The row-group size in bytes for a DuckDB memory cap of `memory_limit` bytes: an eighth of
-/// it (at least 1 MB), leaving room for a second thread's row group and the scan feeding
-/// them. Measured with DuckDB 2.0, 600k items: 100k-row groups fail at a 16 MB cap, 2 MB
-/// groups pass at 16 MB and 1 MB groups at 8 MB.
+/// The row-group size in bytes for a DuckDB memory cap of `memory_limit` bytes: the row
+/// groups in flight, one per export connection ([`EXPORT_WORKERS`]), take an eighth of it
+/// together (each at least 1 MB), leaving room for the scans feeding them. Measured with
+/// DuckDB 2.0, 600k items: 100k-row groups fail at a 16 MB cap, 2 MB groups pass at 16 MB
+/// and 1 MB groups at 8 MB. At 1M users (`bench sync --full-only`), two connections with
+/// an eighth each peaked at 227–240 MiB, a sixteenth each at 224–228 MiB (one connection
+/// with an eighth: 220–226 MiB); the Parquet files were the same size.
 pub fn row_group_bytes(memory_limit: u64) -> u64 {
-    (memory_limit / 8).max(1_000_000)
+    (memory_limit / (8 * EXPORT_WORKERS as u64)).max(1_000_000)
 }
 
 /// Modes of what an export creates: (folders, files). Personal data: the owner only, unless
@@ -515,8 +518,8 @@ pub fn export(conn: &Connection, options: &Options, now: DateTime<Utc>) -> Resul
 
 /// Tables written at once, each by its own connection. DuckDB runs a statement of the writer
 /// on one thread (`DUCKDB_THREADS` in the store), so one table at a time left a core idle
-/// for the whole export; two connections use both. Memory stays within the cap: a row group
-/// is an eighth of it ([`row_group_bytes`]), which leaves room for the second one.
+/// for the whole export; two connections use both. Their row groups share the memory one
+/// connection's had ([`row_group_bytes`]).
 pub const EXPORT_WORKERS: usize = 2;
 
 /// Write the selected tables into `tmp` and carry the others over from `previous`: the
@@ -1043,6 +1046,18 @@ pub(crate) mod tests {
                      TIMESTAMP '2026-01-01', 1)",
         )
         .unwrap();
+    }
+
+    /// The row groups the export connections hold at once stay within an eighth of the cap
+    /// (the share one connection had before there were two), down to the 1 MB floor.
+    #[test]
+    fn row_groups_in_flight_take_an_eighth_of_the_cap() {
+        for cap in [20_000_000, 96_000_000, 1_000_000_000] {
+            let each = row_group_bytes(cap);
+            assert!(each * EXPORT_WORKERS as u64 <= cap / 8, "{cap}: {each}");
+            assert!(each >= 1_000_000);
+        }
+        assert_eq!(row_group_bytes(96_000_000), 6_000_000);
     }
 
     /// The tables are written by two connections, the largest first, yet the manifest and
