@@ -184,7 +184,10 @@ async fn issue_16_certificates_after_a_504_are_issued_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_16_a_new_plan_does_not_resend_rows_of_unknown_outcome() {
     let env = synced(60, 22, "\n[push]\nsettle_after_secs = 600\n").await;
-    let template = env.sim.with_data(|d| d.certificates[0].id.to_string());
+    let (template, title) = env.sim.with_data(|d| {
+        let t = &d.certificates[0];
+        (t.id.to_string(), t.title.to_string())
+    });
     let query = "SELECT ref FROM users WHERE ref IS NOT NULL ORDER BY ref LIMIT 10";
     env.sim.set_faults(Faults {
         gateway_timeout_rate: 1.0,
@@ -217,6 +220,24 @@ async fn issue_16_a_new_plan_does_not_resend_rows_of_unknown_outcome() {
         text(&out)
     );
     assert_eq!(ledger(&env.db, 2), vec!["pending | 10"]);
+    // Pluvo applies plan 1's request 200 ms after its 504, and the second command can be
+    // done sooner: wait for plan 1's certificates, then no row of plan 2 may exist.
+    let issued = |date: &str| -> usize {
+        let date = date.parse().ok();
+        env.sim.with_data(|d| {
+            d.users
+                .iter()
+                .flat_map(|u| &u.items)
+                .filter(|i| &*i.title == title.as_str() && i.completion_date == date)
+                .count()
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while issued("2026-07-24") < 10 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(issued("2026-07-24"), 10, "plan 1, applied after its 504");
+    assert_eq!(issued("2026-07-25"), 0, "plan 2 sent nothing");
     assert_eq!(env.sim.counters().mutation_rows("generateCertificate"), 10);
 }
 
