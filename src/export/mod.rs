@@ -1036,16 +1036,22 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 pub(crate) mod tests {
     use super::*;
 
-    /// One portfolio item: the snapshot reader cannot define the view of a partitioned
-    /// table that has no file at all.
-    pub(crate) fn seed_item(conn: &Connection) {
-        conn.execute_batch(
-            "INSERT INTO portfolio_items (item_key, user_id, related_object_type, title,
+    /// A fresh warehouse in a temporary folder (dropped with it) holding one portfolio item:
+    /// the snapshot reader cannot define the view of a partitioned table that has no file at
+    /// all.
+    pub(crate) fn seeded_warehouse() -> (tempfile::TempDir, crate::store::Warehouse) {
+        let tmp = tempfile::tempdir().unwrap();
+        let warehouse = crate::store::Warehouse::open(tmp.path().join("w.duckdb")).unwrap();
+        warehouse
+            .connection()
+            .execute_batch(
+                "INSERT INTO portfolio_items (item_key, user_id, related_object_type, title,
                  occurrence, _hash, _first_seen_at, _updated_at, _run_id)
              VALUES ('k1', 'u1', 'TRAINING', 'Safety', 1, 1, TIMESTAMP '2026-01-01',
                      TIMESTAMP '2026-01-01', 1)",
-        )
-        .unwrap();
+            )
+            .unwrap();
+        (tmp, warehouse)
     }
 
     /// The row groups the export connections hold at once stay within an eighth of the cap
@@ -1065,10 +1071,8 @@ pub(crate) mod tests {
     /// its name, and nothing is published.
     #[test]
     fn tables_written_at_once_are_listed_in_order_and_a_failure_publishes_nothing() {
-        let tmp = tempfile::tempdir().unwrap();
-        let warehouse = crate::store::Warehouse::open(tmp.path().join("w.duckdb")).unwrap();
+        let (tmp, warehouse) = seeded_warehouse();
         let conn = warehouse.connection();
-        seed_item(conn);
         // `group_members` the largest: started first, listed sixth.
         conn.execute_batch(
             "INSERT INTO group_members (group_id, user_id, role, _hash, _first_seen_at,
@@ -1111,10 +1115,8 @@ pub(crate) mod tests {
     #[test]
     fn unchanged_tables_are_linked_and_a_changed_one_written() {
         use std::os::unix::fs::MetadataExt;
-        let tmp = tempfile::tempdir().unwrap();
-        let warehouse = crate::store::Warehouse::open(tmp.path().join("w.duckdb")).unwrap();
+        let (tmp, warehouse) = seeded_warehouse();
         let conn = warehouse.connection();
-        seed_item(conn);
         conn.execute_batch(
             "INSERT INTO users (id, ref, name, _hash, _first_seen_at, _updated_at, _run_id)
              VALUES ('u1', 'r1', 'Ann', 1, TIMESTAMP '2026-01-01', TIMESTAMP '2026-01-01', 1)",
@@ -1202,10 +1204,8 @@ pub(crate) mod tests {
     /// column is zstd-compressed.
     #[test]
     fn unsigned_hash_is_written_signed_and_read_back_unsigned() {
-        let tmp = tempfile::tempdir().unwrap();
-        let warehouse = crate::store::Warehouse::open(tmp.path().join("w.duckdb")).unwrap();
+        let (tmp, warehouse) = seeded_warehouse();
         let big: u64 = 0xF000_0000_0000_0001;
-        seed_item(warehouse.connection());
         warehouse
             .connection()
             .execute_batch(&format!(
@@ -1296,9 +1296,7 @@ pub(crate) mod tests {
     /// reader: the same rows as the warehouse.
     #[test]
     fn a_table_over_the_size_cap_is_split_into_several_files() {
-        let tmp = tempfile::tempdir().unwrap();
-        let warehouse = crate::store::Warehouse::open(tmp.path().join("w.duckdb")).unwrap();
-        seed_item(warehouse.connection());
+        let (tmp, warehouse) = seeded_warehouse();
         warehouse
             .connection()
             .execute_batch(

@@ -570,9 +570,7 @@ mod tests {
     /// prunes only past the grace period.
     #[tokio::test]
     async fn a_file_target_publishes_reads_back_and_prunes_after_the_grace_period() {
-        let tmp = tempfile::tempdir().unwrap();
-        let warehouse = crate::store::Warehouse::open(tmp.path().join("w.duckdb")).unwrap();
-        crate::export::tests::seed_item(warehouse.connection());
+        let (tmp, warehouse) = crate::export::tests::seeded_warehouse();
         let local = tmp.path().join("export");
         let bucket = tmp.path().join("bucket");
         std::fs::create_dir_all(&bucket).unwrap();

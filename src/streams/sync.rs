@@ -723,6 +723,27 @@ mod tests {
         }
     }
 
+    /// A writer on a fresh warehouse in a temporary folder (dropped with it), with a run of
+    /// `stream` begun.
+    async fn writer_with_run(
+        stream: &'static str,
+    ) -> (
+        tempfile::TempDir,
+        Writer,
+        std::thread::JoinHandle<Warehouse>,
+        RunId,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = Warehouse::open(dir.path().join("w.duckdb")).unwrap();
+        let (writer, thread) = Writer::spawn(warehouse);
+        let run = writer
+            .call(move |w| w.begin_run(&[stream]))
+            .await
+            .unwrap()
+            .unwrap();
+        (dir, writer, thread, run)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn each_part_is_expected_with_its_count_before_its_first_page() {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -734,14 +755,7 @@ mod tests {
         .await
         .unwrap();
         let api = Client::new(&sim.api_config(), ClientOptions::default()).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let warehouse = Warehouse::open(dir.path().join("w.duckdb")).unwrap();
-        let (writer, thread) = Writer::spawn(warehouse);
-        let run = writer
-            .call(|w| w.begin_run(&["portfolio"]))
-            .await
-            .unwrap()
-            .unwrap();
+        let (_dir, writer, thread, run) = writer_with_run("portfolio").await;
         let events = Arc::new(Mutex::new(Vec::new()));
         let outcome = drive(
             Recording(events.clone()),
@@ -822,14 +836,7 @@ mod tests {
 
     impl Held {
         async fn start() -> (Held, std::sync::mpsc::Sender<()>) {
-            let dir = tempfile::tempdir().unwrap();
-            let warehouse = Warehouse::open(dir.path().join("w.duckdb")).unwrap();
-            let (writer, thread) = Writer::spawn(warehouse);
-            let run = writer
-                .call(|w| w.begin_run(&["trainings"]))
-                .await
-                .unwrap()
-                .unwrap();
+            let (dir, writer, thread, run) = writer_with_run("trainings").await;
             let (release, held) = std::sync::mpsc::channel::<()>();
             // Its answer is not awaited: the receiver is dropped, the job still runs.
             drop(writer.send(move |_| held.recv()).unwrap());
