@@ -18,10 +18,10 @@
 //! checkpoint or neither; resuming from the checkpoint re-merges by key, so nothing doubles.
 //! The cost of a commit is one scan of the target's key and hash columns (DuckDB has no index
 //! join here) plus a per-row part, so a sync does not merge every page group: it stages them
-//! ([`Warehouse::stage`], temporary tables under the memory cap) and merges once per
-//! [`Warehouse::merge_rows`] rows (sized to the cap), after [`MERGE_AFTER`], and at the end of
-//! each part, each merge with the checkpoint covering its rows. `bench merge` times the merge
-//! alone.
+//! (a [`Stager`] on a thread of its own, or [`Warehouse::stage`]: in-memory tables under the
+//! memory cap) and merges once per [`Warehouse::merge_rows`] rows (sized to the cap), after
+//! [`MERGE_AFTER`], and at the end of each part, each merge with the checkpoint covering its
+//! rows. `bench merge` times the merge alone.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -223,6 +223,9 @@ pub struct ScanEnd<'a> {
 
 /// The warehouse file, opened by the single writer (or read-only).
 pub struct Warehouse {
+    /// The stager of [`Warehouse::stage`] (opened at first use; boxed, as most warehouses
+    /// never open it). Before `conn`: a clone of it, dropped first.
+    stager: Option<Box<Stager>>,
     conn: Connection,
     path: PathBuf,
     clock: Box<dyn Clock>,
@@ -233,10 +236,6 @@ pub struct Warehouse {
     deletes: Deletes,
     /// The memory cap in bytes, once set.
     memory_limit: Option<u64>,
-    /// Rows staged by [`Warehouse::stage`] and not yet merged, per stream.
-    pending: Vec<merge::Pending>,
-    /// Staging tables created so far (their names are numbered).
-    staged_tables: u64,
     /// Rows a stream stages before they are merged ([`Warehouse::merge_rows`]).
     pub(crate) merge_rows: u64,
     /// The WAL size past which a merge is followed by a checkpoint (sized to the cap; tests
@@ -288,6 +287,7 @@ impl Warehouse {
         ))
         .map_err(|source| open_error(&path, source))?;
         let mut warehouse = Warehouse {
+            stager: None,
             conn,
             path,
             clock,
@@ -295,8 +295,6 @@ impl Warehouse {
             anti_join_keys: ANTI_JOIN_KEYS,
             deletes: Deletes::Immediate,
             memory_limit: None,
-            pending: Vec::new(),
-            staged_tables: 0,
             merge_rows: MERGE_ROWS,
             merge_part_rows: MERGE_ROWS,
             wal_checkpoint_bytes: WAL_CHECKPOINT_FLOOR,
@@ -326,6 +324,7 @@ impl Warehouse {
         })?;
         schema::check_not_newer(&path, found, SCHEMA_VERSION)?;
         Ok(Warehouse {
+            stager: None,
             conn,
             path,
             clock: Box::new(SystemClock),
@@ -333,8 +332,6 @@ impl Warehouse {
             anti_join_keys: ANTI_JOIN_KEYS,
             deletes: Deletes::Immediate,
             memory_limit: None,
-            pending: Vec::new(),
-            staged_tables: 0,
             merge_rows: MERGE_ROWS,
             merge_part_rows: MERGE_ROWS,
             wal_checkpoint_bytes: WAL_CHECKPOINT_FLOOR,
@@ -417,6 +414,7 @@ impl Warehouse {
     /// Close the file, writing DuckDB's checkpoint (WAL → file) and reporting its errors,
     /// which a plain drop would swallow.
     pub fn close(mut self) -> Result<()> {
+        self.stager = None;
         if self.memory_limit.is_some() {
             self.checkpoint_wal()?;
         }
@@ -554,11 +552,13 @@ impl fmt::Display for Now {
 mod merge;
 mod runs;
 mod scan;
+mod stager;
 
+pub use merge::by_table;
 use merge::*;
-pub use merge::{MERGE_AFTER, by_table};
 use runs::*;
 pub use scan::{Deletes, GUARD_FLOOR, MAX_DELETE_SHARE};
+pub use stager::{MERGE_AFTER, Pending, Stager};
 
 #[cfg(test)]
 mod tests;
