@@ -4,9 +4,10 @@
 //!
 //! A page is committed like this, in one transaction per call of [`Warehouse::commit`]:
 //! 1. (before the transaction) the batch is checked against its [`TableSpec`], deduplicated by
-//!    key (last row wins), hashed, and bulk-loaded into a temporary staging table with the
-//!    Arrow appender. Staging is per connection and not part of the file, so loading it
-//!    outside the transaction changes nothing on disk.
+//!    key (last row wins), hashed, and bulk-loaded into a staging table with the Arrow
+//!    appender: a temporary one, or one of the in-memory database a [`Stager`] attaches.
+//!    Neither is part of the file, so loading it outside the transaction changes nothing on
+//!    disk.
 //! 2. `_diff` = staged rows whose key is new, whose hash differs, or whose row was
 //!    soft-deleted. Rows with the same hash are counted as unchanged and never written.
 //! 3. Changed rows are updated, new rows inserted; with history, the current version of each
