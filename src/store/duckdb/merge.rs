@@ -58,11 +58,25 @@ impl Warehouse {
         checkpoint: &str,
         batches: Vec<(&'static TableSpec, RecordBatch)>,
     ) -> Result<BTreeMap<&'static str, MergeStats>> {
-        let sealed = self.own_stager()?.stage(stream, run, checkpoint, batches)?;
+        let mut sealed = self
+            .own_stager()?
+            .stage(stream, run, checkpoint, batches)?
+            .into_iter();
         let mut merged: BTreeMap<&'static str, MergeStats> = BTreeMap::new();
-        for pending in sealed {
-            for (table, stats) in self.merge_pending(pending)? {
-                *merged.entry(table).or_default() += stats;
+        while let Some(pending) = sealed.next() {
+            match self.merge_pending(pending) {
+                Ok(stats) => {
+                    for (table, stats) in stats {
+                        *merged.entry(table).or_default() += stats;
+                    }
+                }
+                Err(e) => {
+                    // What was staged after the failed rows carries a checkpoint past them:
+                    // merged later, it would make a resumed scan skip them.
+                    sealed.for_each(|later| self.discard_pending(later));
+                    self.drop_pending(stream);
+                    return Err(e);
+                }
             }
         }
         Ok(merged)
