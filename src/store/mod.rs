@@ -53,6 +53,26 @@ pub use schema::SCHEMA_VERSION;
 pub use tables::{Column, ColumnType, HistorySpec, TableSpec, portfolio_item_key};
 pub use webhooks::{WEBHOOK_VIEWS, WebhookRow};
 
+impl StoreError {
+    /// DuckDB could not get the memory it needed under its cap.
+    pub fn out_of_memory(&self) -> bool {
+        let cause = match self {
+            StoreError::Merge { cause, .. }
+            | StoreError::FinishScan { cause, .. }
+            | StoreError::Db { cause, .. } => cause,
+            _ => return false,
+        };
+        let text = cause.to_string();
+        [
+            "Out of Memory",
+            "failed to pin block",
+            "could not allocate block",
+        ]
+        .iter()
+        .any(|sign| text.contains(sign))
+    }
+}
+
 /// Every row of `sql`, mapped by `row`; a failure to prepare, run or read it goes through
 /// `err` (which names what was being read, in the caller's error type).
 pub fn query_all<T, E>(

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use super::stager::{Pending, Stager, append_stage, create_stage, drop_tables};
+use super::stager::{Pending, Stager, append_stage, create_stage, drop_tables, gated};
 use super::*;
 
 impl Warehouse {
@@ -102,7 +102,7 @@ impl Warehouse {
     /// A stager on a connection of its own, for a thread of its own: what it seals
     /// ([`Stager::stage`], [`Stager::flush`]) goes to [`Warehouse::merge_pending`], in order.
     pub fn stager(&self) -> Result<Stager> {
-        Stager::open(&self.conn, self.merge_rows)
+        Stager::open(&self.conn, self.gate.clone(), self.merge_rows)
     }
 
     /// The stager of [`Warehouse::stage`], opened at first use, following `merge_rows`.
@@ -216,53 +216,14 @@ impl Warehouse {
         let last = parts.len() - 1;
         let mut all: BTreeMap<&'static str, MergeStats> = BTreeMap::new();
         for (i, part) in parts.iter().enumerate() {
-            let now = self.now();
-            let tx = self
-                .conn
-                .transaction()
-                .map_err(Self::db("starting a page transaction"))?;
-            for piece in part {
-                let s = &staged[piece.table];
-                let spec = s.spec;
-                let merge = |source| StoreError::Merge {
-                    table: spec.table,
-                    cause: source,
-                };
-                let rows = piece.end - piece.start;
-                let source = if rows == s.rows {
-                    s.stage.clone()
-                } else {
-                    format!(
-                        "(SELECT * FROM {} WHERE rowid >= {} AND rowid < {})",
-                        s.stage, piece.start, piece.end
-                    )
-                };
-                let (new, changed) = if rows == 0 {
-                    (0, 0)
-                } else {
-                    merge_staged(&tx, spec, &source, stream, run, now).map_err(merge)?
-                };
-                let stats = MergeStats {
-                    new,
-                    changed,
-                    unchanged: rows - new - changed,
-                    duplicates: if piece.start == 0 { s.duplicates } else { 0 },
-                };
-                *all.entry(spec.table).or_default() += stats;
+            // The checkpoint goes with the last part.
+            let checkpoint = (i == last).then_some(checkpoint);
+            let merge = |w: &mut Warehouse| w.merge_part(stream, run, checkpoint, staged, part);
+            let gate = self.gate.clone();
+            // A failed part's transaction is rolled back: run alone, it merges the same rows.
+            for (table, stats) in gated(&gate, self, merge, |w, _| merge(w))? {
+                *all.entry(table).or_default() += stats;
             }
-            if i == last {
-                store_checkpoint(&tx, stream, checkpoint, run, now)
-                    .map_err(Self::db("storing a checkpoint"))?;
-                #[cfg(test)]
-                if self.fail_before_commit {
-                    // Simulates a crash inside the transaction: dropping `tx` rolls it back.
-                    return Err(StoreError::Db {
-                        doing: "test: crash before commit",
-                        cause: duckdb::Error::QueryReturnedNoRows,
-                    });
-                }
-            }
-            tx.commit().map_err(Self::db("committing a page"))?;
             // Until a checkpoint DuckDB holds the committed rows in memory (or its spill)
             // too: written into the file once the WAL has grown past its bound.
             self.checkpoint_if_due()?;
@@ -270,6 +231,67 @@ impl Warehouse {
         if parts.len() > 1 {
             tracing::debug!(stream, parts = parts.len(), "Merged in parts.");
         }
+        Ok(all)
+    }
+
+    /// One transaction of `merge_staged_tables`: the pieces of `part`, and the checkpoint
+    /// when given.
+    fn merge_part(
+        &mut self,
+        stream: &str,
+        run: RunId,
+        checkpoint: Option<&str>,
+        staged: &[Staged<'_>],
+        part: &[Piece],
+    ) -> Result<BTreeMap<&'static str, MergeStats>> {
+        let mut all: BTreeMap<&'static str, MergeStats> = BTreeMap::new();
+        let now = self.now();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(Self::db("starting a page transaction"))?;
+        for piece in part {
+            let s = &staged[piece.table];
+            let spec = s.spec;
+            let merge = |source| StoreError::Merge {
+                table: spec.table,
+                cause: source,
+            };
+            let rows = piece.end - piece.start;
+            let source = if rows == s.rows {
+                s.stage.clone()
+            } else {
+                format!(
+                    "(SELECT * FROM {} WHERE rowid >= {} AND rowid < {})",
+                    s.stage, piece.start, piece.end
+                )
+            };
+            let (new, changed) = if rows == 0 {
+                (0, 0)
+            } else {
+                merge_staged(&tx, spec, &source, stream, run, now).map_err(merge)?
+            };
+            let stats = MergeStats {
+                new,
+                changed,
+                unchanged: rows - new - changed,
+                duplicates: if piece.start == 0 { s.duplicates } else { 0 },
+            };
+            *all.entry(spec.table).or_default() += stats;
+        }
+        if let Some(checkpoint) = checkpoint {
+            store_checkpoint(&tx, stream, checkpoint, run, now)
+                .map_err(Self::db("storing a checkpoint"))?;
+            #[cfg(test)]
+            if self.fail_before_commit {
+                // Simulates a crash inside the transaction: dropping `tx` rolls it back.
+                return Err(StoreError::Db {
+                    doing: "test: crash before commit",
+                    cause: duckdb::Error::QueryReturnedNoRows,
+                });
+            }
+        }
+        tx.commit().map_err(Self::db("committing a page"))?;
         Ok(all)
     }
 

@@ -228,6 +228,8 @@ pub struct Warehouse {
     /// never open it). Before `conn`: a clone of it, dropped first.
     stager: Option<Box<Stager>>,
     conn: Connection,
+    /// Shared with every [`Stager`]: see [`stager::Gate`].
+    gate: stager::Gate,
     path: PathBuf,
     clock: Box<dyn Clock>,
     schema_version: i64,
@@ -290,6 +292,7 @@ impl Warehouse {
         let mut warehouse = Warehouse {
             stager: None,
             conn,
+            gate: Arc::default(),
             path,
             clock,
             schema_version,
@@ -327,6 +330,7 @@ impl Warehouse {
         Ok(Warehouse {
             stager: None,
             conn,
+            gate: Arc::default(),
             path,
             clock: Box::new(SystemClock),
             schema_version: found,
@@ -382,6 +386,9 @@ impl Warehouse {
     /// after a merge that leaves the WAL past [`Warehouse::wal_checkpoint_bytes`]
     /// ([`Warehouse::checkpoint_if_due`]) and before closing.
     pub(crate) fn checkpoint_wal(&mut self) -> Result<()> {
+        // Alone: a checkpoint that runs out of memory is fatal to DuckDB.
+        let gate = self.gate.clone();
+        let _alone = gate.write().unwrap_or_else(|e| e.into_inner());
         let raise = self.memory_limit.filter(|cap| *cap < CHECKPOINT_MEMORY);
         let set = |bytes: u64| format!("SET memory_limit = '{}KB'", bytes / 1000);
         if raise.is_some() {

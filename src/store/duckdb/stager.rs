@@ -17,6 +17,36 @@ use super::*;
 /// instance (seen by its every connection, gone with the process).
 pub(super) const STAGING: &str = "_staging";
 
+/// Who may use DuckDB's memory at once. The stager's appends and the writer's merges take it
+/// shared and run side by side; each retries once, alone (exclusive), when DuckDB runs out of
+/// memory, and checkpoints always run alone (one that fails for memory is fatal to DuckDB).
+/// Why: under a small cap (20 MB) an append beside a merge could not pin a block ("failed to
+/// pin block of size 256.0 KiB (19.3 MiB/19.0 MiB used)"), where either alone fits; a memory
+/// setting may make a sync slower, never make it fail.
+pub(super) type Gate = Arc<std::sync::RwLock<()>>;
+
+/// Run `f` on `state` with `gate` shared; when DuckDB runs out of memory, run `again` (given
+/// the error) with it exclusive.
+pub(super) fn gated<S: ?Sized, T>(
+    gate: &Gate,
+    state: &mut S,
+    f: impl FnOnce(&mut S) -> Result<T>,
+    again: impl FnOnce(&mut S, StoreError) -> Result<T>,
+) -> Result<T> {
+    let first = {
+        let _shared = gate.read().unwrap_or_else(|e| e.into_inner());
+        f(state)
+    };
+    match first {
+        Err(e) if e.out_of_memory() => {
+            let _alone = gate.write().unwrap_or_else(|e| e.into_inner());
+            tracing::debug!(error = %e, "DuckDB ran out of memory beside other work; once more, alone.");
+            again(state, e)
+        }
+        other => other,
+    }
+}
+
 /// Merge staged rows at least this often, however few: the rows staged since the last merge
 /// are the work a killed sync redoes (their checkpoint is stored with their merge).
 pub const MERGE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
@@ -73,6 +103,7 @@ impl PendingTable {
 /// to [`Warehouse::merge_pending`], on the writer's connection, in the order sealed.
 pub struct Stager {
     conn: Connection,
+    gate: Gate,
     pending: Vec<Pending>,
     /// Staging tables created so far (their names are numbered).
     created: u64,
@@ -82,7 +113,7 @@ pub struct Stager {
 
 impl Stager {
     /// A stager on a new connection to `conn`'s DuckDB instance, with [`STAGING`] attached.
-    pub(super) fn open(conn: &Connection, merge_rows: u64) -> Result<Stager> {
+    pub(super) fn open(conn: &Connection, gate: Gate, merge_rows: u64) -> Result<Stager> {
         let conn = conn
             .try_clone()
             .map_err(Warehouse::db("opening the staging connection"))?;
@@ -90,6 +121,7 @@ impl Stager {
             .map_err(Warehouse::db("attaching the staging database"))?;
         Ok(Stager {
             conn,
+            gate,
             pending: Vec::new(),
             created: 0,
             merge_rows,
@@ -158,7 +190,8 @@ impl Stager {
                 None => {
                     let name = format!("_pending_{}", self.created);
                     self.created += 1;
-                    create_stage(&self.conn, spec, STAGING, &name)?;
+                    let create = || create_stage(&self.conn, spec, STAGING, &name);
+                    gated(&self.gate, &mut (), |_| create(), |_, _| create())?;
                     pending.tables.push(PendingTable {
                         spec,
                         name,
@@ -171,7 +204,28 @@ impl Stager {
             };
             let rows = batch.num_rows() as u64;
             let entry = &mut pending.tables[t];
-            append_stage(&self.conn, spec, STAGING, &entry.name, batch)?;
+            let (conn, name, staged) = (&self.conn, &entry.name, entry.rows);
+            gated(
+                &self.gate,
+                &mut (),
+                |_| append_stage(conn, spec, STAGING, name, batch.clone()),
+                |_, failed| {
+                    // The appender flushes once more when it is dropped: append again only
+                    // if none of the batch's rows arrived.
+                    let sql = format!("SELECT count(*) FROM {STAGING}.main.{name}");
+                    let count = conn
+                        .query_row(&sql, [], |r| r.get::<_, i64>(0))
+                        .map_err(Warehouse::db("counting staged rows"))?
+                        as u64;
+                    if count == staged + rows {
+                        Ok(())
+                    } else if count == staged {
+                        append_stage(conn, spec, STAGING, name, batch.clone())
+                    } else {
+                        Err(failed)
+                    }
+                },
+            )?;
             entry.rows += rows;
             entry.duplicates += duplicates;
             entry.keys.extend(hashes);
@@ -295,4 +349,66 @@ pub(super) fn append_stage(
             cause: source,
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A DuckDB error with `message`, as a merge's.
+    fn failure(message: &str) -> StoreError {
+        StoreError::Merge {
+            table: "users",
+            cause: duckdb::Error::DuckDBFailure(
+                duckdb::ffi::Error::new(1),
+                Some(message.to_owned()),
+            ),
+        }
+    }
+
+    #[test]
+    fn duckdb_out_of_memory_is_told_from_other_errors() {
+        for message in [
+            "Out of Memory Error: failed to pin block of size 256.0 KiB (19.3 MiB/19.0 MiB used)",
+            "Failed to append: Failed to commit: failed to pin block of size 256.0 KiB",
+            "Failed to append: could not allocate block of size 256.0 KiB (18.8 MiB/19.0 MiB used)",
+        ] {
+            assert!(failure(message).out_of_memory(), "{message}");
+        }
+        assert!(!failure("Constraint Error: duplicate key").out_of_memory());
+    }
+
+    #[test]
+    fn work_out_of_memory_runs_again_alone_and_other_failures_do_not() {
+        let gate = Gate::default();
+        // Whether another user of the gate would have had to wait, in each run.
+        let mut waited = Vec::new();
+        let answer = gated(
+            &gate,
+            &mut waited,
+            |w| {
+                w.push(gate.try_write().is_err());
+                Err(failure("Out of Memory Error: failed to pin block"))
+            },
+            |w, first| {
+                assert!(first.out_of_memory());
+                w.push(gate.try_read().is_err());
+                Ok(7)
+            },
+        );
+        assert_eq!(answer.unwrap(), 7);
+        assert_eq!(
+            waited,
+            [true, true],
+            "shared first (an exclusive user waits), then alone (everyone waits)"
+        );
+        let answer: Result<()> = gated(
+            &gate,
+            &mut (),
+            |_| Err(failure("Constraint Error: duplicate key")),
+            |_, _| panic!("only running out of memory runs again"),
+        );
+        assert!(answer.unwrap_err().to_string().contains("duplicate key"));
+        assert!(gate.try_write().is_ok(), "the gate is free afterwards");
+    }
 }
