@@ -20,8 +20,6 @@
 //! let from = w.checkpoint("users")?;                   // the stream's own JSON, or None
 //! // per page: staged, merged once enough rows are staged (returns what was merged, if any)
 //! let merged = w.stage("users", run, &cursor_json, vec![(&tables::USERS, batch)])?;
-//! // (the sync stages on a thread of its own: `w.stager()?.stage(..)` seals rows, which
-//! // `w.merge_pending(sealed)` merges on the writer's thread)
 //! // after the last page (finish_scan merges what is still staged first):
 //! let deleted = w.finish_scan("users", run, ScanEnd {
 //!     complete: true, tables: vec![(&tables::USERS, Scope::All)], next_checkpoint: None })?;
@@ -45,33 +43,13 @@ use chrono::{DateTime, Utc};
 
 pub use batch::{BatchBuilder, Cell, Row};
 pub use duckdb::{
-    Deletes, GUARD_FLOOR, MAX_DELETE_SHARE, MERGE_AFTER, MergeStats, Pending, RunId, RunStatus,
-    ScanEnd, Scope, Stager, StreamStats, WRITER_MEMORY_LIMIT, Warehouse, by_table, duckdb_config,
-    lock_holder_pid, memory_bytes,
+    Deletes, GUARD_FLOOR, MAX_DELETE_SHARE, MERGE_AFTER, MergeStats, RunId, RunStatus, ScanEnd,
+    Scope, StreamStats, WRITER_MEMORY_LIMIT, Warehouse, by_table, duckdb_config, lock_holder_pid,
+    memory_bytes,
 };
 pub use schema::SCHEMA_VERSION;
 pub use tables::{Column, ColumnType, HistorySpec, TableSpec, portfolio_item_key};
 pub use webhooks::{WEBHOOK_VIEWS, WebhookRow};
-
-impl StoreError {
-    /// DuckDB could not get the memory it needed under its cap.
-    pub fn out_of_memory(&self) -> bool {
-        let cause = match self {
-            StoreError::Merge { cause, .. }
-            | StoreError::FinishScan { cause, .. }
-            | StoreError::Db { cause, .. } => cause,
-            _ => return false,
-        };
-        let text = cause.to_string();
-        [
-            "Out of Memory",
-            "failed to pin block",
-            "could not allocate block",
-        ]
-        .iter()
-        .any(|sign| text.contains(sign))
-    }
-}
 
 /// Every row of `sql`, mapped by `row`; a failure to prepare, run or read it goes through
 /// `err` (which names what was being read, in the caller's error type).

@@ -2,14 +2,12 @@
 //! warehouse writer, and records the run.
 //!
 //! - One writer: DuckDB allows one writing connection, so the [`Warehouse`] lives on its own
-//!   thread and streams send it closures ([`Worker::call`]). Fetching continues while a
+//!   thread and streams send it closures ([`Writer::call`]). Fetching continues while a
 //!   commit runs.
 //! - Per page group (a few pages at a time), the rows are staged with the stream's checkpoint
-//!   on a second thread, the [`Stager`], with a connection of its own, up to
-//!   [`GROUPS_IN_FLIGHT`] groups queued; staged rows merge with their checkpoint in one
-//!   transaction on the writer every [`Warehouse::merge_rows`] rows, after
-//!   `store::MERGE_AFTER`, and at the end of each part. Staging goes on while the writer
-//!   merges or checkpoints ([`MERGES_IN_FLIGHT`]).
+//!   ([`Warehouse::stage`]), up to [`GROUPS_IN_FLIGHT`] groups queued behind the writer;
+//!   staged rows merge with their checkpoint in one transaction every
+//!   [`Warehouse::merge_rows`] rows, after `store::MERGE_AFTER`, and at the end of each part.
 //!   A run killed at any moment resumes from the last merged checkpoint: offset scans at the
 //!   next page, cursor-only scans (certificate templates: a handful of pages) from their start.
 //!   Keys seen before the crash were committed with their pages, so the final soft-delete
@@ -30,11 +28,9 @@ use tracing::{info, warn};
 
 use super::{Batches, Error, Extract, Progress, Result, StreamSpec};
 use crate::api::{Client, Error as ApiError, read_ahead};
-use crate::store::{
-    MergeStats, Pending, RunId, RunStatus, ScanEnd, Stager, StreamStats, Warehouse,
-};
+use crate::store::{MergeStats, RunId, RunStatus, ScanEnd, StreamStats, Warehouse};
 
-/// Pages handed to the stager at a time (5,000 rows), to be staged ([`Stager::stage`]).
+/// Pages handed to the writer at a time (5,000 rows), to be staged ([`Warehouse::stage`]).
 /// Until issue 19 each group was merged at once, and each merge scans the target table's keys:
 /// 10 pages a group took 95 s on a 100k-user sync (latency 0, 2 cores), 100 pages 45 s; the
 /// merges now run on larger groups of staged rows, sized to the memory cap.
@@ -49,16 +45,15 @@ const COMMIT_AFTER: Duration = Duration::from_secs(2);
 /// while the stream waits for the writer, up to this many pages (50 rows each).
 const READ_AHEAD_PAGES: usize = 16;
 
-/// Page groups a stream may have queued for the stager, staged or waiting ([`Staging`]): the
-/// stream goes on fetching and building rows while a group is staged. Until the stager,
-/// groups were staged on the writer, and this queue was all that let fetching go on while a
-/// merge or a checkpoint ran: with one group, fetching stopped within 0.15 s of each merge,
-/// about a second each at 100k users, and the writer and the rest took turns. Measured then
-/// with `bench sync --users 100000 --latency-ms 0 --replay` (a server that costs nothing, 2
-/// cores), full sync: 1 group 10.2–12.1 s (median 11.0 of 5), peak 185–195 MiB; 4 groups
-/// 9.6 / 9.9 s, 196–197 MiB; 8 groups 8.9 / 9.7 / 10.1 s, 204–207 MiB; 4 groups within
-/// [`QUEUED_BYTES`] 10.2 / 10.3 s, 197–200 MiB. A group is at most [`PAGES_PER_COMMIT`]
-/// pages (5,000 rows), one Arrow batch a table.
+/// Page groups a stream may have queued for the writer, staged or waiting ([`Staging`]): the
+/// stream goes on fetching and building rows while a merge or a checkpoint runs. With one
+/// group (until issue 19's last round) fetching stopped within 0.15 s of each merge, about a
+/// second each at 100k users, and the writer and the rest took turns instead of running side
+/// by side. Measured with `bench sync --users 100000 --latency-ms 0 --replay` (a server that
+/// costs nothing, 2 cores), full sync: 1 group 10.2–12.1 s (median 11.0 of 5), peak
+/// 185–195 MiB; 4 groups 9.6 / 9.9 s, 196–197 MiB; 8 groups 8.9 / 9.7 / 10.1 s, 204–207 MiB;
+/// 4 groups within [`QUEUED_BYTES`] 10.2 / 10.3 s, 197–200 MiB. A group is at most
+/// [`PAGES_PER_COMMIT`] pages (5,000 rows), one Arrow batch a table.
 const GROUPS_IN_FLIGHT: usize = 4;
 
 /// ... and at most this many bytes of Arrow batches a stream. At 1M users the writer is
@@ -142,61 +137,49 @@ impl Checkpoint {
     }
 }
 
-/// Work for a [`Worker`]'s thread.
-type Job<T> = Box<dyn FnOnce(&mut T) + Send>;
+/// Work for the writer thread.
+type Job = Box<dyn FnOnce(&mut Warehouse) + Send>;
 
-/// A handle to a thread that owns a `T` and runs the closures sent to it, in the order sent:
-/// the [`Writer`], and the [`Stager`] that stages page groups beside it.
-pub struct Worker<T> {
-    tx: mpsc::UnboundedSender<Job<T>>,
+/// A handle to the thread that owns the warehouse.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::UnboundedSender<Job>,
 }
 
-impl<T> Clone for Worker<T> {
-    fn clone(&self) -> Self {
-        Worker {
-            tx: self.tx.clone(),
-        }
-    }
-}
-
-/// The thread that owns the warehouse: DuckDB allows one writing connection.
-pub type Writer = Worker<Warehouse>;
-
-impl<T: Send + 'static> Worker<T> {
-    /// Move `value` to a thread named `name`; the join handle gives it back when all handles
-    /// drop.
-    pub fn spawn(name: &str, mut value: T) -> (Worker<T>, std::thread::JoinHandle<T>) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Job<T>>();
+impl Writer {
+    /// Move `warehouse` to a writer thread; the join handle gives it back when all handles drop.
+    pub fn spawn(mut warehouse: Warehouse) -> (Writer, std::thread::JoinHandle<Warehouse>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
         let handle = std::thread::Builder::new()
-            .name(name.into())
+            .name("warehouse-writer".into())
             .spawn(move || {
                 while let Some(job) = rx.blocking_recv() {
-                    job(&mut value);
+                    job(&mut warehouse);
                 }
-                value
+                warehouse
             })
-            .unwrap_or_else(|e| panic!("spawning the {name} thread: {e}"));
-        (Worker { tx }, handle)
+            .expect("spawning the warehouse writer thread");
+        (Writer { tx }, handle)
     }
 
-    /// Run `f` on the thread and wait for its answer.
-    pub async fn call<R: Send + 'static>(
+    /// Run `f` on the writer thread and wait for its answer.
+    pub async fn call<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut T) -> R + Send + 'static,
-    ) -> Result<R> {
+        f: impl FnOnce(&mut Warehouse) -> T + Send + 'static,
+    ) -> Result<T> {
         self.send(f)?.await.map_err(|_| Error::WriterGone)
     }
 
-    /// Queue `f` on the thread; the receiver gets its answer. Jobs run in the order they were
-    /// sent, so a stream can keep fetching while its previous page group is staged.
-    pub fn send<R: Send + 'static>(
+    /// Queue `f` on the writer thread; the receiver gets its answer. Jobs run in the order
+    /// they were sent, so a stream can keep fetching while its previous page group commits.
+    pub fn send<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut T) -> R + Send + 'static,
-    ) -> Result<oneshot::Receiver<R>> {
+        f: impl FnOnce(&mut Warehouse) -> T + Send + 'static,
+    ) -> Result<oneshot::Receiver<T>> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Box::new(move |value: &mut T| {
-                let _ = reply.send(f(value));
+            .send(Box::new(move |w: &mut Warehouse| {
+                let _ = reply.send(f(w));
             }))
             .map_err(|_| Error::WriterGone)?;
         Ok(answer)
@@ -214,12 +197,7 @@ pub async fn run(
     let specs = super::select(&options.streams)?;
     let started = Instant::now();
     let stats_before = api.stats();
-    let (writer, thread) = Worker::spawn("warehouse-writer", warehouse);
-    let stager = writer
-        .call(|w| w.stager())
-        .await?
-        .map_err(super::store_error("sync"))?;
-    let (stager, stager_thread) = Worker::spawn("warehouse-stager", stager);
+    let (writer, thread) = Writer::spawn(warehouse);
     let names: Vec<&'static str> = specs.iter().map(|s| s.name).collect();
     let run = writer
         .call(move |w| w.begin_run(&names))
@@ -229,7 +207,6 @@ pub async fn run(
 
     let tasks = specs.iter().map(|spec| {
         let writer = writer.clone();
-        let stager = stager.clone();
         let api = api.clone();
         let progress = progress.clone();
         let full = options.full_refresh;
@@ -237,7 +214,6 @@ pub async fn run(
             let scan = Scan {
                 api: &api,
                 writer: &writer,
-                stager: &stager,
                 run,
                 full_refresh: full,
                 progress: &*progress,
@@ -247,9 +223,6 @@ pub async fn run(
         }
     });
     let outcomes: Vec<StreamOutcome> = futures_util::future::join_all(tasks).await;
-    drop(stager);
-    // Its connection closes before the warehouse's.
-    drop(stager_thread.join().map_err(|_| Error::WriterGone)?);
 
     let stats = api.stats();
     let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
@@ -283,7 +256,6 @@ pub async fn run(
 pub struct Scan<'a> {
     api: &'a Client,
     writer: &'a Writer,
-    stager: &'a Worker<Stager>,
     run: RunId,
     full_refresh: bool,
     progress: &'a dyn Progress,
@@ -295,7 +267,7 @@ impl Scan<'_> {
         drive(
             stream,
             self.api,
-            (self.writer, self.stager),
+            self.writer,
             self.run,
             self.full_refresh,
             self.progress,
@@ -313,6 +285,13 @@ async fn finish_stream(
     progress: &dyn Progress,
 ) -> StreamOutcome {
     let name = spec.name;
+    if outcome.is_err() {
+        // Rows staged before the failure are good: merge them with their checkpoint, so the
+        // next run resumes after them.
+        if let Ok(Err(e)) = writer.call(move |w| w.flush(name)).await {
+            warn!(stream = name, error = %e, "Could not merge the rows read before the failure.");
+        }
+    }
     let outcome = outcome.unwrap_or_else(|e| {
         warn!(stream = spec.name, error = %e, "Stream failed.");
         StreamOutcome {
@@ -344,43 +323,15 @@ async fn finish_stream(
     outcome
 }
 
-/// Scan one stream to its end, committing as it goes. After a failure, the rows staged
-/// before it are merged with their checkpoint, so the next run resumes after them (unless a
-/// merge failed: see [`Failed`]).
+/// Scan one stream to its end, committing as it goes.
 async fn drive<S: Extract>(
-    stream: S,
-    api: &Client,
-    (writer, stager): (&Writer, &Worker<Stager>),
-    run: RunId,
-    full_refresh: bool,
-    progress: &dyn Progress,
-) -> Result<StreamOutcome> {
-    let name = stream.spec().name;
-    let failed = Arc::new(Failed::default());
-    let workers = Workers {
-        writer,
-        stager,
-        failed: &failed,
-    };
-    let outcome = scan(stream, api, &workers, run, full_refresh, progress).await;
-    if outcome.is_err()
-        && let Err(e) = workers.flush(name).await
-    {
-        warn!(stream = name, error = %e, "Could not merge the rows read before the failure.");
-    }
-    outcome
-}
-
-/// [`drive`] without the merge after a failure.
-async fn scan<S: Extract>(
     mut stream: S,
     api: &Client,
-    workers: &Workers<'_>,
+    writer: &Writer,
     run: RunId,
     full_refresh: bool,
     progress: &dyn Progress,
 ) -> Result<StreamOutcome> {
-    let writer = workers.writer;
     let spec = stream.spec();
     let name = spec.name;
     let started = Instant::now();
@@ -473,7 +424,7 @@ async fn scan<S: Extract>(
         let mut last_commit = Instant::now();
         let mut announced = false;
         let mut last_page = first_page;
-        let mut staging = Staging::new(spec, workers);
+        let mut staging = Staging::new(spec);
         loop {
             let next = pages.next().await;
             let page = match next {
@@ -513,7 +464,7 @@ async fn scan<S: Extract>(
                 buffered = 0;
                 let text = at(index, if part.op.offset { last_page } else { 0 });
                 staging
-                    .queue((name, run), text, batches, &mut outcome)
+                    .queue(writer, (name, run), text, batches, &mut outcome)
                     .await?;
             }
             if done {
@@ -528,16 +479,18 @@ async fn scan<S: Extract>(
         } else {
             at(index, if part.op.offset { last_page } else { 0 })
         };
-        let merged = workers
-            .seal(name, move |s| {
-                let mut sealed = s.stage(name, run, &text, Vec::new())?;
-                sealed.extend(s.flush(name));
-                Ok(sealed)
+        let merged = writer
+            .call(move |w| {
+                w.stage(name, run, &text, Vec::new())
+                    .and_then(|mut merged| {
+                        for (table, stats) in w.flush(name)? {
+                            *merged.entry(table).or_default() += stats;
+                        }
+                        Ok(merged)
+                    })
             })
             .await?;
-        for merged in merged {
-            count_merge(&mut outcome, spec, merged)?;
-        }
+        count_merge(&mut outcome, spec, merged)?;
     }
 
     let complete = outcome.complete;
@@ -633,197 +586,84 @@ async fn check_holds(
     Ok(holds)
 }
 
-/// The answer of one merge.
+/// The answer of one page-group commit.
 type CommitResult = crate::store::Result<std::collections::BTreeMap<&'static str, MergeStats>>;
 
-/// A merge's answer from the writer; `None` when it was skipped after an earlier merge of
-/// the stream failed ([`Failed::merging`]).
-type MergeAnswer = oneshot::Receiver<Option<CommitResult>>;
-
-/// A group's answer from the stager: the merges of what staging it sealed (usually none);
-/// `None` when it was skipped after an earlier failure ([`Failed::staging`]).
-type GroupAnswer = oneshot::Receiver<Option<Result<Vec<MergeAnswer>>>>;
-
-/// Merges of a stream queued on the writer, or running, while its stager fills the next:
-/// staging goes on during a merge or a checkpoint, and what waits is staged rows in DuckDB
-/// (under the cap, spilled), not Arrow batches. Two made no difference at 100k users (0 ms,
-/// `--replay`: 7.1–8.0 s either way).
-const MERGES_IN_FLIGHT: usize = 1;
-
-/// What failed in a stream's scan so far, seen by its jobs on the stager and the writer.
-#[derive(Default)]
-struct Failed {
-    /// A group failed to stage, or a merge failed: the groups behind it stage nothing.
-    /// Staged, they would move the checkpoint past the failed group's rows, and a resumed
-    /// scan would never read those rows again.
-    staging: AtomicBool,
-    /// A merge failed: the merges sealed after it drop their rows instead, for the same
-    /// reason, and so does the merge after the scan's failure.
-    merging: AtomicBool,
-}
-
-/// A stream's way to the stager and the writer threads.
-struct Workers<'a> {
-    writer: &'a Writer,
-    stager: &'a Worker<Stager>,
-    failed: &'a Arc<Failed>,
-}
-
-impl Workers<'_> {
-    /// Run `seal` on the stager (it stages and seals the stream's rows), merge what it sealed,
-    /// and wait for the merges' answers.
-    async fn seal(
-        &self,
-        stream: &'static str,
-        seal: impl FnOnce(&mut Stager) -> crate::store::Result<Vec<Pending>> + Send + 'static,
-    ) -> Result<Vec<CommitResult>> {
-        let (writer, failed) = (self.writer.clone(), self.failed.clone());
-        let merges = self
-            .stager
-            .call(move |s| {
-                let sealed = seal(s).map_err(super::store_error(stream))?;
-                merge_sealed(&writer, sealed, &failed)
-            })
-            .await??;
-        let mut merged = Vec::with_capacity(merges.len());
-        for merge in merges {
-            // `None`: skipped after a failed merge, whose error was returned first.
-            merged.extend(merge.await.map_err(|_| Error::WriterGone)?);
-        }
-        Ok(merged)
-    }
-
-    /// Merge what the stream has staged and wait for it (a merge after a failed one drops
-    /// the rows instead: see [`Failed`]).
-    async fn flush(&self, stream: &'static str) -> Result<Vec<CommitResult>> {
-        self.seal(stream, move |s| Ok(s.flush(stream).into_iter().collect()))
-            .await
-    }
-}
-
-/// On the stager's thread: queue the merge of each sealed group on the writer, in the order
-/// sealed. A merge after a failed one drops its rows instead ([`Failed::merging`]).
-fn merge_sealed(
-    writer: &Writer,
-    sealed: Vec<Pending>,
-    failed: &Arc<Failed>,
-) -> Result<Vec<MergeAnswer>> {
-    sealed
-        .into_iter()
-        .map(|pending| {
-            let failed = failed.clone();
-            writer.send(move |w| {
-                if failed.merging.load(Ordering::Acquire) {
-                    w.discard_pending(pending);
-                    return None;
-                }
-                let merged = w.merge_pending(pending);
-                if merged.is_err() {
-                    failed.merging.store(true, Ordering::Release);
-                    failed.staging.store(true, Ordering::Release);
-                }
-                Some(merged)
-            })
-        })
-        .collect()
-}
-
-/// A part's page groups queued for the stager (at most [`GROUPS_IN_FLIGHT`] and
-/// [`QUEUED_BYTES`]) and the merges they sealed (at most [`MERGES_IN_FLIGHT`] waiting), oldest
-/// first.
-struct Staging<'a> {
+/// A part's page groups queued for the writer (at most [`GROUPS_IN_FLIGHT`] and
+/// [`QUEUED_BYTES`]), oldest first.
+struct Staging {
     spec: &'static StreamSpec,
-    workers: &'a Workers<'a>,
     /// Each group's answer and its Arrow bytes.
-    groups: VecDeque<(GroupAnswer, usize)>,
+    queued: VecDeque<(oneshot::Receiver<Option<CommitResult>>, usize)>,
     /// The Arrow bytes of the queued groups.
     bytes: usize,
-    merges: VecDeque<MergeAnswer>,
+    /// Set by the first group that fails to stage. The groups queued behind it then do
+    /// nothing: staged and merged, they would store a checkpoint past the failed group's
+    /// rows, and a resumed scan would never read those rows again.
+    failed: Arc<AtomicBool>,
 }
 
-impl<'a> Staging<'a> {
-    fn new(spec: &'static StreamSpec, workers: &'a Workers<'a>) -> Staging<'a> {
+impl Staging {
+    fn new(spec: &'static StreamSpec) -> Staging {
         Staging {
             spec,
-            workers,
-            groups: VecDeque::new(),
+            queued: VecDeque::new(),
             bytes: 0,
-            merges: VecDeque::new(),
+            failed: Arc::default(),
         }
     }
 
-    /// Queue a group's rows and the checkpoint that covers them for the stager, once fewer
+    /// Queue a group's rows and the checkpoint that covers them for the writer, once fewer
     /// than [`GROUPS_IN_FLIGHT`] groups and at most [`QUEUED_BYTES`] with it wait (the oldest
     /// are counted into `outcome` first). A group alone is queued whatever its size.
     async fn queue(
         &mut self,
+        writer: &Writer,
         (stream, run): (&'static str, RunId),
         checkpoint: String,
         batches: Batches,
         outcome: &mut StreamOutcome,
     ) -> Result<()> {
         let bytes: usize = batches.iter().map(|(_, b)| b.get_array_memory_size()).sum();
-        while !self.groups.is_empty()
-            && (self.groups.len() >= GROUPS_IN_FLIGHT || self.bytes + bytes > QUEUED_BYTES)
+        while !self.queued.is_empty()
+            && (self.queued.len() >= GROUPS_IN_FLIGHT || self.bytes + bytes > QUEUED_BYTES)
         {
-            self.settle_oldest_group(outcome).await?;
+            self.settle_oldest(outcome).await?;
         }
-        let (writer, failed) = (self.workers.writer.clone(), self.workers.failed.clone());
-        let answer = self.workers.stager.send(move |s| {
-            if failed.staging.load(Ordering::Acquire) {
+        let failed = self.failed.clone();
+        let answer = writer.send(move |w| {
+            if failed.load(Ordering::Acquire) {
                 return None;
             }
-            let sealed = match s.stage(stream, run, &checkpoint, batches) {
-                Ok(sealed) => sealed,
-                Err(e) => {
-                    failed.staging.store(true, Ordering::Release);
-                    return Some(Err(super::store_error(stream)(e)));
-                }
-            };
-            Some(merge_sealed(&writer, sealed, &failed))
+            let staged = w.stage(stream, run, &checkpoint, batches);
+            if staged.is_err() {
+                failed.store(true, Ordering::Release);
+            }
+            Some(staged)
         })?;
-        self.groups.push_back((answer, bytes));
+        self.queued.push_back((answer, bytes));
         self.bytes += bytes;
         Ok(())
     }
 
-    /// Wait for every queued group and merge, counting what they merged into `outcome`.
+    /// Wait for every queued group, counting what they merged into `outcome`.
     async fn settle(&mut self, outcome: &mut StreamOutcome) -> Result<()> {
-        while !self.groups.is_empty() {
-            self.settle_oldest_group(outcome).await?;
+        while !self.queued.is_empty() {
+            self.settle_oldest(outcome).await?;
         }
-        self.settle_merges(outcome, 0).await
+        Ok(())
     }
 
-    /// Wait for the oldest group to be staged, then for merges until at most
-    /// [`MERGES_IN_FLIGHT`] wait. A group's error ends the scan before any later group's
-    /// answer is read.
-    async fn settle_oldest_group(&mut self, outcome: &mut StreamOutcome) -> Result<()> {
-        let Some((oldest, bytes)) = self.groups.pop_front() else {
+    /// Wait for the oldest group and count what it merged into `outcome`. A group's error ends
+    /// the scan before any later group's answer is read.
+    async fn settle_oldest(&mut self, outcome: &mut StreamOutcome) -> Result<()> {
+        let Some((oldest, bytes)) = self.queued.pop_front() else {
             return Ok(());
         };
         self.bytes -= bytes;
-        match oldest.await.ok().flatten() {
-            Some(merges) => self.merges.extend(merges?),
-            None => {
-                // Skipped after a failure: a group's, returned first, or a merge's.
-                self.settle_merges(outcome, 0).await?;
-                return Err(Error::WriterGone);
-            }
-        }
-        self.settle_merges(outcome, MERGES_IN_FLIGHT).await
-    }
-
-    /// Wait for the oldest merges, counting what they merged, until at most `left` wait. A
-    /// merge's error ends the scan before any later merge's answer is read.
-    async fn settle_merges(&mut self, outcome: &mut StreamOutcome, left: usize) -> Result<()> {
-        while self.merges.len() > left {
-            let oldest = self.merges.pop_front().expect("more than `left`");
-            // `None` only follows a failed merge, whose error was returned first.
-            let merged = oldest.await.ok().flatten().ok_or(Error::WriterGone)?;
-            count_merge(outcome, self.spec, merged)?;
-        }
-        Ok(())
+        // `None` only follows a failed group, whose error was returned first.
+        let staged = oldest.await.ok().flatten().ok_or(Error::WriterGone)?;
+        count_merge(outcome, self.spec, staged)
     }
 }
 
@@ -883,80 +723,25 @@ mod tests {
         }
     }
 
-    /// A writer on a fresh warehouse in a temporary folder (dropped with it) with a run of
-    /// `stream` begun, and a stager beside it; what [`drive`] needs.
-    struct Threads {
-        writer: Writer,
-        writer_thread: std::thread::JoinHandle<Warehouse>,
-        stager: Worker<Stager>,
-        stager_thread: std::thread::JoinHandle<Stager>,
-        run: RunId,
-        failed: Arc<Failed>,
-        _dir: tempfile::TempDir,
-    }
-
-    impl Threads {
-        /// `merge_rows`: rows a stream stages before a merge.
-        async fn start(stream: &'static str, merge_rows: u64) -> Threads {
-            let dir = tempfile::tempdir().unwrap();
-            let mut warehouse = Warehouse::open(dir.path().join("w.duckdb")).unwrap();
-            warehouse.merge_rows = merge_rows;
-            let stager = warehouse.stager().unwrap();
-            let (writer, writer_thread) = Worker::spawn("test-writer", warehouse);
-            let (stager, stager_thread) = Worker::spawn("test-stager", stager);
-            let run = writer
-                .call(move |w| w.begin_run(&[stream]))
-                .await
-                .unwrap()
-                .unwrap();
-            Threads {
-                writer,
-                writer_thread,
-                stager,
-                stager_thread,
-                run,
-                failed: Arc::default(),
-                _dir: dir,
-            }
-        }
-
-        /// The way to both threads of a stream's scan.
-        fn workers(&self) -> Workers<'_> {
-            Workers {
-                writer: &self.writer,
-                stager: &self.stager,
-                failed: &self.failed,
-            }
-        }
-
-        /// Hold the thread of `worker` until the `Sender` returned sends (or drops).
-        fn hold<T: Send + 'static>(worker: &Worker<T>) -> std::sync::mpsc::Sender<()> {
-            let (release, held) = std::sync::mpsc::channel::<()>();
-            // Its answer is not awaited: the receiver is dropped, the job still runs.
-            drop(worker.send(move |_| held.recv()).unwrap());
-            release
-        }
-
-        /// Merge what `stream` staged, as [`drive`] does after a failure, and stop both
-        /// threads: the rows of `table` and the stream's stored checkpoint then.
-        async fn finish(self, stream: &'static str, table: &str) -> (i64, Option<String>) {
-            for merged in self.workers().flush(stream).await.unwrap() {
-                merged.unwrap();
-            }
-            let sql = format!("SELECT count(*) FROM {table}");
-            let stored = self
-                .writer
-                .call(move |w| {
-                    let n: i64 = w.connection().query_row(&sql, [], |r| r.get(0)).unwrap();
-                    (n, w.checkpoint(stream).unwrap())
-                })
-                .await
-                .unwrap();
-            drop((self.writer, self.stager));
-            self.stager_thread.join().unwrap();
-            self.writer_thread.join().unwrap();
-            stored
-        }
+    /// A writer on a fresh warehouse in a temporary folder (dropped with it), with a run of
+    /// `stream` begun.
+    async fn writer_with_run(
+        stream: &'static str,
+    ) -> (
+        tempfile::TempDir,
+        Writer,
+        std::thread::JoinHandle<Warehouse>,
+        RunId,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = Warehouse::open(dir.path().join("w.duckdb")).unwrap();
+        let (writer, thread) = Writer::spawn(warehouse);
+        let run = writer
+            .call(move |w| w.begin_run(&[stream]))
+            .await
+            .unwrap()
+            .unwrap();
+        (dir, writer, thread, run)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -970,19 +755,20 @@ mod tests {
         .await
         .unwrap();
         let api = Client::new(&sim.api_config(), ClientOptions::default()).unwrap();
-        let t = Threads::start("portfolio", 100_000).await;
+        let (_dir, writer, thread, run) = writer_with_run("portfolio").await;
         let events = Arc::new(Mutex::new(Vec::new()));
         let outcome = drive(
             Recording(events.clone()),
             &api,
-            (&t.writer, &t.stager),
-            t.run,
+            &writer,
+            run,
             false,
             &Silent,
         )
         .await
         .unwrap();
-        t.finish("portfolio", "portfolio_items").await;
+        drop(writer);
+        thread.join().unwrap();
         assert!(outcome.pages > 2, "several pages: {outcome:?}");
 
         let events = std::mem::take(&mut *events.lock().unwrap());
@@ -1036,202 +822,149 @@ mod tests {
         b.finish().unwrap()
     }
 
-    /// `trainings` rows for `table` (the shape check refuses them for another table).
-    fn group(table: &'static crate::store::TableSpec, ids: &[&str]) -> Batches {
-        vec![(table, trainings(ids))]
+    /// The `trainings` stream's [`Staging`] against a writer on a fresh warehouse, with a run
+    /// begun and a job that holds the writer until the `Sender` returned with it sends (or
+    /// drops).
+    struct Held {
+        writer: Writer,
+        thread: std::thread::JoinHandle<Warehouse>,
+        run: RunId,
+        staging: Staging,
+        outcome: StreamOutcome,
+        _dir: tempfile::TempDir,
     }
 
-    const TRAININGS: &crate::store::TableSpec = &crate::store::tables::TRAININGS;
+    impl Held {
+        async fn start() -> (Held, std::sync::mpsc::Sender<()>) {
+            let (dir, writer, thread, run) = writer_with_run("trainings").await;
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            // Its answer is not awaited: the receiver is dropped, the job still runs.
+            drop(writer.send(move |_| held.recv()).unwrap());
+            let held = Held {
+                writer,
+                thread,
+                run,
+                staging: Staging::new(&crate::streams::trainings::STREAM),
+                outcome: StreamOutcome::default(),
+                _dir: dir,
+            };
+            (held, release)
+        }
+
+        /// Queue a group of `trainings` rows with its checkpoint.
+        fn queue(
+            &mut self,
+            checkpoint: &str,
+            batch: RecordBatch,
+            table: &'static crate::store::TableSpec,
+        ) -> impl std::future::Future<Output = Result<()>> + '_ {
+            self.staging.queue(
+                &self.writer,
+                ("trainings", self.run),
+                checkpoint.to_string(),
+                vec![(table, batch)],
+                &mut self.outcome,
+            )
+        }
+
+        /// Merge what `trainings` staged and stop the writer: the table's rows and its
+        /// stored checkpoint then.
+        async fn finish(self) -> (i64, Option<String>) {
+            let flushed = self
+                .writer
+                .call(|w| {
+                    w.flush("trainings").unwrap();
+                    let n: i64 = w
+                        .connection()
+                        .query_row("SELECT count(*) FROM trainings", [], |r| r.get(0))
+                        .unwrap();
+                    (n, w.checkpoint("trainings").unwrap())
+                })
+                .await
+                .unwrap();
+            drop(self.writer);
+            self.thread.join().unwrap();
+            flushed
+        }
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn groups_queue_behind_a_busy_stager_up_to_the_limit() {
+    async fn groups_queue_behind_a_busy_writer_up_to_the_limit() {
         use futures_util::FutureExt;
-        let t = Threads::start("trainings", 100_000).await;
-        let workers = t.workers();
-        let mut staging = Staging::new(&crate::streams::trainings::STREAM, &workers);
-        let mut outcome = StreamOutcome::default();
-        let release = Threads::hold(&t.stager);
+        let trainings_table = &crate::store::tables::TRAININGS;
+        let (mut h, release) = Held::start().await;
         let ids: Vec<String> = (0..=GROUPS_IN_FLIGHT).map(|g| format!("t{g}")).collect();
-        // While the stager is busy, a stream queues this many groups without waiting...
-        for (n, id) in ids.iter().enumerate().take(GROUPS_IN_FLIGHT) {
-            let queued = staging
-                .queue(
-                    ("trainings", t.run),
-                    format!("group {n}"),
-                    group(TRAININGS, &[id]),
-                    &mut outcome,
-                )
+        // While the writer is busy, a stream queues this many groups without waiting...
+        for (group, id) in ids.iter().enumerate().take(GROUPS_IN_FLIGHT) {
+            let queued = h
+                .queue(&format!("group {group}"), trainings(&[id]), trainings_table)
                 .now_or_never();
             assert!(
                 matches!(queued, Some(Ok(()))),
-                "group {n} is queued at once"
+                "group {group} is queued at once"
             );
         }
         // ... and the next one waits for the oldest.
-        let last = group(TRAININGS, &[&ids[GROUPS_IN_FLIGHT]]);
-        let mut last = Box::pin(staging.queue(
-            ("trainings", t.run),
-            "last group".into(),
-            last,
-            &mut outcome,
-        ));
+        let batch = trainings(&[&ids[GROUPS_IN_FLIGHT]]);
+        let mut last = Box::pin(h.queue("last group", batch, trainings_table));
         assert!((&mut last).now_or_never().is_none(), "a full queue waits");
         release.send(()).unwrap();
         last.await.unwrap();
-        staging.settle(&mut outcome).await.unwrap();
-        drop(staging);
-        let (stored, checkpoint) = t.finish("trainings", "trainings").await;
+        h.staging.settle(&mut h.outcome).await.unwrap();
+        let new = h.outcome.new;
+        let (stored, checkpoint) = h.finish().await;
         assert_eq!(stored as usize, GROUPS_IN_FLIGHT + 1, "every group's row");
         assert_eq!(checkpoint.as_deref(), Some("last group"));
-        assert_eq!(outcome.new, 0, "nothing merged before the flush");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn groups_are_staged_while_the_writer_is_busy() {
-        let t = Threads::start("trainings", 100_000).await;
-        let workers = t.workers();
-        let mut staging = Staging::new(&crate::streams::trainings::STREAM, &workers);
-        let mut outcome = StreamOutcome::default();
-        let release = Threads::hold(&t.writer);
-        // Twice the queue's length: each group is staged while the writer is held (a merge,
-        // a checkpoint), so the stream never waits for it. (Waiting for the writer, this
-        // would wait for ever: the deadline only turns that into a failure.)
-        let staged = tokio::time::timeout(Duration::from_secs(60), async {
-            for n in 0..2 * GROUPS_IN_FLIGHT {
-                let id = format!("t{n}");
-                staging
-                    .queue(
-                        ("trainings", t.run),
-                        format!("group {n}"),
-                        group(TRAININGS, &[&id]),
-                        &mut outcome,
-                    )
-                    .await?;
-            }
-            staging.settle(&mut outcome).await
-        })
-        .await;
-        assert!(
-            matches!(staged, Ok(Ok(()))),
-            "every group staged, nothing merged, while the writer is held: {staged:?}"
-        );
-        drop(staging);
-        release.send(()).unwrap();
-        let (stored, checkpoint) = t.finish("trainings", "trainings").await;
-        assert_eq!(stored as usize, 2 * GROUPS_IN_FLIGHT);
-        let last = format!("group {}", 2 * GROUPS_IN_FLIGHT - 1);
-        assert_eq!(checkpoint.as_deref(), Some(last.as_str()));
+        assert_eq!(new as usize, 0, "nothing merged before the flush");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_large_group_waits_for_the_queue_to_shrink_below_its_bytes() {
         use futures_util::FutureExt;
-        let t = Threads::start("trainings", 100_000).await;
-        let workers = t.workers();
-        let mut staging = Staging::new(&crate::streams::trainings::STREAM, &workers);
-        let mut outcome = StreamOutcome::default();
-        let release = Threads::hold(&t.stager);
+        let trainings_table = &crate::store::tables::TRAININGS;
+        let (mut h, release) = Held::start().await;
         // Groups of more than half the byte budget each.
-        let large = |n: usize| {
+        let group = |n: usize| {
             let ids: Vec<String> = (0..9_000).map(|i| format!("g{n}-{i:0>60}")).collect();
             let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-            let batches = group(TRAININGS, &ids);
-            let bytes = batches[0].1.get_array_memory_size();
-            assert!(bytes > QUEUED_BYTES / 2 && bytes < QUEUED_BYTES);
-            batches
+            let batch = trainings(&ids);
+            assert!(batch.get_array_memory_size() > QUEUED_BYTES / 2);
+            assert!(batch.get_array_memory_size() < QUEUED_BYTES);
+            batch
         };
-        let run = ("trainings", t.run);
-        let first = staging
-            .queue(run, "first".into(), large(1), &mut outcome)
-            .now_or_never();
+        let first = h.queue("first", group(1), trainings_table).now_or_never();
         assert!(matches!(first, Some(Ok(()))), "one group is queued at once");
-        let mut second = Box::pin(staging.queue(run, "second".into(), large(2), &mut outcome));
+        let mut second = Box::pin(h.queue("second", group(2), trainings_table));
         assert!(
             (&mut second).now_or_never().is_none(),
             "two would pass the byte budget: the second waits, though fewer than {GROUPS_IN_FLIGHT} groups wait"
         );
         release.send(()).unwrap();
         second.await.unwrap();
-        staging.settle(&mut outcome).await.unwrap();
-        drop(staging);
-        let (stored, _) = t.finish("trainings", "trainings").await;
+        h.staging.settle(&mut h.outcome).await.unwrap();
+        let (stored, _) = h.finish().await;
         assert_eq!(stored, 18_000);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_group_stops_the_groups_queued_behind_it() {
-        let t = Threads::start("trainings", 100_000).await;
-        let workers = t.workers();
-        let mut staging = Staging::new(&crate::streams::trainings::STREAM, &workers);
-        let mut outcome = StreamOutcome::default();
-        let release = Threads::hold(&t.stager);
+        let (mut h, release) = Held::start().await;
         // Rows of `trainings` offered as `users`: the shape check refuses them.
-        let users = &crate::store::tables::USERS;
-        let run = ("trainings", t.run);
-        staging
-            .queue(run, "first".into(), group(users, &["t1"]), &mut outcome)
+        let users_table = &crate::store::tables::USERS;
+        h.queue("first", trainings(&["t1"]), users_table)
             .await
             .unwrap();
-        staging
-            .queue(
-                run,
-                "second".into(),
-                group(TRAININGS, &["t2"]),
-                &mut outcome,
-            )
+        let trainings_table = &crate::store::tables::TRAININGS;
+        h.queue("second", trainings(&["t2"]), trainings_table)
             .await
             .unwrap();
         release.send(()).unwrap();
-        let failure = staging.settle(&mut outcome).await.unwrap_err();
-        assert!(failure.to_string().contains("users"), "{failure}");
-        drop(staging);
+        let failed = h.staging.settle(&mut h.outcome).await.unwrap_err();
+        assert!(failed.to_string().contains("users"), "{failed}");
         assert_eq!(
-            t.finish("trainings", "trainings").await,
+            h.finish().await,
             (0, None),
             "the group behind the failed one staged nothing and stored no checkpoint past it"
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_merge_drops_the_merges_sealed_after_it() {
-        // Every group is sealed for a merge of its own.
-        let t = Threads::start("trainings", 1).await;
-        let release = Threads::hold(&t.writer);
-        // On the writer, in this order: the first merge fails, the second would succeed.
-        let fail = |on: bool| t.writer.send(move |w| w.fail_before_commit = on).unwrap();
-        let stage = |n: usize| {
-            let (writer, failed, run) = (t.writer.clone(), t.failed.clone(), t.run);
-            t.stager.call(move |s| {
-                let id = format!("t{n}");
-                let sealed = s
-                    .stage(
-                        "trainings",
-                        run,
-                        &format!("group {n}"),
-                        group(TRAININGS, &[&id]),
-                    )
-                    .unwrap();
-                merge_sealed(&writer, sealed, &failed).unwrap()
-            })
-        };
-        drop(fail(true));
-        let first = stage(1).await.unwrap();
-        drop(fail(false));
-        let second = stage(2).await.unwrap();
-        release.send(()).unwrap();
-        let [first, second] = [first, second].map(|mut m| m.pop().expect("one merge each"));
-        assert!(
-            first.await.unwrap().expect("run").is_err(),
-            "the first fails"
-        );
-        assert!(
-            second.await.unwrap().is_none(),
-            "sealed before the failure, the second is dropped: its checkpoint passes the first's rows"
-        );
-        assert_eq!(
-            t.finish("trainings", "trainings").await,
-            (0, None),
-            "no row and no checkpoint past the failed merge"
         );
     }
 }

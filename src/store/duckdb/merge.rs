@@ -1,12 +1,44 @@
 //! Committing pages: stage a batch (checked, deduplicated, hashed), diff it against the table by key and hash, write only new and changed rows (closing history versions), record the seen keys and the checkpoint, in one transaction.
 //!
-//! A sync stages its pages (`stager.rs`) and merges them in large groups
-//! ([`Warehouse::merge_pending`]); [`Warehouse::commit`] merges at once.
+//! A sync stages its pages with [`Warehouse::stage`] and merges them in large groups (see
+//! [`Pending`]); [`Warehouse::commit`] merges at once.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
-use super::stager::{Pending, Stager, append_stage, create_stage, drop_tables, gated};
 use super::*;
+
+/// Merge staged rows at least this often, however few: the rows staged since the last merge
+/// are the work a killed sync redoes (their checkpoint is stored with their merge).
+pub const MERGE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A stream's rows staged since its last merge, in temporary tables (one per table; DuckDB
+/// keeps them under the memory cap and spills them beside the file), with the checkpoint that
+/// covers them.
+///
+/// Why: a merge costs one scan of the target table's keys (DuckDB has no index join here),
+/// so merging every few thousand rows makes a scan quadratic in the table's size: at 1M users
+/// (6M portfolio rows) that was 1,200 merges each reading millions of keys. Staged, a scan
+/// merges once per [`Warehouse::merge_rows`] rows (sized to the memory cap), or after
+/// [`MERGE_AFTER`].
+pub(super) struct Pending {
+    stream: String,
+    run: RunId,
+    /// The checkpoint to store with the merge: it covers every row staged.
+    checkpoint: String,
+    tables: Vec<PendingTable>,
+    rows: u64,
+    since: Instant,
+}
+
+struct PendingTable {
+    spec: &'static TableSpec,
+    temp: String,
+    rows: u64,
+    duplicates: u64,
+    /// Hashes of the staged keys (a key staged again forces a merge first: last row wins).
+    keys: HashSet<u64>,
+}
 
 impl Warehouse {
     /// Merge one page of one table and store the stream's checkpoint, atomically.
@@ -45,12 +77,13 @@ impl Warehouse {
         Ok(all)
     }
 
-    /// Stage batches of a stream with [`Stager::stage`] on the warehouse's own stager, and
-    /// merge what that seals: everything staged when [`Warehouse::merge_rows`] rows are
-    /// staged or the oldest was staged [`MERGE_AFTER`] ago, and what came before a key
-    /// staged again. Returns the stats of what was merged (empty when nothing was). A killed
-    /// process loses the staged rows and resumes from the last merged checkpoint. A sync
-    /// stages on a thread of its own instead ([`Warehouse::stager`]).
+    /// Stage batches of a stream (checked, deduplicated and hashed, as [`Warehouse::commit`]
+    /// does) for a later merge, with the checkpoint that covers them and everything staged
+    /// before; merge everything staged when [`Warehouse::merge_rows`] rows are staged or the
+    /// oldest was staged [`MERGE_AFTER`] ago. Returns the stats of what was merged (empty
+    /// when nothing was). A key staged again merges what was staged before it first, so the
+    /// later row wins, as within one commit. A killed process loses the staged rows and
+    /// resumes from the last merged checkpoint.
     pub fn stage(
         &mut self,
         stream: &str,
@@ -58,61 +91,99 @@ impl Warehouse {
         checkpoint: &str,
         batches: Vec<(&'static TableSpec, RecordBatch)>,
     ) -> Result<BTreeMap<&'static str, MergeStats>> {
-        let mut sealed = self
-            .own_stager()?
-            .stage(stream, run, checkpoint, batches)?
-            .into_iter();
         let mut merged: BTreeMap<&'static str, MergeStats> = BTreeMap::new();
-        while let Some(pending) = sealed.next() {
-            match self.merge_pending(pending) {
-                Ok(stats) => {
-                    for (table, stats) in stats {
-                        *merged.entry(table).or_default() += stats;
-                    }
+        let mut prepared = Vec::new();
+        for (spec, batch) in by_table(batches)? {
+            let (batch, duplicates, hashes) = dedupe_by_key(spec, batch)?;
+            prepared.push((spec, batch, duplicates as u64, hashes));
+        }
+        let again = self
+            .pending
+            .iter()
+            .find(|p| p.stream == stream)
+            .is_some_and(|p| {
+                prepared.iter().any(|(spec, _, _, hashes)| {
+                    p.tables
+                        .iter()
+                        .filter(|t| t.spec.table == spec.table)
+                        .any(|t| hashes.iter().any(|h| t.keys.contains(h)))
+                })
+            });
+        if again {
+            // A key staged again: merge what came before it (covered by the checkpoint staged
+            // with it), so that the later row wins.
+            merged = self.flush(stream)?;
+        }
+        let at = match self.pending.iter().position(|p| p.stream == stream) {
+            Some(at) => at,
+            None => {
+                self.pending.push(Pending {
+                    stream: stream.to_owned(),
+                    run,
+                    checkpoint: checkpoint.to_owned(),
+                    tables: Vec::new(),
+                    rows: 0,
+                    since: Instant::now(),
+                });
+                self.pending.len() - 1
+            }
+        };
+        for (spec, batch, duplicates, hashes) in prepared {
+            let pending = &mut self.pending[at];
+            let t = match pending
+                .tables
+                .iter()
+                .position(|t| t.spec.table == spec.table)
+            {
+                Some(t) => t,
+                None => {
+                    let temp = format!("_pending_{}", self.staged_tables);
+                    self.staged_tables += 1;
+                    create_stage(&self.conn, spec, &temp)?;
+                    pending.tables.push(PendingTable {
+                        spec,
+                        temp,
+                        rows: 0,
+                        duplicates: 0,
+                        keys: HashSet::new(),
+                    });
+                    pending.tables.len() - 1
                 }
-                Err(e) => {
-                    // What was staged after the failed rows carries a checkpoint past them:
-                    // merged later, it would make a resumed scan skip them.
-                    sealed.for_each(|later| self.discard_pending(later));
-                    self.drop_pending(stream);
-                    return Err(e);
-                }
+            };
+            let rows = batch.num_rows() as u64;
+            let entry = &mut pending.tables[t];
+            append_stage(&self.conn, spec, &entry.temp, batch)?;
+            entry.rows += rows;
+            entry.duplicates += duplicates;
+            entry.keys.extend(hashes);
+            pending.rows += rows;
+        }
+        let pending = &mut self.pending[at];
+        pending.run = run;
+        checkpoint.clone_into(&mut pending.checkpoint);
+        if pending.rows >= self.merge_rows || pending.since.elapsed() >= MERGE_AFTER {
+            for (table, stats) in self.merge_pending(at)? {
+                *merged.entry(table).or_default() += stats;
             }
         }
         Ok(merged)
     }
 
-    /// Merge what the stream has staged on the warehouse's own stager
-    /// ([`Warehouse::stage`]) and store the checkpoint staged last, in one transaction.
-    /// Returns the stats (empty when nothing was staged).
+    /// Merge what the stream has staged ([`Warehouse::stage`]) and store the checkpoint
+    /// staged last, in one transaction. Returns the stats (empty when nothing was staged).
     pub fn flush(&mut self, stream: &str) -> Result<BTreeMap<&'static str, MergeStats>> {
-        match self.stager.as_mut().and_then(|s| s.flush(stream)) {
-            Some(pending) => self.merge_pending(pending),
+        match self.pending.iter().position(|p| p.stream == stream) {
+            Some(at) => self.merge_pending(at),
             None => Ok(BTreeMap::new()),
         }
     }
 
-    /// Forget what the stream has staged on the warehouse's own stager, without merging it.
+    /// Forget what the stream has staged, without merging it.
     pub(super) fn drop_pending(&mut self, stream: &str) {
-        if let Some(stager) = self.stager.as_mut() {
-            stager.drop_pending(stream);
+        if let Some(at) = self.pending.iter().position(|p| p.stream == stream) {
+            let pending = self.pending.remove(at);
+            drop_temp(&self.conn, pending.tables.iter().map(|t| t.temp.as_str()));
         }
-    }
-
-    /// A stager on a connection of its own, for a thread of its own: what it seals
-    /// ([`Stager::stage`], [`Stager::flush`]) goes to [`Warehouse::merge_pending`], in order.
-    pub fn stager(&self) -> Result<Stager> {
-        Stager::open(&self.conn, self.gate.clone(), self.merge_rows)
-    }
-
-    /// The stager of [`Warehouse::stage`], opened at first use, following `merge_rows`.
-    fn own_stager(&mut self) -> Result<&mut Stager> {
-        if self.stager.is_none() {
-            self.stager = Some(Box::new(self.stager()?));
-        }
-        let stager = self.stager.as_mut().expect("opened above");
-        stager.merge_rows = self.merge_rows;
-        Ok(stager)
     }
 
     /// Rows staged before a merge, sized to the memory cap ([`Warehouse::set_memory_limit`]).
@@ -120,18 +191,16 @@ impl Warehouse {
         self.merge_rows
     }
 
-    /// Merge a stream's staged rows, sealed by a [`Stager`], and store their checkpoint; drop
-    /// their tables whatever the outcome (a failed merge leaves the checkpoint where it was).
-    pub fn merge_pending(
-        &mut self,
-        pending: Pending,
-    ) -> Result<BTreeMap<&'static str, MergeStats>> {
+    /// Merge the staged rows of `self.pending[at]` and remove it (its temporary tables too,
+    /// whatever the outcome: a failed merge leaves the checkpoint where it was).
+    fn merge_pending(&mut self, at: usize) -> Result<BTreeMap<&'static str, MergeStats>> {
+        let pending = self.pending.remove(at);
         let staged: Vec<Staged> = pending
             .tables
             .iter()
             .map(|t| Staged {
                 spec: t.spec,
-                stage: t.qualified(),
+                stage: t.temp.clone(),
                 rows: t.rows,
                 duplicates: t.duplicates,
             })
@@ -160,13 +229,8 @@ impl Warehouse {
                 "Merged staged rows."
             );
         }
-        drop_tables(&self.conn, pending.table_names());
+        drop_temp(&self.conn, pending.tables.iter().map(|t| t.temp.as_str()));
         result
-    }
-
-    /// Drop a stream's staged rows, sealed by a [`Stager`], without merging them.
-    pub fn discard_pending(&self, pending: Pending) {
-        drop_tables(&self.conn, pending.table_names());
     }
 
     /// The batches merged at once (nothing staged), with the checkpoint.
@@ -183,17 +247,16 @@ impl Warehouse {
             let (batch, duplicates, _) = dedupe_by_key(spec, batch)?;
             let rows = batch.num_rows() as u64;
             let stage = format!("_stage_{i}");
-            create_stage(&self.conn, spec, "temp", &stage)?;
-            append_stage(&self.conn, spec, "temp", &stage, batch)?;
+            stage_batch(&self.conn, spec, &stage, batch)?;
             staged.push(Staged {
                 spec,
-                stage: format!("temp.main.{stage}"),
+                stage,
                 rows,
                 duplicates: duplicates as u64,
             });
         }
         let result = self.merge_staged_tables(stream, run, checkpoint, &staged);
-        drop_tables(&self.conn, staged.iter().map(|s| s.stage.as_str()));
+        drop_temp(&self.conn, staged.iter().map(|s| s.stage.as_str()));
         result
     }
 
@@ -216,14 +279,53 @@ impl Warehouse {
         let last = parts.len() - 1;
         let mut all: BTreeMap<&'static str, MergeStats> = BTreeMap::new();
         for (i, part) in parts.iter().enumerate() {
-            // The checkpoint goes with the last part.
-            let checkpoint = (i == last).then_some(checkpoint);
-            let merge = |w: &mut Warehouse| w.merge_part(stream, run, checkpoint, staged, part);
-            let gate = self.gate.clone();
-            // A failed part's transaction is rolled back: run alone, it merges the same rows.
-            for (table, stats) in gated(&gate, self, merge, |w, _| merge(w))? {
-                *all.entry(table).or_default() += stats;
+            let now = self.now();
+            let tx = self
+                .conn
+                .transaction()
+                .map_err(Self::db("starting a page transaction"))?;
+            for piece in part {
+                let s = &staged[piece.table];
+                let spec = s.spec;
+                let merge = |source| StoreError::Merge {
+                    table: spec.table,
+                    cause: source,
+                };
+                let rows = piece.end - piece.start;
+                let source = if rows == s.rows {
+                    format!("temp.{}", s.stage)
+                } else {
+                    format!(
+                        "(SELECT * FROM temp.{} WHERE rowid >= {} AND rowid < {})",
+                        s.stage, piece.start, piece.end
+                    )
+                };
+                let (new, changed) = if rows == 0 {
+                    (0, 0)
+                } else {
+                    merge_staged(&tx, spec, &source, stream, run, now).map_err(merge)?
+                };
+                let stats = MergeStats {
+                    new,
+                    changed,
+                    unchanged: rows - new - changed,
+                    duplicates: if piece.start == 0 { s.duplicates } else { 0 },
+                };
+                *all.entry(spec.table).or_default() += stats;
             }
+            if i == last {
+                store_checkpoint(&tx, stream, checkpoint, run, now)
+                    .map_err(Self::db("storing a checkpoint"))?;
+                #[cfg(test)]
+                if self.fail_before_commit {
+                    // Simulates a crash inside the transaction: dropping `tx` rolls it back.
+                    return Err(StoreError::Db {
+                        doing: "test: crash before commit",
+                        cause: duckdb::Error::QueryReturnedNoRows,
+                    });
+                }
+            }
+            tx.commit().map_err(Self::db("committing a page"))?;
             // Until a checkpoint DuckDB holds the committed rows in memory (or its spill)
             // too: written into the file once the WAL has grown past its bound.
             self.checkpoint_if_due()?;
@@ -234,70 +336,18 @@ impl Warehouse {
         Ok(all)
     }
 
-    /// One transaction of `merge_staged_tables`: the pieces of `part`, and the checkpoint
-    /// when given.
-    fn merge_part(
-        &mut self,
-        stream: &str,
-        run: RunId,
-        checkpoint: Option<&str>,
-        staged: &[Staged<'_>],
-        part: &[Piece],
-    ) -> Result<BTreeMap<&'static str, MergeStats>> {
-        let mut all: BTreeMap<&'static str, MergeStats> = BTreeMap::new();
-        let now = self.now();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(Self::db("starting a page transaction"))?;
-        for piece in part {
-            let s = &staged[piece.table];
-            let spec = s.spec;
-            let merge = |source| StoreError::Merge {
-                table: spec.table,
-                cause: source,
-            };
-            let rows = piece.end - piece.start;
-            let source = if rows == s.rows {
-                s.stage.clone()
-            } else {
-                format!(
-                    "(SELECT * FROM {} WHERE rowid >= {} AND rowid < {})",
-                    s.stage, piece.start, piece.end
-                )
-            };
-            let (new, changed) = if rows == 0 {
-                (0, 0)
-            } else {
-                merge_staged(&tx, spec, &source, stream, run, now).map_err(merge)?
-            };
-            let stats = MergeStats {
-                new,
-                changed,
-                unchanged: rows - new - changed,
-                duplicates: if piece.start == 0 { s.duplicates } else { 0 },
-            };
-            *all.entry(spec.table).or_default() += stats;
-        }
-        if let Some(checkpoint) = checkpoint {
-            store_checkpoint(&tx, stream, checkpoint, run, now)
-                .map_err(Self::db("storing a checkpoint"))?;
-            #[cfg(test)]
-            if self.fail_before_commit {
-                // Simulates a crash inside the transaction: dropping `tx` rolls it back.
-                return Err(StoreError::Db {
-                    doing: "test: crash before commit",
-                    cause: duckdb::Error::QueryReturnedNoRows,
-                });
-            }
-        }
-        tx.commit().map_err(Self::db("committing a page"))?;
-        Ok(all)
-    }
-
     /// Rows merged in one transaction at most (see `merge_staged_tables`).
     pub fn merge_part_rows(&self) -> u64 {
         self.merge_part_rows
+    }
+}
+
+/// Drop staging tables, whatever the merge's outcome: their rows are either merged or
+/// fetched again from the last checkpoint, and dropping frees their memory (and spill) now
+/// rather than at the next page. A failure to drop only leaves a temporary table behind.
+fn drop_temp<'a>(conn: &Connection, tables: impl IntoIterator<Item = &'a str>) {
+    for table in tables {
+        let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS temp.{table}"));
     }
 }
 
@@ -371,7 +421,6 @@ pub fn by_table(batches: Vec<(&TableSpec, RecordBatch)>) -> Result<Vec<(&TableSp
 /// One table's staged rows, ready to merge.
 pub(super) struct Staged<'a> {
     pub(super) spec: &'a TableSpec,
-    /// The staging table's qualified name.
     pub(super) stage: String,
     pub(super) rows: u64,
     pub(super) duplicates: u64,
@@ -412,6 +461,77 @@ pub(super) fn stored_value(alias: &str, name: &str, ty: ColumnType) -> String {
         ColumnType::Json => format!("CAST({alias}.{} AS JSON)", q(name)),
         _ => format!("{alias}.{}", q(name)),
     }
+}
+
+/// Load a deduplicated batch, plus its `_hash` column, into a fresh temporary table.
+pub(super) fn stage_batch(
+    conn: &Connection,
+    spec: &TableSpec,
+    stage: &str,
+    batch: RecordBatch,
+) -> Result<()> {
+    create_stage(conn, spec, stage)?;
+    append_stage(conn, spec, stage, batch)
+}
+
+/// Create (or empty) the temporary staging table `stage` of a table.
+fn create_stage(conn: &Connection, spec: &TableSpec, stage: &str) -> Result<()> {
+    let columns: Vec<String> = spec
+        .columns()
+        .map(|c| format!("{} {}", q(c.name), c.ty.staging_sql()))
+        .chain(std::iter::once("_hash UBIGINT".to_string()))
+        .collect();
+    conn.execute_batch(&format!(
+        "CREATE OR REPLACE TEMP TABLE {stage} ({})",
+        columns.join(", ")
+    ))
+    .map_err(|source| StoreError::Merge {
+        table: spec.table,
+        cause: source,
+    })
+}
+
+/// Append a deduplicated batch, plus its `_hash` column, to the staging table `stage`.
+fn append_stage(
+    conn: &Connection,
+    spec: &TableSpec,
+    stage: &str,
+    batch: RecordBatch,
+) -> Result<()> {
+    let table = spec.table;
+    if batch.num_rows() == 0 {
+        return Ok(());
+    }
+    let hashes: ArrayRef = Arc::new(UInt64Array::from(row_hashes(spec, &batch)));
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("_hash", DataType::UInt64, false));
+    let mut arrays = batch.columns().to_vec();
+    arrays.push(hashes);
+    let staged = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|source| {
+        StoreError::Arrow {
+            table,
+            cause: source,
+        }
+    })?;
+    let mut appender = conn
+        .appender_to_catalog_and_db(stage, "temp", "main")
+        .map_err(|source| StoreError::Merge {
+            table,
+            cause: source,
+        })?;
+    appender
+        .append_record_batch(staged)
+        .and_then(|()| appender.flush())
+        .map_err(|source| StoreError::Merge {
+            table,
+            cause: source,
+        })?;
+    Ok(())
 }
 
 /// Steps 2–4 of a page (see the module docs) for the staged rows `source` (a table or a

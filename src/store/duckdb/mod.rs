@@ -4,10 +4,9 @@
 //!
 //! A page is committed like this, in one transaction per call of [`Warehouse::commit`]:
 //! 1. (before the transaction) the batch is checked against its [`TableSpec`], deduplicated by
-//!    key (last row wins), hashed, and bulk-loaded into a staging table with the Arrow
-//!    appender: a temporary one, or one of the in-memory database a [`Stager`] attaches.
-//!    Neither is part of the file, so loading it outside the transaction changes nothing on
-//!    disk.
+//!    key (last row wins), hashed, and bulk-loaded into a temporary staging table with the
+//!    Arrow appender. Staging is per connection and not part of the file, so loading it
+//!    outside the transaction changes nothing on disk.
 //! 2. `_diff` = staged rows whose key is new, whose hash differs, or whose row was
 //!    soft-deleted. Rows with the same hash are counted as unchanged and never written.
 //! 3. Changed rows are updated, new rows inserted; with history, the current version of each
@@ -19,10 +18,10 @@
 //! checkpoint or neither; resuming from the checkpoint re-merges by key, so nothing doubles.
 //! The cost of a commit is one scan of the target's key and hash columns (DuckDB has no index
 //! join here) plus a per-row part, so a sync does not merge every page group: it stages them
-//! (a [`Stager`] on a thread of its own, or [`Warehouse::stage`]: in-memory tables under the
-//! memory cap) and merges once per [`Warehouse::merge_rows`] rows (sized to the cap), after
-//! [`MERGE_AFTER`], and at the end of each part, each merge with the checkpoint covering its
-//! rows. `bench merge` times the merge alone.
+//! ([`Warehouse::stage`], temporary tables under the memory cap) and merges once per
+//! [`Warehouse::merge_rows`] rows (sized to the cap), after [`MERGE_AFTER`], and at the end of
+//! each part, each merge with the checkpoint covering its rows. `bench merge` times the merge
+//! alone.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -224,12 +223,7 @@ pub struct ScanEnd<'a> {
 
 /// The warehouse file, opened by the single writer (or read-only).
 pub struct Warehouse {
-    /// The stager of [`Warehouse::stage`] (opened at first use; boxed, as most warehouses
-    /// never open it). Before `conn`: a clone of it, dropped first.
-    stager: Option<Box<Stager>>,
     conn: Connection,
-    /// Shared with every [`Stager`]: see [`stager::Gate`].
-    gate: stager::Gate,
     path: PathBuf,
     clock: Box<dyn Clock>,
     schema_version: i64,
@@ -239,6 +233,10 @@ pub struct Warehouse {
     deletes: Deletes,
     /// The memory cap in bytes, once set.
     memory_limit: Option<u64>,
+    /// Rows staged by [`Warehouse::stage`] and not yet merged, per stream.
+    pending: Vec<merge::Pending>,
+    /// Staging tables created so far (their names are numbered).
+    staged_tables: u64,
     /// Rows a stream stages before they are merged ([`Warehouse::merge_rows`]).
     pub(crate) merge_rows: u64,
     /// The WAL size past which a merge is followed by a checkpoint (sized to the cap; tests
@@ -290,15 +288,15 @@ impl Warehouse {
         ))
         .map_err(|source| open_error(&path, source))?;
         let mut warehouse = Warehouse {
-            stager: None,
             conn,
-            gate: Arc::default(),
             path,
             clock,
             schema_version,
             anti_join_keys: ANTI_JOIN_KEYS,
             deletes: Deletes::Immediate,
             memory_limit: None,
+            pending: Vec::new(),
+            staged_tables: 0,
             merge_rows: MERGE_ROWS,
             merge_part_rows: MERGE_ROWS,
             wal_checkpoint_bytes: WAL_CHECKPOINT_FLOOR,
@@ -328,15 +326,15 @@ impl Warehouse {
         })?;
         schema::check_not_newer(&path, found, SCHEMA_VERSION)?;
         Ok(Warehouse {
-            stager: None,
             conn,
-            gate: Arc::default(),
             path,
             clock: Box::new(SystemClock),
             schema_version: found,
             anti_join_keys: ANTI_JOIN_KEYS,
             deletes: Deletes::Immediate,
             memory_limit: None,
+            pending: Vec::new(),
+            staged_tables: 0,
             merge_rows: MERGE_ROWS,
             merge_part_rows: MERGE_ROWS,
             wal_checkpoint_bytes: WAL_CHECKPOINT_FLOOR,
@@ -386,9 +384,6 @@ impl Warehouse {
     /// after a merge that leaves the WAL past [`Warehouse::wal_checkpoint_bytes`]
     /// ([`Warehouse::checkpoint_if_due`]) and before closing.
     pub(crate) fn checkpoint_wal(&mut self) -> Result<()> {
-        // Alone: a checkpoint that runs out of memory is fatal to DuckDB.
-        let gate = self.gate.clone();
-        let _alone = gate.write().unwrap_or_else(|e| e.into_inner());
         let raise = self.memory_limit.filter(|cap| *cap < CHECKPOINT_MEMORY);
         let set = |bytes: u64| format!("SET memory_limit = '{}KB'", bytes / 1000);
         if raise.is_some() {
@@ -422,7 +417,6 @@ impl Warehouse {
     /// Close the file, writing DuckDB's checkpoint (WAL → file) and reporting its errors,
     /// which a plain drop would swallow.
     pub fn close(mut self) -> Result<()> {
-        self.stager = None;
         if self.memory_limit.is_some() {
             self.checkpoint_wal()?;
         }
@@ -560,13 +554,11 @@ impl fmt::Display for Now {
 mod merge;
 mod runs;
 mod scan;
-mod stager;
 
-pub use merge::by_table;
 use merge::*;
+pub use merge::{MERGE_AFTER, by_table};
 use runs::*;
 pub use scan::{Deletes, GUARD_FLOOR, MAX_DELETE_SHARE};
-pub use stager::{MERGE_AFTER, Pending, Stager};
 
 #[cfg(test)]
 mod tests;

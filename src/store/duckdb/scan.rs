@@ -61,9 +61,6 @@ impl Warehouse {
     pub fn finish_scan(&mut self, stream: &str, run: RunId, end: ScanEnd<'_>) -> Result<u64> {
         // Rows still staged belong to this scan: merged first, with their checkpoint.
         self.flush(stream)?;
-        // Alone (see `stager::Gate`): the anti-join's parts are sized to the whole cap.
-        let gate = self.gate.clone();
-        let _alone = gate.write().unwrap_or_else(|e| e.into_inner());
         let now = self.now();
         for (spec, scope) in &end.tables {
             scope_sql(spec, scope)?; // validate before starting

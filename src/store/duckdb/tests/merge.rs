@@ -594,40 +594,6 @@ fn staged_rows_merge_in_groups_with_their_checkpoint() {
     );
 }
 
-/// A failed merge takes with it the rows staged after it: their checkpoint passes the failed
-/// rows, and merged later it would make a resumed scan skip them.
-#[test]
-fn rows_staged_after_a_failed_merge_are_not_merged() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = TestClock::new();
-    let mut w = open(&dir.path().join("w.duckdb"), &clock);
-    w.merge_rows = 5;
-    let run = w.begin_run(&["users"]).unwrap();
-    w.stage(
-        "users",
-        run,
-        "p1",
-        vec![(&USERS, users_batch(&[user("u1", "a@x")]))],
-    )
-    .unwrap();
-    // u1 again: p1's rows are sealed for a merge, which fails; u1's new row and u2 are staged
-    // with p2 behind it.
-    w.fail_before_commit = true;
-    let batch = users_batch(&[user("u1", "A@x"), user("u2", "b@x")]);
-    assert!(w.stage("users", run, "p2", vec![(&USERS, batch)]).is_err());
-    w.fail_before_commit = false;
-    assert!(
-        w.flush("users").unwrap().is_empty(),
-        "nothing left to merge"
-    );
-    assert_eq!(scalar::<i64>(&w, "SELECT count(*) FROM users"), 0);
-    assert_eq!(
-        w.checkpoint("users").unwrap(),
-        None,
-        "no checkpoint past p1's rows"
-    );
-}
-
 /// A stage far larger than the memory cap merges in parts, each its own transaction: here
 /// 120k items at 20 MB, where the cap sizes a merge to 15.6k rows. In one transaction such a
 /// merge ended in a DuckDB FATAL error at its checkpoint. Every row arrives, a reload with
