@@ -343,3 +343,18 @@ async fn fetch_all_falls_back_to_cursors_when_offset_is_ignored() {
     assert_eq!(ids, ["1", "2", "3", "4", "5", "6"]);
     assert_eq!(script.lock().unwrap().graphql, 6);
 }
+
+/// A request the adaptive rate does not pace goes out at once, without waiting for a timer:
+/// one per request, rounded up to tokio's next millisecond tick, halved the pages a second
+/// against a fast server. A timer awaited would leave the wait pending on its first poll.
+#[tokio::test]
+async fn an_unpaced_request_waits_for_no_timer() {
+    use futures_util::FutureExt;
+    let client = client_at("http://127.0.0.1:9", "secret", 1);
+    for n in 0..100 {
+        assert!(
+            client.wait_for_slot().now_or_never().is_some(),
+            "request {n} waited for a timer"
+        );
+    }
+}
