@@ -287,7 +287,8 @@ async fn finish_stream(
     let name = spec.name;
     if outcome.is_err() {
         // Rows staged before the failure are good: merge them with their checkpoint, so the
-        // next run resumes after them.
+        // next run resumes after them (a failed append has discarded them already: see
+        // `Warehouse::stage`).
         if let Ok(Err(e)) = writer.call(move |w| w.flush(name)).await {
             warn!(stream = name, error = %e, "Could not merge the rows read before the failure.");
         }

@@ -40,6 +40,10 @@ struct PendingTable {
     keys: HashSet<u64>,
 }
 
+/// A batch ready to stage: deduplicated by key, with the rows it dropped and the hashes of
+/// its keys.
+type Prepared = (&'static TableSpec, RecordBatch, u64, Vec<u64>);
+
 impl Warehouse {
     /// Merge one page of one table and store the stream's checkpoint, atomically.
     /// Shorthand for [`Warehouse::commit`] with a single batch.
@@ -92,7 +96,7 @@ impl Warehouse {
         batches: Vec<(&'static TableSpec, RecordBatch)>,
     ) -> Result<BTreeMap<&'static str, MergeStats>> {
         let mut merged: BTreeMap<&'static str, MergeStats> = BTreeMap::new();
-        let mut prepared = Vec::new();
+        let mut prepared: Vec<Prepared> = Vec::new();
         for (spec, batch) in by_table(batches)? {
             let (batch, duplicates, hashes) = dedupe_by_key(spec, batch)?;
             prepared.push((spec, batch, duplicates as u64, hashes));
@@ -128,6 +132,26 @@ impl Warehouse {
                 self.pending.len() - 1
             }
         };
+        if let Err(e) = self.append_pending(at, prepared) {
+            // A failed append may leave its staging table half-written (a DuckDB commit that
+            // ran out of memory left misaligned rows behind): nothing staged for the stream
+            // is merged, a later run fetches it again from the last merged checkpoint.
+            self.drop_pending(stream);
+            return Err(e);
+        }
+        let pending = &mut self.pending[at];
+        pending.run = run;
+        checkpoint.clone_into(&mut pending.checkpoint);
+        if pending.rows >= self.merge_rows || pending.since.elapsed() >= MERGE_AFTER {
+            for (table, stats) in self.merge_pending(at)? {
+                *merged.entry(table).or_default() += stats;
+            }
+        }
+        Ok(merged)
+    }
+
+    /// Append prepared batches to the staging tables of `self.pending[at]`.
+    fn append_pending(&mut self, at: usize, prepared: Vec<Prepared>) -> Result<()> {
         for (spec, batch, duplicates, hashes) in prepared {
             let pending = &mut self.pending[at];
             let t = match pending
@@ -158,15 +182,7 @@ impl Warehouse {
             entry.keys.extend(hashes);
             pending.rows += rows;
         }
-        let pending = &mut self.pending[at];
-        pending.run = run;
-        checkpoint.clone_into(&mut pending.checkpoint);
-        if pending.rows >= self.merge_rows || pending.since.elapsed() >= MERGE_AFTER {
-            for (table, stats) in self.merge_pending(at)? {
-                *merged.entry(table).or_default() += stats;
-            }
-        }
-        Ok(merged)
+        Ok(())
     }
 
     /// Merge what the stream has staged ([`Warehouse::stage`]) and store the checkpoint

@@ -594,6 +594,45 @@ fn staged_rows_merge_in_groups_with_their_checkpoint() {
     );
 }
 
+/// A stage whose append fails merges nothing the stream staged: the failed append may have
+/// left its staging table half-written (out of memory at its commit, DuckDB once left
+/// misaligned rows behind), and the driver merges what is staged when a stream fails. The
+/// rows come again from the last merged checkpoint. The failure is forced here by dropping
+/// the staging table behind the writer's back.
+#[test]
+fn a_failed_append_discards_what_the_stream_staged() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut w = open(&dir.path().join("w.duckdb"), &clock);
+    let run = w.begin_run(&["users"]).unwrap();
+    let page = |ids: &[&str]| {
+        let rows: Vec<_> = ids.iter().map(|id| user(id, "a@x")).collect();
+        vec![(&USERS, users_batch(&rows))]
+    };
+    w.stage("users", run, "p1", page(&["u1", "u2"])).unwrap();
+    let table: String = scalar(
+        &w,
+        "SELECT table_name FROM duckdb_tables() WHERE temporary AND table_name LIKE '_pending_%'",
+    );
+    w.connection()
+        .execute_batch(&format!("DROP TABLE temp.{table}"))
+        .unwrap();
+
+    let err = w.stage("users", run, "p2", page(&["u3"])).unwrap_err();
+    assert!(err.to_string().contains("users"), "{err}");
+    assert!(
+        w.flush("users").unwrap().is_empty(),
+        "nothing left to merge"
+    );
+    assert_eq!(scalar::<i64>(&w, "SELECT count(*) FROM users"), 0);
+    assert_eq!(w.checkpoint("users").unwrap(), None);
+
+    // The stream stages again from its last checkpoint, into a fresh table.
+    w.stage("users", run, "p1", page(&["u1", "u2"])).unwrap();
+    assert_eq!(w.flush("users").unwrap()[USERS.table].new, 2);
+    assert_eq!(w.checkpoint("users").unwrap().as_deref(), Some("p1"));
+}
+
 /// A stage far larger than the memory cap merges in parts, each its own transaction: here
 /// 120k items at 20 MB, where the cap sizes a merge to 15.6k rows. In one transaction such a
 /// merge ended in a DuckDB FATAL error at its checkpoint. Every row arrives, a reload with
