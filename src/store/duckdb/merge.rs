@@ -87,7 +87,8 @@ impl Warehouse {
     /// oldest was staged [`MERGE_AFTER`] ago. Returns the stats of what was merged (empty
     /// when nothing was). A key staged again merges what was staged before it first, so the
     /// later row wins, as within one commit. A killed process loses the staged rows and
-    /// resumes from the last merged checkpoint.
+    /// resumes from the last merged checkpoint; so does a failed append, which drops all the
+    /// stream has staged.
     pub fn stage(
         &mut self,
         stream: &str,
@@ -133,9 +134,10 @@ impl Warehouse {
             }
         };
         if let Err(e) = self.append_pending(at, prepared) {
-            // A failed append may leave its staging table half-written (a DuckDB commit that
-            // ran out of memory left misaligned rows behind): nothing staged for the stream
-            // is merged, a later run fetches it again from the last merged checkpoint.
+            // What a failed append left in its staging table is unknown (after an appender
+            // commit ran out of memory, appending again to the table stored misaligned rows):
+            // nothing staged for the stream is merged; a later run fetches it again from the
+            // last merged checkpoint.
             self.drop_pending(stream);
             return Err(e);
         }

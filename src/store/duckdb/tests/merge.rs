@@ -594,11 +594,11 @@ fn staged_rows_merge_in_groups_with_their_checkpoint() {
     );
 }
 
-/// A stage whose append fails merges nothing the stream staged: the failed append may have
-/// left its staging table half-written (out of memory at its commit, DuckDB once left
-/// misaligned rows behind), and the driver merges what is staged when a stream fails. The
-/// rows come again from the last merged checkpoint. The failure is forced here by dropping
-/// the staging table behind the writer's back.
+/// A stage whose append fails merges nothing the stream staged: what the failed append left
+/// in its staging table is unknown (after an appender commit ran out of memory, appending
+/// again to the table stored misaligned rows), and the driver merges what is staged when a
+/// stream fails. The rows come again from the last merged checkpoint. The failure is forced
+/// here by dropping the staging table behind the writer's back.
 #[test]
 fn a_failed_append_discards_what_the_stream_staged() {
     let dir = tempfile::tempdir().unwrap();
