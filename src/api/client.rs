@@ -520,10 +520,11 @@ impl Client {
                 .await
                 .map_err(Failure::Fatal)?;
             let answer = self.post(op, &token, body).await?;
-            // The adaptive concurrency learns from every answer: a 429 or 503 says the
-            // server is saturated; any other answer gives its time.
+            // The adaptive concurrency learns from every answer: a 429 or a transient server
+            // error (a 503, or a 500/502/504 that a loaded server or its gateway gives fast)
+            // says the server is struggling; any other answer gives its time.
             match answer.status {
-                429 | 503 => inner.limit.on_throttle(),
+                s if s == 429 || transient_status(s) => inner.limit.on_throttle(),
                 _ => inner.limit.on_answer(answer.took, Instant::now()),
             }
             match answer.status {

@@ -5,8 +5,8 @@
 //! time seen recently is the server's time without queueing (`base`); a round of answers (as
 //! many as the limit) whose mean time is `rtt` means about `limit × (1 − base / rtt)`
 //! requests were waiting at the server. Few waiting: the limit grows by one per round; many:
-//! it shrinks by one. A 429 halves it at once (once per round), and the rate gate
-//! (`rate.rs`) paces what is left. The limit stays within `1..=ceiling`, and grows only
+//! it shrinks by one. A 429 or a transient server error (a 5xx but 501/505, or a 408) halves
+//! it at once (once per round), and the rate gate (`rate.rs`) paces what is left. The limit stays within `1..=ceiling`, and grows only
 //! while it is what holds the client back (at least half the permits in use), so an idle or
 //! slow caller does not inflate it.
 //!
@@ -207,7 +207,8 @@ impl Limiter {
         }
     }
 
-    /// A request was refused with 429: halve the limit (once per round).
+    /// A request was refused with 429, or failed with a transient server error: halve the
+    /// limit (once per round).
     pub(crate) fn on_throttle(&self) {
         if !self.adaptive {
             return;

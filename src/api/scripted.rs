@@ -358,3 +358,31 @@ async fn an_unpaced_request_waits_for_no_timer() {
         );
     }
 }
+
+/// `--concurrency auto` takes a transient server error as a sign of load, as it does a 429:
+/// a server (or its gateway) that fails fast under load answers quickly, and counted as an
+/// answer time its 502 would let the limit grow.
+#[tokio::test]
+async fn auto_concurrency_halves_on_a_transient_server_error() {
+    let (base, _script) = serve(vec![Answer::Raw(502, "bad gateway"), ok()]).await;
+    let config = ApiConfig {
+        base_url: parse_base_url(&base).unwrap(),
+        client_id: "id".into(),
+        client_secret: Secret::new("right"),
+        scope: "users.read".into(),
+        credentials: crate::config::DEFAULT_CREDENTIALS.into(),
+        http: HttpSettings::default(),
+    };
+    let options = ClientOptions {
+        concurrency: 32,
+        adaptive_concurrency: true,
+        retry_base: Duration::from_millis(5),
+        retry_cap: Duration::from_millis(20),
+        ..ClientOptions::default()
+    };
+    let client = Client::new(&config, options).unwrap();
+    assert_eq!(client.stats().concurrency, super::AUTO_START);
+    let data: Value = client.query(&OP, json!({})).await.unwrap();
+    assert_eq!(data, json!({ "ok": true }));
+    assert_eq!(client.stats().concurrency, super::AUTO_START / 2);
+}
