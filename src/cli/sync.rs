@@ -19,9 +19,9 @@ pub struct SyncArgs {
     /// Ignore checkpoints: re-read everything and reconcile
     #[arg(long)]
     pub full_refresh: bool,
-    /// Requests in flight at once (1-32), or `auto`: learnt from the server's answer times
-    /// and 429s, from 4 up to 32
-    #[arg(long, default_value = "4", value_name = "N|auto")]
+    /// Requests in flight at once (1-32), or `auto`: learnt from the server's answer times,
+    /// 429s and server errors, from 4 up to 32
+    #[arg(long, default_value = "auto", value_name = "N|auto")]
     pub concurrency: Concurrency,
     /// Output of the run summary
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -242,4 +242,32 @@ fn print_orgs(outcome: &crate::orgs::OrgsOutcome, format: Format) -> Result<()> 
         super::export::print_published(published);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::super::{Cli, Command};
+    use crate::api::Concurrency;
+
+    /// `sync` learns its requests in flight unless told a number (docs/sync.md), and the
+    /// library's default options say the same.
+    #[test]
+    fn sync_learns_its_concurrency_by_default() {
+        let cli = Cli::try_parse_from(["pluvo-warehouse", "sync"]).unwrap();
+        let Command::Sync(args) = cli.command else {
+            panic!("not sync");
+        };
+        assert_eq!(args.options().concurrency, Concurrency::Auto);
+        assert_eq!(
+            crate::pipeline::SyncOptions::default().concurrency,
+            Concurrency::Auto
+        );
+        let cli = Cli::try_parse_from(["pluvo-warehouse", "sync", "--concurrency", "4"]).unwrap();
+        let Command::Sync(args) = cli.command else {
+            panic!("not sync");
+        };
+        assert_eq!(args.options().concurrency, Concurrency::Fixed(4));
+    }
 }
