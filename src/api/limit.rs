@@ -6,9 +6,9 @@
 //! many as the limit) whose mean time is `rtt` means about `limit × (1 − base / rtt)`
 //! requests were waiting at the server. Few waiting: the limit grows by one per round; many:
 //! it shrinks by one. A 429 or a transient server error (a 5xx but 501/505, or a 408) halves
-//! it at once (once per round), and the rate gate (`rate.rs`) paces what is left. The limit stays within `1..=ceiling`, and grows only
-//! while it is what holds the client back (at least half the permits in use), so an idle or
-//! slow caller does not inflate it.
+//! it at once (once per round), and the rate gate (`rate.rs`) paces what is left. The limit
+//! stays within `1..=ceiling`, and grows only while it is what holds the client back (at
+//! least half the permits in use), so an idle or slow caller does not inflate it.
 //!
 //! Fairness: permits come from a FIFO semaphore, so the oldest waiting page is served first
 //! (the offset pager emits pages in order; a late page 1 would stall all the others).
