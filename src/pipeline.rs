@@ -42,10 +42,8 @@ impl Default for SyncOptions {
         SyncOptions {
             streams: Vec::new(),
             full_refresh: false,
-            // `auto` since issue 19: it starts where the fixed default was (4) and grows only
-            // while answer times stay flat and nothing is refused. 100k users at 20 ms: 26.2 s
-            // against 73.8 s at 4; against a 100 requests/s limit, under 1% refused; at 1M
-            // users, 0 ms, the same peak RSS (220 MiB).
+            // `auto` since issue 19, from 4 (the fixed default until then) up to 32; the
+            // figures that decided it are in docs/sync.md.
             concurrency: Concurrency::Auto,
             accept_organisation: false,
             accept_deletes: false,

@@ -95,6 +95,20 @@ async fn serve(answers: Vec<Answer>) -> (String, Shared) {
 }
 
 fn client_at(base: &str, secret: &str, max_attempts: u32) -> Client {
+    client_with(base, secret, max_attempts, test_options())
+}
+
+/// Short backoffs and 2-row pages, so that faults and paging run fast.
+fn test_options() -> ClientOptions {
+    ClientOptions {
+        retry_base: Duration::from_millis(5),
+        retry_cap: Duration::from_millis(20),
+        page_size: 2,
+        ..ClientOptions::default()
+    }
+}
+
+fn client_with(base: &str, secret: &str, max_attempts: u32, options: ClientOptions) -> Client {
     let config = ApiConfig {
         base_url: parse_base_url(base).unwrap(),
         client_id: "id".into(),
@@ -105,12 +119,6 @@ fn client_at(base: &str, secret: &str, max_attempts: u32) -> Client {
             max_attempts,
             ..HttpSettings::default()
         },
-    };
-    let options = ClientOptions {
-        retry_base: Duration::from_millis(5),
-        retry_cap: Duration::from_millis(20),
-        page_size: 2,
-        ..ClientOptions::default()
     };
     Client::new(&config, options).unwrap()
 }
@@ -365,22 +373,12 @@ async fn an_unpaced_request_waits_for_no_timer() {
 #[tokio::test]
 async fn auto_concurrency_halves_on_a_transient_server_error() {
     let (base, _script) = serve(vec![Answer::Raw(502, "bad gateway"), ok()]).await;
-    let config = ApiConfig {
-        base_url: parse_base_url(&base).unwrap(),
-        client_id: "id".into(),
-        client_secret: Secret::new("right"),
-        scope: "users.read".into(),
-        credentials: crate::config::DEFAULT_CREDENTIALS.into(),
-        http: HttpSettings::default(),
-    };
     let options = ClientOptions {
         concurrency: 32,
         adaptive_concurrency: true,
-        retry_base: Duration::from_millis(5),
-        retry_cap: Duration::from_millis(20),
-        ..ClientOptions::default()
+        ..test_options()
     };
-    let client = Client::new(&config, options).unwrap();
+    let client = client_with(&base, "right", 8, options);
     assert_eq!(client.stats().concurrency, super::AUTO_START);
     let data: Value = client.query(&OP, json!({})).await.unwrap();
     assert_eq!(data, json!({ "ok": true }));
