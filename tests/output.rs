@@ -59,7 +59,9 @@ async fn results_as_json_and_logs_as_json_lines() {
             "the secret is in a log line: {line}"
         );
     }
-    // A merge's debug line says where the memory is: DuckDB's buffers and the whole process.
+    // A merge's debug line says where the memory is (DuckDB's buffers and the whole process)
+    // and where the writer's time went: staging, then the merge's SQL, commits and
+    // checkpoints, which add up to no more than the merge took.
     let merged: Vec<Value> = lines
         .iter()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -71,6 +73,12 @@ async fn results_as_json_and_logs_as_json_lines() {
         let mib = |name: &str| f[name].as_f64().unwrap_or_else(|| panic!("{name}: {m}"));
         assert!(mib("duckdb_mib") >= 0.0 && mib("rss_mib") > 0.0, "{m}");
         assert!(mib("peak_mib") >= mib("rss_mib"), "{m}");
+        let ms = |name: &str| f[name].as_u64().unwrap_or_else(|| panic!("{name}: {m}"));
+        ms("staging_ms");
+        assert!(
+            ms("sql_ms") + ms("commit_ms") + ms("checkpoint_ms") <= ms("ms"),
+            "{m}"
+        );
     }
 
     // export --format json: what was published, table by table, agreeing with the warehouse.

@@ -4,7 +4,7 @@
 //! [`Pending`]); [`Warehouse::commit`] merges at once.
 
 use std::collections::HashSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::*;
 
@@ -29,6 +29,25 @@ pub(super) struct Pending {
     tables: Vec<PendingTable>,
     rows: u64,
     since: Instant,
+    /// The writer's time preparing and appending the staged rows.
+    staging: Duration,
+}
+
+/// Where the writer's time in one merge went, for its debug line (`sync -v`): the writer
+/// thread is a fast server's bottleneck, so these are the figures to cut.
+#[derive(Debug, Default)]
+struct MergeTimes {
+    /// Diffing the staged rows against the tables and writing what changed.
+    sql: Duration,
+    /// Committing the transactions (DuckDB writes the WAL).
+    commit: Duration,
+    /// Checkpoints the merge made due (the WAL compressed into the file).
+    checkpoint: Duration,
+}
+
+/// Milliseconds, for a log field.
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
 }
 
 struct PendingTable {
@@ -96,12 +115,14 @@ impl Warehouse {
         checkpoint: &str,
         batches: Vec<(&'static TableSpec, RecordBatch)>,
     ) -> Result<BTreeMap<&'static str, MergeStats>> {
+        let started = Instant::now();
         let mut merged: BTreeMap<&'static str, MergeStats> = BTreeMap::new();
         let mut prepared: Vec<Prepared> = Vec::new();
         for (spec, batch) in by_table(batches)? {
             let (batch, duplicates, hashes) = dedupe_by_key(spec, batch)?;
             prepared.push((spec, batch, duplicates as u64, hashes));
         }
+        let mut staging = started.elapsed();
         let again = self
             .pending
             .iter()
@@ -129,10 +150,12 @@ impl Warehouse {
                     tables: Vec::new(),
                     rows: 0,
                     since: Instant::now(),
+                    staging: Duration::ZERO,
                 });
                 self.pending.len() - 1
             }
         };
+        let appending = Instant::now();
         if let Err(e) = self.append_pending(at, prepared) {
             // What a failed append left in its staging table is unknown (after an appender
             // commit ran out of memory, appending again to the table stored misaligned rows):
@@ -142,6 +165,8 @@ impl Warehouse {
             return Err(e);
         }
         let pending = &mut self.pending[at];
+        staging += appending.elapsed();
+        pending.staging += staging;
         pending.run = run;
         checkpoint.clone_into(&mut pending.checkpoint);
         if pending.rows >= self.merge_rows || pending.since.elapsed() >= MERGE_AFTER {
@@ -224,8 +249,14 @@ impl Warehouse {
             })
             .collect();
         let started = Instant::now();
-        let result =
-            self.merge_staged_tables(&pending.stream, pending.run, &pending.checkpoint, &staged);
+        let mut times = MergeTimes::default();
+        let result = self.merge_staged_tables(
+            &pending.stream,
+            pending.run,
+            &pending.checkpoint,
+            &staged,
+            &mut times,
+        );
         if tracing::enabled!(tracing::Level::DEBUG) {
             // Where the memory is: DuckDB's buffers (held to the cap) and the whole process.
             let duckdb_mib = self
@@ -240,7 +271,11 @@ impl Warehouse {
             tracing::debug!(
                 stream = pending.stream,
                 rows = pending.rows,
-                ms = started.elapsed().as_millis() as u64,
+                ms = ms(started.elapsed()),
+                staging_ms = ms(pending.staging),
+                sql_ms = ms(times.sql),
+                commit_ms = ms(times.commit),
+                checkpoint_ms = ms(times.checkpoint),
                 duckdb_mib = duckdb_mib.round(),
                 rss_mib = rss_mib.round(),
                 peak_mib = peak_mib.round(),
@@ -273,7 +308,8 @@ impl Warehouse {
                 duplicates: duplicates as u64,
             });
         }
-        let result = self.merge_staged_tables(stream, run, checkpoint, &staged);
+        let result =
+            self.merge_staged_tables(stream, run, checkpoint, &staged, &mut MergeTimes::default());
         drop_temp(&self.conn, staged.iter().map(|s| s.stage.as_str()));
         result
     }
@@ -285,19 +321,22 @@ impl Warehouse {
     /// merge far larger than the memory cap ended in a DuckDB FATAL error at the commit's
     /// checkpoint (120k rows at 20 MB), after which the database refuses every statement. A
     /// process killed between parts resumes from the previous checkpoint and merges the
-    /// parts' rows again, by key: they come back unchanged, nothing doubles.
+    /// parts' rows again, by key: they come back unchanged, nothing doubles. Adds the time
+    /// of each step to `times`.
     fn merge_staged_tables(
         &mut self,
         stream: &str,
         run: RunId,
         checkpoint: &str,
         staged: &[Staged<'_>],
+        times: &mut MergeTimes,
     ) -> Result<BTreeMap<&'static str, MergeStats>> {
         let parts = merge_parts(staged, self.merge_part_rows);
         let last = parts.len() - 1;
         let mut all: BTreeMap<&'static str, MergeStats> = BTreeMap::new();
         for (i, part) in parts.iter().enumerate() {
             let now = self.now();
+            let started = Instant::now();
             let tx = self
                 .conn
                 .transaction()
@@ -343,10 +382,15 @@ impl Warehouse {
                     });
                 }
             }
+            let committing = Instant::now();
+            times.sql += committing - started;
             tx.commit().map_err(Self::db("committing a page"))?;
+            let checkpointing = Instant::now();
+            times.commit += checkpointing - committing;
             // Until a checkpoint DuckDB holds the committed rows in memory (or its spill)
             // too: written into the file once the WAL has grown past its bound.
             self.checkpoint_if_due()?;
+            times.checkpoint += checkpointing.elapsed();
         }
         if parts.len() > 1 {
             tracing::debug!(stream, parts = parts.len(), "Merged in parts.");
