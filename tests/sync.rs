@@ -605,6 +605,54 @@ async fn issue_19_sync_and_publish_succeed_at_the_smallest_memory_limit() {
         manifest.table("portfolio_items").unwrap().rows,
         items as u64
     );
+    // `export` re-publishes under the same cap, with the same row groups (cut by bytes) as
+    // the sync's publish: it used to open the file with DuckDB's default memory (80% of the
+    // machine) and 100k-row groups, 757 MB for a 1M-user warehouse.
+    let config_file = support::config_file(&sim, dir.path());
+    let mut text = std::fs::read_to_string(&config_file).unwrap();
+    text.push_str("[warehouse]\nmemory_limit = \"20MB\"\n");
+    std::fs::write(&config_file, text).unwrap();
+    let again = dir.path().join("again");
+    let out = support::cli(&config_file, &db, sim.client_secret())
+        .arg("export")
+        .arg("--out")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let groups = |export: &std::path::Path| {
+        let snapshot = pluvo_warehouse::export::current_snapshot(export).unwrap();
+        row_groups(&snapshot.join("portfolio_items"))
+    };
+    // About 1.25 MB of rows each (5,700 or fewer here), where a whole partition of up to
+    // 100k rows made one group.
+    for (export, groups) in [
+        ("sync", groups(&config.export_dir)),
+        ("export", groups(&again)),
+    ] {
+        assert_eq!(groups.iter().sum::<i64>(), items as i64, "{export}");
+        assert!(
+            groups.iter().all(|&rows| rows < 10_000),
+            "{export}: {groups:?}"
+        );
+    }
+}
+
+/// The rows of each Parquet row group under `folder` (partitions included), sorted.
+fn row_groups(folder: &std::path::Path) -> Vec<i64> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let mut rows = Vec::new();
+    for entry in std::fs::read_dir(folder).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            rows.extend(row_groups(&path));
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+            rows.extend(reader.metadata().row_groups().iter().map(|g| g.num_rows()));
+        }
+    }
+    rows.sort_unstable();
+    rows
 }
 
 /// Issue 19: the binary runs on mimalloc with its options set before any library allocates

@@ -70,12 +70,17 @@ pub async fn run(config: &Config, args: &ExportArgs) -> Result<Exit> {
         None => crate::pipeline::export_target(config)?,
     };
     super::one_warehouse(config, "export")?;
-    let warehouse = Warehouse::open_read_only(&config.db).with_context(|| {
+    let mut warehouse = Warehouse::open_read_only(&config.db).with_context(|| {
         format!(
             "opening the warehouse `{}` (a running sync publishes its own snapshot when it ends)",
             config.db.display()
         )
     })?;
+    // The same cap and row groups as a sync's publish: without them DuckDB took up to 80% of
+    // the machine's memory (757 MB re-exporting 1M users, against 237 MB for a whole sync).
+    warehouse
+        .set_memory_limit(&config.memory_limit)
+        .context("applying `warehouse.memory_limit`")?;
     let options = Options {
         out: args
             .out
@@ -83,7 +88,7 @@ pub async fn run(config: &Config, args: &ExportArgs) -> Result<Exit> {
             .unwrap_or_else(|| config.export_dir.clone()),
         tables: args.tables.clone(),
         row_group_size: args.row_group_size,
-        row_group_bytes: None,
+        row_group_bytes: warehouse.memory_limit().map(crate::export::row_group_bytes),
         max_file_bytes: args.max_file_mb * 1_048_576,
         group_readable: config.export_group_readable,
     };

@@ -117,7 +117,7 @@ pub fn documented_keys() -> BTreeMap<&'static str, &'static str> {
         ),
         (
             "warehouse.memory_limit",
-            "DuckDB's memory cap during sync (raise it if a sync reports Out of Memory)",
+            "DuckDB's memory cap during sync and export (raise it if either reports Out of Memory)",
         ),
         (
             "warehouse.external_access",

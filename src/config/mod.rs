@@ -144,7 +144,7 @@ pub struct Config {
     pub file: PathBuf,
     pub db: PathBuf,
     pub export_dir: PathBuf,
-    /// DuckDB's memory cap during `sync` (`warehouse.memory_limit`), e.g. `"32MB"`.
+    /// DuckDB's memory cap during `sync` and `export` (`warehouse.memory_limit`), e.g. `"32MB"`.
     pub memory_limit: String,
     /// Largest share of a table's rows one sync may mark deleted (`warehouse.max_delete_share`).
     pub max_delete_share: f64,
