@@ -124,9 +124,10 @@ pub fn write(conn: &Connection, request: &Request<'_>) -> Result<Written, Error>
             |r| r.get(0),
         )
         .map_err(db("reading the last run"))?;
+    // Unsorted: the file's rows are ordered below.
     let roster = crate::views::find("compliance_roster")
         .expect("compliance_roster is a view")
-        .body();
+        .unordered_body();
     let sql = format!(
         "SELECT DATE '{as_of}' AS as_of, r.*, {run} AS run_id,
                 TIMESTAMP '{now}' AS exported_at
@@ -135,21 +136,31 @@ pub fn write(conn: &Connection, request: &Request<'_>) -> Result<Written, Error>
         run = run_id.map_or("NULL::BIGINT".to_string(), |r| r.to_string()),
         now = now.format("%Y-%m-%d %H:%M:%S%.6f"),
     );
-    let rows = match request.format {
-        Format::Query(format) => write_file(conn, &sql, format, request.out)?,
-        Format::Xlsx => write_xlsx(conn, roster, request, run_id, now.naive_utc())?,
-    };
-    let counting = "counting the roster by status";
-    let mut stmt = conn
-        .prepare(&format!(
-            "SELECT status, count(*) FROM ({roster}\n) GROUP BY status ORDER BY status"
-        ))
-        .map_err(db(counting))?;
-    let counts: Vec<(String, i64)> = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-        .map_err(db(counting))?
-        .collect::<Result<_, _>>()
-        .map_err(db(counting))?;
+    // The roster unsorted (the file is ordered here) and its join built as written
+    // (`views::joined_as_written`): at 1M users × 8 certificates, 15.0 s and 4.7 GB → 9.0 s
+    // and 2.6 GB, most of it now the file's own sort.
+    let (rows, counts) = crate::views::joined_as_written(
+        conn,
+        || -> Result<_, Error> {
+            let rows = match request.format {
+                Format::Query(format) => write_file(conn, &sql, format, request.out)?,
+                Format::Xlsx => write_xlsx(conn, roster, request, run_id, now.naive_utc())?,
+            };
+            let counting = "counting the roster by status";
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT status, count(*) FROM ({roster}\n) GROUP BY status ORDER BY status"
+                ))
+                .map_err(db(counting))?;
+            let counts: Vec<(String, i64)> = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(db(counting))?
+                .collect::<Result<_, _>>()
+                .map_err(db(counting))?;
+            Ok((rows, counts))
+        },
+        db("reading the roster"),
+    )?;
     Ok(Written {
         rows,
         run_id,

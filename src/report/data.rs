@@ -153,10 +153,12 @@ fn one(conn: &Connection, sql: &str, doing: &'static str) -> Result<i64, Error> 
     conn.query_row(sql, [], |r| r.get(0)).map_err(db(doing))
 }
 
-fn body(view: &str) -> &'static str {
-    views::find(view)
-        .unwrap_or_else(|| panic!("`{view}` is in views::VIEWS"))
-        .body()
+fn view(name: &str) -> &'static views::View {
+    views::find(name).unwrap_or_else(|| panic!("`{name}` is in views::VIEWS"))
+}
+
+fn body(name: &str) -> &'static str {
+    view(name).body()
 }
 
 /// Refuse names that are not in the warehouse, listing (some of) the ones that are.
@@ -236,7 +238,8 @@ pub fn collect(conn: &Connection, request: &Request) -> Result<Data, Error> {
         "counting the users",
     )?;
 
-    let tally = joined_as_written(conn, || tally(conn, request))?;
+    let roster_read = db("reading the roster");
+    let tally = views::joined_as_written(conn, || tally(conn, request), &roster_read)?;
     Ok(Data {
         as_of,
         generated_at: Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
@@ -250,7 +253,7 @@ pub fn collect(conn: &Connection, request: &Request) -> Result<Data, Error> {
         completion: completion(conn, request)?,
         expiry: expiry(&tally, as_of),
         inactivity: inactivity(conn, request, users)?,
-        roster: joined_as_written(conn, || roster(conn, request, &tally))?,
+        roster: views::joined_as_written(conn, || roster(conn, request, &tally), &roster_read)?,
     })
 }
 
@@ -337,38 +340,9 @@ fn completion(conn: &Connection, request: &Request) -> Result<Completion, Error>
 fn roster_sql(request: &Request) -> String {
     format!(
         "SELECT * FROM ({}\n) r WHERE true{}",
-        unordered(body("compliance_roster")),
+        view("compliance_roster").unordered_body(),
         scope(&request.groups, "r.user_id")
     )
-}
-
-/// Run `read` (a read of the roster) with DuckDB's choice of a hash join's build side off, so
-/// that it builds on the right side as written. The roster's `LEFT JOIN held` is the
-/// users × certificates product (7.3M rows at 1M users) against the certificates held (1.5M):
-/// DuckDB estimated the held ones as the larger side and built its hash table on the product.
-/// Counting the roster at 1M users: 3.3 s and 1.8 GB with the choice, 1.1 s and 0.3 GB
-/// without (DuckDB 1.4, one thread).
-fn joined_as_written<T>(
-    conn: &Connection,
-    read: impl FnOnce() -> Result<T, Error>,
-) -> Result<T, Error> {
-    conn.execute_batch("SET disabled_optimizers = 'build_side_probe_side'")
-        .map_err(db("setting DuckDB's optimizer"))?;
-    let result = read();
-    conn.execute_batch("RESET disabled_optimizers")
-        .map_err(db("setting DuckDB's optimizer"))?;
-    result
-}
-
-/// A view's query without its final `ORDER BY` (a line of its own at the start, as the views
-/// in `sql/views/` end). DuckDB sorts an ordered subquery even where the order is lost: at 1M
-/// users (7.3M roster rows) counting the roster took 4.7 s and 2.0 GB with the sort, 1.7 s
-/// and 1.2 GB without.
-fn unordered(sql: &str) -> &str {
-    match sql.rfind("\nORDER BY ") {
-        Some(at) if !sql[at..].contains(')') => &sql[..at],
-        _ => sql,
-    }
 }
 
 /// `compliance_roster` counted by certificate, status and month of expiry (for held
@@ -560,43 +534,4 @@ fn roster(conn: &Connection, request: &Request, tally: &[Tally]) -> Result<Roste
         certificates,
         rows,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_roster_is_read_without_the_views_final_sort() {
-        let roster = body("compliance_roster");
-        assert!(roster.contains("\nORDER BY u.ref"), "the view ends ordered");
-        let plain = unordered(roster);
-        assert!(!plain.contains("\nORDER BY"), "{plain}");
-        assert!(roster.starts_with(plain));
-        assert!(roster_sql(&Request::new(NaiveDate::MIN)).contains(plain));
-        // An ORDER BY inside a subquery is kept, and so is a query without one.
-        let inner = "SELECT * FROM (SELECT 1 AS a\nORDER BY a) x";
-        assert_eq!(unordered(inner), inner);
-        assert_eq!(unordered("SELECT 1"), "SELECT 1");
-    }
-
-    #[test]
-    fn the_roster_is_joined_as_written_and_the_setting_restored() {
-        let conn = Connection::open_in_memory().unwrap();
-        let disabled = || -> String {
-            conn.query_row("SELECT current_setting('disabled_optimizers')", [], |r| {
-                r.get(0)
-            })
-            .unwrap()
-        };
-        let inside = joined_as_written(&conn, || Ok(disabled())).unwrap();
-        assert_eq!(inside, "build_side_probe_side");
-        assert_eq!(disabled(), "");
-        // Restored after a failed read too.
-        let failed: Result<(), Error> = joined_as_written(&conn, || {
-            Err(db("reading")(duckdb::Error::QueryReturnedNoRows))
-        });
-        assert!(failed.is_err());
-        assert_eq!(disabled(), "");
-    }
 }
