@@ -6,6 +6,10 @@
 //! installs them over the published Parquet snapshot when it reads that instead. Parameters are
 //! DuckDB variables read with `getvariable(name)` at query time (`SET VARIABLE days = 30`, or
 //! `query --param days=30`); every view has defaults, so `SELECT * FROM inactive_users` works.
+//!
+//! It also says how the tool's own reads of a view hold at 1M users: without the view's final
+//! sort ([`View::unordered_body`]) and, for `compliance_roster`, joined as written
+//! ([`joined_as_written`]); the report and `export compliance` read the roster that way.
 
 use duckdb::Connection;
 
