@@ -6,6 +6,7 @@
 //! well as the screen.
 
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::DiscreteRanged;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -125,19 +126,21 @@ pub fn completion(groups: &[GroupCompletion], title: &str) -> Result<String, Err
             .axis_desc_style((FONT, 17).into_font().color(&INK))
             .draw()
             .map_err(|x| e(&x))?;
-        chart
-            .draw_series(
-                Histogram::horizontal(&chart)
-                    .style(BLUE.filled())
-                    .margin(5)
-                    .data(
-                        groups
-                            .iter()
-                            .enumerate()
-                            .map(|(i, g)| (n - 1 - i as u32, g.completion_pct.unwrap_or(0.0))),
-                    ),
-            )
-            .map_err(|x| e(&x))?;
+        let segment = chart.as_coord_spec().y_spec();
+        let bars: Vec<_> = groups
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| {
+                let (y, ny) = segment_span(segment, n - 1 - i as u32)?;
+                let mut bar = Rectangle::new(
+                    [(g.completion_pct.unwrap_or(0.0), y), (0.0, ny)],
+                    BLUE.filled(),
+                );
+                bar.set_margin(5, 5, 0, 0);
+                Some(bar)
+            })
+            .collect();
+        chart.draw_series(bars).map_err(|x| e(&x))?;
         let style = (FONT, 16)
             .into_font()
             .color(&INK)
@@ -156,6 +159,18 @@ pub fn completion(groups: &[GroupCompletion], title: &str) -> Result<String, Err
             .map_err(|x| e(&x))?;
         Ok(())
     })
+}
+
+/// Where bar `i` of a segmented axis starts and ends. The bars are drawn as rectangles in
+/// the data's order: plotters' `Histogram` sums its data in a `HashMap` first, which made
+/// the SVG's elements come out in a different order on every run.
+fn segment_span<R: DiscreteRanged<ValueType = SegmentValue<u32>>>(
+    axis: &R,
+    i: u32,
+) -> Option<(SegmentValue<u32>, SegmentValue<u32>)> {
+    let at = SegmentValue::Exact(i);
+    let next = axis.from_index(axis.index_of(&at)? + 1)?;
+    Some((at, next))
 }
 
 /// Vertical bars with their counts on top; `alert` bars in vermillion.
@@ -199,26 +214,19 @@ pub fn bars(
             .axis_desc_style((FONT, 17).into_font().color(&INK))
             .draw()
             .map_err(|x| e(&x))?;
-        chart
-            .draw_series(
-                Histogram::vertical(&chart)
-                    .style_func(|x, _| {
-                        let alert = match x {
-                            SegmentValue::Exact(s) | SegmentValue::CenterOf(s) => {
-                                bars.get(*s as usize).is_some_and(|b| b.alert)
-                            }
-                            SegmentValue::Last => false,
-                        };
-                        if alert {
-                            VERMILLION.filled()
-                        } else {
-                            BLUE.filled()
-                        }
-                    })
-                    .margin(6)
-                    .data(bars.iter().enumerate().map(|(i, b)| (i as u32, b.count))),
-            )
-            .map_err(|x| e(&x))?;
+        let segment = chart.as_coord_spec().x_spec();
+        let rects: Vec<_> = bars
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| {
+                let (x, nx) = segment_span(segment, i as u32)?;
+                let colour = if b.alert { VERMILLION } else { BLUE };
+                let mut rect = Rectangle::new([(x, b.count), (nx, 0)], colour.filled());
+                rect.set_margin(0, 0, 6, 6);
+                Some(rect)
+            })
+            .collect();
+        chart.draw_series(rects).map_err(|x| e(&x))?;
         let style = (FONT, 16)
             .into_font()
             .color(&INK)
@@ -234,4 +242,64 @@ pub fn bars(
             .map_err(|x| e(&x))?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `x` (or `y`) of each bar in the order the SVG draws them (the bars are the
+    /// rectangles filled with a bar colour).
+    fn bar_positions(svg: &str, attribute: &str) -> Vec<i64> {
+        svg.split("<rect ")
+            .skip(1)
+            .filter(|r| r.contains("fill=\"#0072B2\"") || r.contains("fill=\"#D55E00\""))
+            .map(|r| {
+                let at = r.find(&format!("{attribute}=\"")).expect("the attribute") + 3;
+                r[at..at + r[at..].find('"').unwrap()].parse().unwrap()
+            })
+            .collect()
+    }
+
+    /// The same data gives the same SVG, bars in the data's order (they came out in a
+    /// `HashMap`'s order, different on every run, with plotters' `Histogram`).
+    #[test]
+    fn bars_are_drawn_in_the_data_order_every_time() {
+        let data: Vec<Bar> = (0..12)
+            .map(|i| Bar {
+                label: format!("m{i}"),
+                count: 10 + i,
+                alert: i == 0,
+            })
+            .collect();
+        let first = bars("expiry", &data, "Expiry", "certificates").unwrap();
+        assert_eq!(
+            first,
+            bars("expiry", &data, "Expiry", "certificates").unwrap()
+        );
+        let xs = bar_positions(&first, "x");
+        assert_eq!(xs.len(), 12);
+        assert!(xs.windows(2).all(|w| w[0] < w[1]), "{xs:?}");
+        assert!(first.contains("fill=\"#D55E00\""), "the alert bar");
+
+        let groups: Vec<GroupCompletion> = (0..12)
+            .map(|i| GroupCompletion {
+                group_ref: Some(format!("G{i}")),
+                group_name: None,
+                members: 10,
+                training_items: 10,
+                completed: i,
+                completion_pct: Some(i as f64 * 5.0),
+                avg_score: None,
+            })
+            .collect();
+        let first = completion(&groups, "Completion").unwrap();
+        assert_eq!(first, completion(&groups, "Completion").unwrap());
+        let ys = bar_positions(&first, "y");
+        assert_eq!(ys.len(), 12);
+        assert!(
+            ys.windows(2).all(|w| w[0] < w[1]),
+            "the first group on top: {ys:?}"
+        );
+    }
 }
