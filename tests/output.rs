@@ -80,6 +80,18 @@ async fn results_as_json_and_logs_as_json_lines() {
             "{m}"
         );
     }
+    // The summary says how long the writer thread was busy: the merges ran on it, so their
+    // time is part of it, and it is part of the sync's.
+    let writer = sync["writer_seconds"].as_f64().expect("writer_seconds");
+    let merges: u64 = merged
+        .iter()
+        .map(|m| m["fields"]["ms"].as_u64().unwrap())
+        .sum();
+    assert!(
+        writer * 1000.0 >= merges as f64,
+        "{writer} s, merges {merges} ms"
+    );
+    assert!(writer <= sync["seconds"].as_f64().unwrap(), "{sync}");
 
     // export --format json: what was published, table by table, agreeing with the warehouse.
     let export = json(&run(&["export", "--format", "json"]).output().unwrap());

@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -99,6 +99,10 @@ pub struct Outcome {
     pub requests: u64,
     pub retries: u64,
     pub seconds: f64,
+    /// Seconds the writer thread spent on the warehouse (staging, merges, commits,
+    /// checkpoints, bookkeeping) during `seconds`: close to `seconds`, the warehouse set the
+    /// pace; far below it, the server and the decoding of its pages did ([`Writer::busy`]).
+    pub writer_seconds: f64,
     /// Seconds the published snapshot took (views + Parquet export), when one was published.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish_seconds: Option<f64>,
@@ -144,22 +148,36 @@ type Job = Box<dyn FnOnce(&mut Warehouse) + Send>;
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::UnboundedSender<Job>,
+    /// Nanoseconds the thread has spent running jobs.
+    busy: Arc<AtomicU64>,
 }
 
 impl Writer {
     /// Move `warehouse` to a writer thread; the join handle gives it back when all handles drop.
     pub fn spawn(mut warehouse: Warehouse) -> (Writer, std::thread::JoinHandle<Warehouse>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let busy = Arc::new(AtomicU64::new(0));
+        let spent = busy.clone();
         let handle = std::thread::Builder::new()
             .name("warehouse-writer".into())
             .spawn(move || {
                 while let Some(job) = rx.blocking_recv() {
+                    let started = Instant::now();
                     job(&mut warehouse);
+                    let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    spent.fetch_add(nanos, Ordering::Relaxed);
                 }
                 warehouse
             })
             .expect("spawning the warehouse writer thread");
-        (Writer { tx }, handle)
+        (Writer { tx, busy }, handle)
+    }
+
+    /// The time the thread has spent running jobs so far, not waiting for them. DuckDB runs
+    /// the writer's statements on this thread alone (`store::DUCKDB_THREADS`), so against a
+    /// fast server this is the sync's floor: what the warehouse costs, whatever the network.
+    pub fn busy(&self) -> Duration {
+        Duration::from_nanos(self.busy.load(Ordering::Relaxed))
     }
 
     /// Run `f` on the writer thread and wait for its answer.
@@ -236,6 +254,7 @@ pub async fn run(
         .call(move |w| w.finish_run(run, status, error.as_deref()))
         .await?
         .map_err(super::store_error("sync"))?;
+    let busy = writer.busy();
     drop(writer);
     let warehouse = thread.join().map_err(|_| Error::WriterGone)?;
     let outcome = Outcome {
@@ -244,10 +263,16 @@ pub async fn run(
         requests: stats.requests - stats_before.requests,
         retries: stats.retries - stats_before.retries,
         seconds: started.elapsed().as_secs_f64(),
+        writer_seconds: busy.as_secs_f64(),
         publish_seconds: None,
         published: None,
     };
-    info!(run = run.0, seconds = outcome.seconds, "Sync finished.");
+    info!(
+        run = run.0,
+        seconds = outcome.seconds,
+        writer_seconds = outcome.writer_seconds,
+        "Sync finished."
+    );
     Ok((warehouse, outcome))
 }
 

@@ -25,9 +25,26 @@ struct ChildRun {
     rows: u64,
     /// Seconds of the publish step (views + Parquet export) inside the sync.
     publish_seconds: f64,
+    /// The sync's own seconds (before publishing) and the writer thread's busy part of
+    /// them: near 100% the warehouse, not the server, sets the pace.
+    sync_seconds: f64,
+    writer_seconds: f64,
     /// CPU seconds (user + system) the child used: the tool's own work, whatever the
     /// simulator in this process cost.
     cpu_seconds: f64,
+}
+
+impl ChildRun {
+    /// How much of the sync the writer thread was busy, e.g. "writer busy 5.0 of the sync's
+    /// 6.8 s (74%)".
+    fn writer_busy(&self) -> String {
+        format!(
+            "writer busy {:.1} of the sync's {:.1} s ({:.0}%)",
+            self.writer_seconds,
+            self.sync_seconds,
+            100.0 * self.writer_seconds / self.sync_seconds.max(0.001)
+        )
+    }
 }
 
 /// CPU seconds (user + system) of the children waited for so far (0 off Unix).
@@ -147,7 +164,7 @@ pub async fn run(
     }
     println!(
         "  full sync: {:.1} s{}, {:.0}k rows/s; export {:.1} s; \
-         peak RSS {:.0} MiB (anonymous {:.0} MiB); file {size:.0} MiB; tool CPU {:.1} s ({:.0}k rows per CPU-second)",
+         peak RSS {:.0} MiB (anonymous {:.0} MiB); file {size:.0} MiB; tool CPU {:.1} s ({:.0}k rows per CPU-second); {}",
         full.seconds,
         if full_only {
             String::new()
@@ -160,6 +177,7 @@ pub async fn run(
         full.peak_anon_mib,
         full.cpu_seconds,
         full.rows as f64 / full.cpu_seconds.max(0.001) / 1000.0,
+        full.writer_busy(),
     );
     let Some(again) = again else {
         std::fs::remove_dir_all(&dir)?;
@@ -167,13 +185,14 @@ pub async fn run(
     };
     println!(
         "  no-change re-sync: {:.1} s = {:.2}× the plain fetch; export {:.1} s; rows written {} \
-         (new + changed + deleted); peak RSS {:.0} MiB; tool CPU {:.1} s",
+         (new + changed + deleted); peak RSS {:.0} MiB; tool CPU {:.1} s; {}",
         again.seconds,
         again.seconds / plain.0,
         again.publish_seconds,
         again.writes,
         again.peak_rss_mib,
         again.cpu_seconds,
+        again.writer_busy(),
     );
     std::fs::remove_dir_all(&dir)?;
     Ok(())
@@ -300,6 +319,8 @@ async fn child_sync(
         writes: sum("new") + sum("changed") + sum("deleted"),
         rows: sum("new") + sum("changed") + sum("unchanged"),
         publish_seconds: outcome["publish_seconds"].as_f64().unwrap_or(0.0),
+        sync_seconds: outcome["seconds"].as_f64().unwrap_or(0.0),
+        writer_seconds: outcome["writer_seconds"].as_f64().unwrap_or(0.0),
         cpu_seconds,
     })
 }
