@@ -80,6 +80,15 @@ async fn results_as_json_and_logs_as_json_lines() {
             "{m}"
         );
     }
+    // A first load of the portfolio skips the diff against its empty table (the stream's
+    // keys cannot repeat in a scan); the debug line says so, for that stream alone.
+    let first: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["fields"]["message"] == "First load: merging without the diff.")
+        .collect();
+    assert_eq!(first.len(), 1, "{stderr}");
+    assert_eq!(first[0]["fields"]["stream"], "portfolio", "{stderr}");
     // The summary says how long the writer thread was busy: the merges ran on it, so their
     // time is part of it, and it is part of the sync's.
     let writer = sync["writer_seconds"].as_f64().expect("writer_seconds");

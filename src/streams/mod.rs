@@ -166,6 +166,14 @@ pub trait Extract: Send + 'static {
         None
     }
 
+    /// The table into which this stream's scan merges each key at most once, whatever the
+    /// API answers (the portfolio numbers its items' occurrences): on a first load its rows
+    /// skip the diff ([`Warehouse::expect_new_keys`]). `None` for the others: a page that
+    /// shifts under a scan repeats a user or a group.
+    fn new_keys(&self) -> Option<&'static TableSpec> {
+        None
+    }
+
     /// Called once before the first page, with the warehouse, when the scan resumes from a
     /// checkpoint (`resumed`) or starts anew; streams with per-scan state rebuild it here.
     fn prepare(&mut self, _warehouse: &Warehouse, _resumed: bool) -> Result<()> {

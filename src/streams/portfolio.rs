@@ -411,6 +411,12 @@ impl Extract for Portfolio {
         None
     }
 
+    /// Every item key of a scan is distinct: its occurrence number counts the items with the
+    /// same user, type, title and issue date read before it in the scan.
+    fn new_keys(&self) -> Option<&'static TableSpec> {
+        Some(&PORTFOLIO_ITEMS)
+    }
+
     fn prepare(&mut self, warehouse: &Warehouse, resumed: bool) -> Result<()> {
         self.occurrences.clear();
         self.kind = None;

@@ -24,7 +24,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Batches, Error, Extract, Progress, Result, StreamSpec};
 use crate::api::{Client, Error as ApiError, read_ahead};
@@ -409,6 +409,19 @@ async fn drive<S: Extract>(
         .await?;
     let mut stream = stream;
     prepared?;
+    if let Some(spec) = stream.new_keys() {
+        let first_load = writer
+            .call(move |w| w.expect_new_keys(name, spec))
+            .await?
+            .map_err(store)?;
+        if first_load {
+            debug!(
+                stream = name,
+                table = spec.table,
+                "First load: merging without the diff."
+            );
+        }
+    }
     let (start_part, start_page) = (saved.part.unwrap_or(0), saved.next_page);
     if resumed {
         info!(

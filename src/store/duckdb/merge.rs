@@ -177,6 +177,32 @@ impl Warehouse {
         Ok(merged)
     }
 
+    /// A stream about to scan `spec`'s table from the start promises that no key it merges
+    /// there in this scan comes twice (the portfolio's occurrence numbering makes every item
+    /// key of a scan distinct). If the table holds no row at all (a first load), the
+    /// stream's merges into it then insert the staged rows without the diff against the
+    /// table: a join that reads every key of the table so far, to find nothing but new rows,
+    /// at a cost growing with each merge (at 1M users, 6M rows, most of the writer's SQL).
+    /// Returns whether the diff is skipped. It is again from the end of the scan, after a
+    /// failed merge (some of its parts may be written), and for other streams' rows.
+    pub fn expect_new_keys(&mut self, stream: &str, spec: &'static TableSpec) -> Result<bool> {
+        let table = spec.table;
+        let empty: bool = self
+            .conn
+            .query_row(
+                &format!("SELECT count(*) = 0 FROM main.{}", q(table)),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|cause| StoreError::Merge { table, cause })?;
+        if empty {
+            self.new_keys.insert(table, stream.to_owned());
+        } else {
+            self.new_keys.remove(table);
+        }
+        Ok(empty)
+    }
+
     /// Append prepared batches to the staging tables of `self.pending[at]`.
     fn append_pending(&mut self, at: usize, prepared: Vec<Prepared>) -> Result<()> {
         for (spec, batch, duplicates, hashes) in prepared {
@@ -323,12 +349,44 @@ impl Warehouse {
     /// process killed between parts resumes from the previous checkpoint and merges the
     /// parts' rows again, by key: they come back unchanged, nothing doubles. Adds the time
     /// of each step to `times`.
+    ///
+    /// A table whose scan promised keys new to it ([`Warehouse::expect_new_keys`]) gets the
+    /// stream's rows inserted without the diff.
     fn merge_staged_tables(
         &mut self,
         stream: &str,
         run: RunId,
         checkpoint: &str,
         staged: &[Staged<'_>],
+        times: &mut MergeTimes,
+    ) -> Result<BTreeMap<&'static str, MergeStats>> {
+        let fast: Vec<bool> = staged
+            .iter()
+            .map(|s| {
+                self.new_keys
+                    .get(s.spec.table)
+                    .is_some_and(|promised| promised == stream)
+            })
+            .collect();
+        let merged = self.merge_staged_parts(stream, run, checkpoint, staged, &fast, times);
+        if merged.is_err() {
+            // Some parts may be written: a retry of the same rows must find them.
+            for s in staged {
+                self.new_keys.remove(s.spec.table);
+            }
+        }
+        merged
+    }
+
+    /// [`Warehouse::merge_staged_tables`] in parts; `fast[i]`: insert `staged[i]` without
+    /// the diff.
+    fn merge_staged_parts(
+        &mut self,
+        stream: &str,
+        run: RunId,
+        checkpoint: &str,
+        staged: &[Staged<'_>],
+        fast: &[bool],
         times: &mut MergeTimes,
     ) -> Result<BTreeMap<&'static str, MergeStats>> {
         let parts = merge_parts(staged, self.merge_part_rows);
@@ -359,6 +417,8 @@ impl Warehouse {
                 };
                 let (new, changed) = if rows == 0 {
                     (0, 0)
+                } else if fast[piece.table] {
+                    insert_staged(&tx, spec, &source, stream, run, now).map_err(merge)?
                 } else {
                     merge_staged(&tx, spec, &source, stream, run, now).map_err(merge)?
                 };
@@ -636,62 +696,115 @@ pub(super) fn merge_staged(
         ))?;
     }
     if new > 0 {
-        let names: Vec<String> = spec.columns().map(|c| q(c.name)).collect();
-        let values: Vec<String> = spec
-            .columns()
-            .map(|c| stored_value("d", c.name, c.ty))
+        insert_new(tx, spec, "temp._diff d WHERE d._is_new", run, now)?;
+    }
+    if let Some(history) = spec.history.filter(|_| changed > 0) {
+        let hist = q(history.table);
+        let differs: Vec<String> = history
+            .tracked
+            .iter()
+            .map(|c| format!("h.{c} IS DISTINCT FROM d.{c}", c = q(c)))
             .collect();
         tx.execute_batch(&format!(
-            "INSERT INTO main.{target} ({names}, _hash, _first_seen_at, _updated_at, _deleted_at, _run_id)
-             SELECT {values}, d._hash, {now}, {now}, NULL, {run}
-             FROM temp._diff d WHERE d._is_new",
-            names = names.join(", "),
-            values = values.join(", "),
+            "UPDATE main.{hist} AS h SET valid_to = {now}
+             FROM temp._diff d
+             WHERE {on} AND NOT d._is_new AND h.valid_to IS NULL AND ({differs})",
+            on = key_match(spec, "h", "d"),
+            differs = differs.join(" OR "),
         ))?;
-    }
-    if let Some(history) = spec.history.filter(|_| new + changed > 0) {
-        let hist = q(history.table);
-        let tracked: Vec<String> = history.tracked.iter().map(|c| q(c)).collect();
-        let insert = |filter: &str| {
-            format!(
-                "INSERT INTO main.{hist} ({keys}, {tracked}, valid_from, valid_to, _run_id)
-                 SELECT {dkeys}, {dtracked}, {now}, NULL, {run} FROM temp._diff d WHERE {filter}",
-                keys = key_names(spec),
-                tracked = tracked.join(", "),
-                dkeys = key_list(spec, "d"),
-                dtracked = tracked
-                    .iter()
-                    .map(|c| format!("d.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            )
-        };
-        // A key new to the table has no history (rows are never hard-deleted), so new rows
-        // open their first version without reading the history table.
-        if new > 0 {
-            tx.execute_batch(&insert("d._is_new"))?;
-        }
-        if changed > 0 {
-            let differs: Vec<String> = tracked
-                .iter()
-                .map(|c| format!("h.{c} IS DISTINCT FROM d.{c}"))
-                .collect();
-            tx.execute_batch(&format!(
-                "UPDATE main.{hist} AS h SET valid_to = {now}
-                 FROM temp._diff d
-                 WHERE {on} AND NOT d._is_new AND h.valid_to IS NULL AND ({differs})",
-                on = key_match(spec, "h", "d"),
-                differs = differs.join(" OR "),
-            ))?;
-            // Changed rows whose tracked values differ (now closed) or that were deleted (closed
-            // then) get a new version; the others keep their open one.
-            tx.execute_batch(&insert(&format!(
-                "NOT d._is_new AND NOT EXISTS
+        // Changed rows whose tracked values differ (now closed) or that were deleted (closed
+        // then) get a new version; the others keep their open one.
+        tx.execute_batch(&open_versions(
+            spec,
+            &format!(
+                "temp._diff d WHERE NOT d._is_new AND NOT EXISTS
                  (SELECT 1 FROM main.{hist} h WHERE {on} AND h.valid_to IS NULL)",
                 on = key_match(spec, "h", "d"),
-            )))?;
-        }
+            ),
+            run,
+            now,
+        ))?;
     }
+    record_seen(tx, spec, source, stream)?;
+    tx.execute_batch("DROP TABLE temp._diff")?;
+    Ok((new as u64, changed as u64))
+}
+
+/// Steps 3–4 of a page for staged rows `source` whose keys are all new to the table
+/// ([`Warehouse::expect_new_keys`]): inserted as they are, without the diff. Returns (new,
+/// changed).
+pub(super) fn insert_staged(
+    tx: &Connection,
+    spec: &TableSpec,
+    source: &str,
+    stream: &str,
+    run: RunId,
+    now: Now,
+) -> duckdb::Result<(u64, u64)> {
+    let new = insert_new(tx, spec, &format!("{source} d"), run, now)?;
+    record_seen(tx, spec, source, stream)?;
+    Ok((new as u64, 0))
+}
+
+/// Insert the rows `from` (a `FROM` clause whose rows are aliased `d`: staged rows whose keys
+/// the table does not have) with their first history version. Returns the rows inserted.
+fn insert_new(
+    tx: &Connection,
+    spec: &TableSpec,
+    from: &str,
+    run: RunId,
+    now: Now,
+) -> duckdb::Result<usize> {
+    let names: Vec<String> = spec.columns().map(|c| q(c.name)).collect();
+    let values: Vec<String> = spec
+        .columns()
+        .map(|c| stored_value("d", c.name, c.ty))
+        .collect();
+    let new = tx.execute(
+        &format!(
+            "INSERT INTO main.{target} ({names}, _hash, _first_seen_at, _updated_at, _deleted_at, _run_id)
+             SELECT {values}, d._hash, {now}, {now}, NULL, {run} FROM {from}",
+            target = q(spec.table),
+            names = names.join(", "),
+            values = values.join(", "),
+        ),
+        [],
+    )?;
+    // A key new to the table has no history (rows are never hard-deleted), so new rows open
+    // their first version without reading the history table.
+    if spec.history.is_some() && new > 0 {
+        tx.execute_batch(&open_versions(spec, from, run, now))?;
+    }
+    Ok(new)
+}
+
+/// The statement opening a history version (valid from now) for each row `from` (aliased
+/// `d`). Only for a table with history.
+fn open_versions(spec: &TableSpec, from: &str, run: RunId, now: Now) -> String {
+    let history = spec.history.expect("a table with history");
+    let tracked: Vec<String> = history.tracked.iter().map(|c| q(c)).collect();
+    format!(
+        "INSERT INTO main.{hist} ({keys}, {tracked}, valid_from, valid_to, _run_id)
+         SELECT {dkeys}, {dtracked}, {now}, NULL, {run} FROM {from}",
+        hist = q(history.table),
+        keys = key_names(spec),
+        tracked = tracked.join(", "),
+        dkeys = key_list(spec, "d"),
+        dtracked = tracked
+            .iter()
+            .map(|c| format!("d.{c}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+/// Step 4: the staged keys `source` go to the table's seen keys for the end of the scan.
+fn record_seen(
+    tx: &Connection,
+    spec: &TableSpec,
+    source: &str,
+    stream: &str,
+) -> duckdb::Result<()> {
     tx.execute(
         &format!(
             "INSERT INTO main.{seen} (stream, {keys}) SELECT ?, {skeys} FROM {source} s",
@@ -700,7 +813,6 @@ pub(super) fn merge_staged(
             skeys = key_list(spec, "s"),
         ),
         params![stream],
-    )?;
-    tx.execute_batch("DROP TABLE temp._diff")?;
-    Ok((new as u64, changed as u64))
+    )
+    .map(drop)
 }

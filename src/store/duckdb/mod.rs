@@ -9,6 +9,7 @@
 //!    outside the transaction changes nothing on disk.
 //! 2. `_diff` = staged rows whose key is new, whose hash differs, or whose row was
 //!    soft-deleted. Rows with the same hash are counted as unchanged and never written.
+//!    (Skipped on a first load whose stream promised new keys: [`Warehouse::expect_new_keys`].)
 //! 3. Changed rows are updated, new rows inserted; with history, the current version of each
 //!    changed item is closed and a new one opened.
 //! 4. The staged keys go to `_seen_<table>` (one narrow row each), and the stream's checkpoint
@@ -246,6 +247,9 @@ pub struct Warehouse {
     /// (`merge_staged_tables`). Sized to the cap like `merge_rows`; tests lower it or raise
     /// `merge_rows` alone.
     pub(crate) merge_part_rows: u64,
+    /// Tables whose rows from one stream skip the diff, by the stream's promise: see
+    /// [`Warehouse::expect_new_keys`].
+    new_keys: BTreeMap<&'static str, String>,
     #[cfg(test)]
     pub(crate) fail_before_commit: bool,
 }
@@ -300,6 +304,7 @@ impl Warehouse {
             merge_rows: MERGE_ROWS,
             merge_part_rows: MERGE_ROWS,
             wal_checkpoint_bytes: WAL_CHECKPOINT_FLOOR,
+            new_keys: BTreeMap::new(),
             #[cfg(test)]
             fail_before_commit: false,
         };
@@ -338,6 +343,7 @@ impl Warehouse {
             merge_rows: MERGE_ROWS,
             merge_part_rows: MERGE_ROWS,
             wal_checkpoint_bytes: WAL_CHECKPOINT_FLOOR,
+            new_keys: BTreeMap::new(),
             #[cfg(test)]
             fail_before_commit: false,
         })

@@ -61,6 +61,9 @@ impl Warehouse {
     pub fn finish_scan(&mut self, stream: &str, run: RunId, end: ScanEnd<'_>) -> Result<u64> {
         // Rows still staged belong to this scan: merged first, with their checkpoint.
         self.flush(stream)?;
+        for (spec, _) in &end.tables {
+            self.new_keys.remove(spec.table); // the promise was for this scan
+        }
         let now = self.now();
         for (spec, scope) in &end.tables {
             scope_sql(spec, scope)?; // validate before starting

@@ -225,6 +225,7 @@ fn wait_for_line(out: &mut impl BufRead, marker: &str) -> Option<String> {
     }
 }
 
+mod first_load;
 mod merge;
 mod opening;
 mod runs;
