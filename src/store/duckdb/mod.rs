@@ -62,27 +62,48 @@ use super::{Clock, Result, StoreError, SystemClock};
 /// (168 against 142–152 CPU-seconds; wall 201 s against 166–178 s). Sizing the merges to the
 /// smaller cap as well cost 40% more CPU for a 230 MiB peak: more merges, each reading the
 /// whole table's keys.
-pub const WRITER_MEMORY_LIMIT: &str = "96MB";
+///
+/// 96 MB until issue 19's 18th session, when a 1M-user sync still peaked at 218–233 MiB and
+/// its no-change re-sync at 231–233 MiB, a few MiB under the target. At 80 MB, with merges,
+/// checkpoints and anti-join parts as large as at 96 MB ([`ROW_BYTES_PER_MERGE`],
+/// [`WAL_BYTES_PER_CAP_BYTE`], [`KEY_BYTES_PER_PART`]) and a first load of the portfolio
+/// merging without the diff ([`Warehouse::expect_new_keys`]), measured against a standalone
+/// simulator at 0 ms with `sync -v` (2 shared cores, one run each unless given): 1M users,
+/// full sync 110 s and 214 MiB against 120 / 143 s and 224 / 233 MiB; no-change re-sync
+/// 81 / 87 / 88 s and 216–221 MiB against 74 / 83 / 97 s and 231–233 MiB. 100k users with a
+/// replaying simulator (3 alternated runs): 6.95–7.46 s, 183–198 MiB against 7.55–8.47 s,
+/// 192–199 MiB.
+pub const WRITER_MEMORY_LIMIT: &str = "80MB";
 
 /// Seen keys per part of the end-of-scan anti-join before the memory cap is known (see
 /// `soft_delete_unseen`); [`Warehouse::set_memory_limit`] sizes it to the cap.
 pub(super) const ANTI_JOIN_KEYS: u64 = 50_000;
 
 /// Bytes of the memory cap per key of one part of the anti-join. Its hash table does not
-/// spill; measured with DuckDB 2.0 on 600k item keys: 50k keys a part pass at 16 MB, the whole
-/// set in one part fails at 32 MB. 640 bytes a key gives 26k keys at 16 MB, 210k at 128 MB.
-const KEY_BYTES_PER_PART: u64 = 640;
+/// spill; measured with DuckDB 2.0 on 600k item keys: 50k keys a part pass at 16 MB (320 bytes
+/// a key), the whole set in one part fails at 32 MB. 512 bytes a key gives 31k keys at 16 MB,
+/// 156k at the default 80 MB (640 until the default went from 96 to 80 MB: the parts kept
+/// their size, as each part reads the whole table).
+const KEY_BYTES_PER_PART: u64 = 512;
 
 /// Rows staged per merge before the memory cap is known ([`Warehouse::stage`]);
 /// [`Warehouse::set_memory_limit`] sizes it to the cap.
 pub(super) const MERGE_ROWS: u64 = 50_000;
 
-/// Bytes of the memory cap per row staged for one merge: the merge's join holds the staged
-/// rows (every column) and the staging tables of the streams running at once share the cap;
-/// what does not fit spills. 960 bytes a row gives 100k rows at the default 96 MB, 21k at
-/// 20 MB (1,280 until the default cap went from 128 to 96 MB: the merges kept their size,
-/// because each merge reads the whole table's keys and fewer, larger ones cost less CPU).
-const ROW_BYTES_PER_MERGE: u64 = 960;
+/// Bytes of the memory cap per row staged for one merge, beyond [`MERGE_FIXED_BYTES`]: the
+/// merge's join holds the staged rows (every column) and the staging tables of the streams
+/// running at once share the cap; what does not fit spills. It gives 100k rows at the default
+/// 80 MB and 20k at the smallest cap, 20 MB. Until issue 19's 18th session a merge was the cap
+/// over 960 bytes (1,280 until the default went from 128 to 96 MB): 100k rows at 96 MB, 20.8k
+/// at 20 MB. Each merge reads the whole table's keys, so fewer, larger merges cost less CPU:
+/// merges sized to 80 MB that way (83k rows) made a 1M-user no-change re-sync 94.5 s against
+/// 73.5 s. Over 800 bytes with no fixed part, the 25k-row merges of a 20 MB cap ran out of
+/// memory (`a_stage_far_larger_than_the_cap_merges_in_parts`).
+const ROW_BYTES_PER_MERGE: u64 = 750;
+
+/// The part of the memory cap a merge does not size itself to: DuckDB's own buffers (the
+/// catalog, the WAL, other streams' staging tables), whatever the cap.
+const MERGE_FIXED_BYTES: u64 = 5_000_000;
 
 /// The threads DuckDB runs a statement of the writer on. One, whatever the cap and the cores:
 /// while a worker thread runs the last task of a statement, DuckDB's calling thread polls its
@@ -104,8 +125,10 @@ pub const DUCKDB_THREADS: u32 = 1;
 const CHECKPOINT_THRESHOLD: &str = "1GB";
 
 /// Bytes of WAL per byte of the memory cap after which the writer checkpoints (see
-/// [`Warehouse::wal_checkpoint_bytes`]): two thirds, 64 MB at the default 96 MB cap (half
-/// until the default cap went from 128 to 96 MB, so the checkpoints stay as few). Until a
+/// [`Warehouse::wal_checkpoint_bytes`]): 0.8, 64 MB at the default 80 MB cap (half until the
+/// default cap went from 128 to 96 MB, two thirds until it went to 80 MB, so the checkpoints
+/// stay as few: at two thirds of 80 MB a 1M-user sync spent 29 s in them, against 17–22 s).
+/// Until a
 /// checkpoint, committed rows wait in DuckDB's buffers (spilled to `<file>.tmp` beyond the
 /// cap), so the WAL bounds that memory.
 ///
@@ -115,7 +138,7 @@ const CHECKPOINT_THRESHOLD: &str = "1GB";
 /// (15 merges; the writer's time in checkpoints): after each merge 5.0 s and a 80 MiB file,
 /// every 4th merge 2.6 s and 60 MiB, one at the end 1.8 s and 53 MiB (but a 219 MB WAL and
 /// 139 MB of spill).
-const WAL_BYTES_PER_CAP_BYTE: f64 = 2.0 / 3.0;
+const WAL_BYTES_PER_CAP_BYTE: f64 = 0.8;
 
 /// The smallest WAL the writer lets grow before a checkpoint, whatever the cap.
 const WAL_CHECKPOINT_FLOOR: u64 = 8_000_000;
@@ -350,7 +373,7 @@ impl Warehouse {
     }
 
     /// Cap the memory DuckDB may use on this connection (buffer pool, hash tables), e.g.
-    /// `"96MB"`. Above the cap DuckDB evicts cached blocks and spills to `<file>.tmp`; the
+    /// `"80MB"`. Above the cap DuckDB evicts cached blocks and spills to `<file>.tmp`; the
     /// work that cannot spill is sized to the cap: the parts of the end-of-scan anti-join and
     /// the merge groups (see [`WRITER_MEMORY_LIMIT`]); DuckDB runs on [`DUCKDB_THREADS`].
     pub fn set_memory_limit(&mut self, limit: &str) -> Result<()> {
@@ -365,7 +388,8 @@ impl Warehouse {
             .map_err(Self::db("setting DuckDB's memory limit"))?;
         self.memory_limit = Some(bytes);
         self.anti_join_keys = (bytes / KEY_BYTES_PER_PART).max(1_000);
-        self.merge_rows = (bytes / ROW_BYTES_PER_MERGE).max(5_000);
+        self.merge_rows =
+            (bytes.saturating_sub(MERGE_FIXED_BYTES) / ROW_BYTES_PER_MERGE).max(5_000);
         self.merge_part_rows = self.merge_rows;
         self.wal_checkpoint_bytes =
             ((bytes as f64 * WAL_BYTES_PER_CAP_BYTE) as u64).max(WAL_CHECKPOINT_FLOOR);

@@ -634,7 +634,7 @@ fn a_failed_append_discards_what_the_stream_staged() {
 }
 
 /// A stage far larger than the memory cap merges in parts, each its own transaction: here
-/// 120k items at 20 MB, where the cap sizes a merge to 15.6k rows. In one transaction such a
+/// 120k items at 20 MB, where the cap sizes a merge to 20k rows. In one transaction such a
 /// merge ended in a DuckDB FATAL error at its checkpoint. Every row arrives, a reload with
 /// every row changed updates them all (with history), and the checkpoint is the one staged
 /// last.
