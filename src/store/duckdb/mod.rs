@@ -128,9 +128,8 @@ const CHECKPOINT_THRESHOLD: &str = "1GB";
 /// [`Warehouse::wal_checkpoint_bytes`]): 0.8, 64 MB at the default 80 MB cap (half until the
 /// default cap went from 128 to 96 MB, two thirds until it went to 80 MB, so the checkpoints
 /// stay as few: at two thirds of 80 MB a 1M-user sync spent 29 s in them, against 17–22 s).
-/// Until a
-/// checkpoint, committed rows wait in DuckDB's buffers (spilled to `<file>.tmp` beyond the
-/// cap), so the WAL bounds that memory.
+/// Until a checkpoint, committed rows wait in DuckDB's buffers (spilled to `<file>.tmp`
+/// beyond the cap), so the WAL bounds that memory.
 ///
 /// Why not after every merge, as until issue 19's last round: a checkpoint rewrites the
 /// row groups a merge left partly filled and vacuums small ones, whatever it adds, so its
