@@ -89,6 +89,24 @@ async fn results_as_json_and_logs_as_json_lines() {
         .collect();
     assert_eq!(first.len(), 1, "{stderr}");
     assert_eq!(first[0]["fields"]["stream"], "portfolio", "{stderr}");
+    // Every stream's tables were empty: none records the keys it saw (all its rows are new).
+    let fresh: Vec<String> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["fields"]["message"] == "First load: no seen keys to record.")
+        .map(|v| format!("{}: {}", v["fields"]["stream"], v["fields"]["tables"]))
+        .collect();
+    for stream in [
+        "\"users\": \"users, group_members\"",
+        "\"portfolio\": \"portfolio_items\"",
+    ] {
+        assert!(fresh.iter().any(|f| f == stream), "{stream}: {fresh:?}");
+    }
+    assert_eq!(
+        fresh.len(),
+        sync["streams"].as_array().unwrap().len(),
+        "{fresh:?}"
+    );
     // The summary says how long the writer thread was busy: the merges ran on it, so their
     // time is part of it, and it is part of the sync's.
     let writer = sync["writer_seconds"].as_f64().expect("writer_seconds");

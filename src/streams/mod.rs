@@ -168,7 +168,7 @@ pub trait Extract: Send + 'static {
 
     /// The table into which this stream's scan merges each key at most once, whatever the
     /// API answers (the portfolio numbers its items' occurrences): on a first load its rows
-    /// skip the diff ([`Warehouse::expect_new_keys`]). `None` for the others: a page that
+    /// skip the diff ([`Warehouse::start_scan`]). `None` for the others: a page that
     /// shifts under a scan repeats a user or a group.
     fn new_keys(&self) -> Option<&'static TableSpec> {
         None

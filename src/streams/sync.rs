@@ -250,8 +250,13 @@ pub async fn run(
         RunStatus::Failed
     };
     let error = (failed > 0).then(|| format!("{failed} stream(s) failed"));
+    // The run's last merges go from the WAL into the file now rather than when the file
+    // closes: the sync's time counts them, and the snapshot reads them compressed.
     writer
-        .call(move |w| w.finish_run(run, status, error.as_deref()))
+        .call(move |w| {
+            w.finish_run(run, status, error.as_deref())
+                .and_then(|()| w.checkpoint_wal())
+        })
         .await?
         .map_err(super::store_error("sync"))?;
     let busy = writer.busy();
@@ -409,18 +414,24 @@ async fn drive<S: Extract>(
         .await?;
     let mut stream = stream;
     prepared?;
-    if let Some(spec) = stream.new_keys() {
-        let first_load = writer
-            .call(move |w| w.expect_new_keys(name, spec))
-            .await?
-            .map_err(store)?;
-        if first_load {
-            debug!(
-                stream = name,
-                table = spec.table,
-                "First load: merging without the diff."
-            );
-        }
+    let promised = stream.new_keys();
+    let first_loads = writer
+        .call(move |w| w.start_scan(name, spec.tables, promised))
+        .await?
+        .map_err(store)?;
+    if !first_loads.is_empty() {
+        debug!(
+            stream = name,
+            tables = first_loads.join(", "),
+            "First load: no seen keys to record."
+        );
+    }
+    if let Some(spec) = promised.filter(|spec| first_loads.contains(&spec.table)) {
+        debug!(
+            stream = name,
+            table = spec.table,
+            "First load: merging without the diff."
+        );
     }
     let (start_part, start_page) = (saved.part.unwrap_or(0), saved.next_page);
     if resumed {

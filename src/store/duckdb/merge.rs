@@ -177,30 +177,61 @@ impl Warehouse {
         Ok(merged)
     }
 
-    /// A stream about to scan `spec`'s table from the start promises that no key it merges
-    /// there in this scan comes twice (the portfolio's occurrence numbering makes every item
-    /// key of a scan distinct). If the table holds no row at all (a first load), the
-    /// stream's merges into it then insert the staged rows without the diff against the
-    /// table: a join that reads every key of the table so far, to find nothing but new rows,
-    /// at a cost growing with each merge (at 1M users, 6M rows, most of the writer's SQL).
-    /// Returns whether the diff is skipped. It is again from the end of the scan, after a
-    /// failed merge (some of its parts may be written), and for other streams' rows.
-    pub fn expect_new_keys(&mut self, stream: &str, spec: &'static TableSpec) -> Result<bool> {
-        let table = spec.table;
-        let empty: bool = self
-            .conn
-            .query_row(
-                &format!("SELECT count(*) = 0 FROM main.{}", q(table)),
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|cause| StoreError::Merge { table, cause })?;
-        if empty {
-            self.new_keys.insert(table, stream.to_owned());
-        } else {
-            self.new_keys.remove(table);
+    /// A stream's scan starts, from its first page or resumed from a checkpoint, and will
+    /// merge into `tables`. A table holding no row at all (a first load) then holds, at the
+    /// scan's end, only rows this scan merged (one stream fills each table; rows another
+    /// stream merged meanwhile are as fresh): none can be missing. So the stream's merges
+    /// into it record no seen keys, and the end of its scan looks for no missing rows there.
+    /// At 100k users those keys were a third of the rows a first load wrote, and at 1M users
+    /// their end-of-scan anti-join read the table once per part.
+    ///
+    /// `promised`: the one of `tables` into which the scan promises to merge no key twice
+    /// (the portfolio's occurrence numbering makes every item key of a scan distinct). On a
+    /// first load its merges also insert the staged rows without the diff against the table:
+    /// a join that reads every key of the table so far, to find nothing but new rows, at a
+    /// cost growing with each merge (at 1M users, 6M rows, most of the writer's SQL). The
+    /// diff is back after a failed merge (some of its parts may be written).
+    ///
+    /// Both hold for the stream's own rows, until the end of its scan (or the next start).
+    /// Returns the first-load tables.
+    pub fn start_scan(
+        &mut self,
+        stream: &str,
+        tables: &[&'static TableSpec],
+        promised: Option<&'static TableSpec>,
+    ) -> Result<Vec<&'static str>> {
+        self.end_first_loads(stream);
+        let mut first = Vec::new();
+        for spec in tables {
+            let table = spec.table;
+            let empty: bool = self
+                .conn
+                .query_row(
+                    &format!("SELECT count(*) = 0 FROM main.{}", q(table)),
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(|cause| StoreError::Merge { table, cause })?;
+            if empty && !first.contains(&table) {
+                first.push(table);
+                self.first_loads.insert(table, stream.to_owned());
+            }
         }
-        Ok(empty)
+        if let Some(spec) = promised.filter(|spec| first.contains(&spec.table)) {
+            self.new_keys.insert(spec.table, stream.to_owned());
+        }
+        Ok(first)
+    }
+
+    /// Forget the stream's first loads ([`Warehouse::start_scan`]): its scan ended.
+    pub(super) fn end_first_loads(&mut self, stream: &str) {
+        self.first_loads.retain(|_, s| s != stream);
+        self.new_keys.retain(|_, s| s != stream);
+    }
+
+    /// Whether `stream`'s rows in `table` are a first load's ([`Warehouse::start_scan`]).
+    pub(super) fn first_load(&self, stream: &str, table: &str) -> bool {
+        self.first_loads.get(table).is_some_and(|s| s == stream)
     }
 
     /// Append prepared batches to the staging tables of `self.pending[at]`.
@@ -350,8 +381,8 @@ impl Warehouse {
     /// parts' rows again, by key: they come back unchanged, nothing doubles. Adds the time
     /// of each step to `times`.
     ///
-    /// A table whose scan promised keys new to it ([`Warehouse::expect_new_keys`]) gets the
-    /// stream's rows inserted without the diff.
+    /// A table of a first load ([`Warehouse::start_scan`]) gets the stream's rows merged
+    /// without recording their keys, and without the diff if the stream promised new keys.
     fn merge_staged_tables(
         &mut self,
         stream: &str,
@@ -360,15 +391,17 @@ impl Warehouse {
         staged: &[Staged<'_>],
         times: &mut MergeTimes,
     ) -> Result<BTreeMap<&'static str, MergeStats>> {
-        let fast: Vec<bool> = staged
+        let how: Vec<How> = staged
             .iter()
-            .map(|s| {
-                self.new_keys
+            .map(|s| How {
+                diff: self
+                    .new_keys
                     .get(s.spec.table)
-                    .is_some_and(|promised| promised == stream)
+                    .is_none_or(|promised| promised != stream),
+                seen: !self.first_load(stream, s.spec.table),
             })
             .collect();
-        let merged = self.merge_staged_parts(stream, run, checkpoint, staged, &fast, times);
+        let merged = self.merge_staged_parts(stream, run, checkpoint, staged, &how, times);
         if merged.is_err() {
             // Some parts may be written: a retry of the same rows must find them.
             for s in staged {
@@ -378,15 +411,14 @@ impl Warehouse {
         merged
     }
 
-    /// [`Warehouse::merge_staged_tables`] in parts; `fast[i]`: insert `staged[i]` without
-    /// the diff.
+    /// [`Warehouse::merge_staged_tables`] in parts; `how[i]`: how to merge `staged[i]`.
     fn merge_staged_parts(
         &mut self,
         stream: &str,
         run: RunId,
         checkpoint: &str,
         staged: &[Staged<'_>],
-        fast: &[bool],
+        how: &[How],
         times: &mut MergeTimes,
     ) -> Result<BTreeMap<&'static str, MergeStats>> {
         let parts = merge_parts(staged, self.merge_part_rows);
@@ -415,13 +447,18 @@ impl Warehouse {
                         s.stage, piece.start, piece.end
                     )
                 };
+                let how = how[piece.table];
                 let (new, changed) = if rows == 0 {
                     (0, 0)
-                } else if fast[piece.table] {
-                    insert_staged(&tx, spec, &source, stream, run, now).map_err(merge)?
+                } else if how.diff {
+                    merge_staged(&tx, spec, &source, run, now).map_err(merge)?
                 } else {
-                    merge_staged(&tx, spec, &source, stream, run, now).map_err(merge)?
+                    let new = insert_new(&tx, spec, &format!("{source} d"), run, now);
+                    (new.map_err(merge)? as u64, 0)
                 };
+                if how.seen && rows > 0 {
+                    record_seen(&tx, spec, &source, stream).map_err(merge)?;
+                }
                 let stats = MergeStats {
                     new,
                     changed,
@@ -471,6 +508,15 @@ fn drop_temp<'a>(conn: &Connection, tables: impl IntoIterator<Item = &'a str>) {
     for table in tables {
         let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS temp.{table}"));
     }
+}
+
+/// How one table's staged rows are merged ([`Warehouse::start_scan`]).
+#[derive(Debug, Clone, Copy)]
+struct How {
+    /// Diffed against the table (else inserted as new: the scan's promise on a first load).
+    diff: bool,
+    /// Their keys recorded as seen (not on a first load).
+    seen: bool,
 }
 
 /// Rows `start..end` (by `rowid`) of the staged table `staged[table]`.
@@ -656,13 +702,12 @@ fn append_stage(
     Ok(())
 }
 
-/// Steps 2–4 of a page (see the module docs) for the staged rows `source` (a table or a
+/// Steps 2–3 of a page (see the module docs) for the staged rows `source` (a table or a
 /// subquery). Returns (new, changed).
 pub(super) fn merge_staged(
     tx: &Connection,
     spec: &TableSpec,
     source: &str,
-    stream: &str,
     run: RunId,
     now: Now,
 ) -> duckdb::Result<(u64, u64)> {
@@ -725,25 +770,8 @@ pub(super) fn merge_staged(
             now,
         ))?;
     }
-    record_seen(tx, spec, source, stream)?;
     tx.execute_batch("DROP TABLE temp._diff")?;
     Ok((new as u64, changed as u64))
-}
-
-/// Steps 3–4 of a page for staged rows `source` whose keys are all new to the table
-/// ([`Warehouse::expect_new_keys`]): inserted as they are, without the diff. Returns (new,
-/// changed).
-pub(super) fn insert_staged(
-    tx: &Connection,
-    spec: &TableSpec,
-    source: &str,
-    stream: &str,
-    run: RunId,
-    now: Now,
-) -> duckdb::Result<(u64, u64)> {
-    let new = insert_new(tx, spec, &format!("{source} d"), run, now)?;
-    record_seen(tx, spec, source, stream)?;
-    Ok((new as u64, 0))
 }
 
 /// Insert the rows `from` (a `FROM` clause whose rows are aliased `d`: staged rows whose keys

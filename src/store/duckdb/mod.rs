@@ -9,11 +9,12 @@
 //!    outside the transaction changes nothing on disk.
 //! 2. `_diff` = staged rows whose key is new, whose hash differs, or whose row was
 //!    soft-deleted. Rows with the same hash are counted as unchanged and never written.
-//!    (Skipped on a first load whose stream promised new keys: [`Warehouse::expect_new_keys`].)
+//!    (Skipped on a first load whose stream promised new keys: [`Warehouse::start_scan`].)
 //! 3. Changed rows are updated, new rows inserted; with history, the current version of each
 //!    changed item is closed and a new one opened.
 //! 4. The staged keys go to `_seen_<table>` (one narrow row each), and the stream's checkpoint
-//!    is stored.
+//!    is stored. (The keys are not recorded on a first load, whose scan is the source of every
+//!    row of the table: [`Warehouse::start_scan`].)
 //!
 //! Killing the process at any moment therefore leaves either the whole page with its
 //! checkpoint or neither; resuming from the checkpoint re-merges by key, so nothing doubles.
@@ -67,7 +68,7 @@ use super::{Clock, Result, StoreError, SystemClock};
 /// its no-change re-sync at 231–233 MiB, a few MiB under the target. At 80 MB, with merges,
 /// checkpoints and anti-join parts as large as at 96 MB ([`ROW_BYTES_PER_MERGE`],
 /// [`WAL_BYTES_PER_CAP_BYTE`], [`KEY_BYTES_PER_PART`]) and a first load of the portfolio
-/// merging without the diff ([`Warehouse::expect_new_keys`]), measured against a standalone
+/// merging without the diff ([`Warehouse::start_scan`]), measured against a standalone
 /// simulator at 0 ms with `sync -v` (2 shared cores, one run each unless given): 1M users,
 /// full sync 110 s and 214 MiB against 120 / 143 s and 224 / 233 MiB; no-change re-sync
 /// 81 / 87 / 88 s and 216–221 MiB against 74 / 83 / 97 s and 231–233 MiB. 100k users with a
@@ -269,8 +270,12 @@ pub struct Warehouse {
     /// (`merge_staged_tables`). Sized to the cap like `merge_rows`; tests lower it or raise
     /// `merge_rows` alone.
     pub(crate) merge_part_rows: u64,
-    /// Tables whose rows from one stream skip the diff, by the stream's promise: see
-    /// [`Warehouse::expect_new_keys`].
+    /// Tables that held no row when a stream's scan started ([`Warehouse::start_scan`]):
+    /// that stream's merges into them record no seen keys, and the end of its scan finds
+    /// no row of them missing.
+    first_loads: BTreeMap<&'static str, String>,
+    /// Tables whose rows from one stream skip the diff, by the stream's promise on a first
+    /// load: see [`Warehouse::start_scan`].
     new_keys: BTreeMap<&'static str, String>,
     #[cfg(test)]
     pub(crate) fail_before_commit: bool,
@@ -326,6 +331,7 @@ impl Warehouse {
             merge_rows: MERGE_ROWS,
             merge_part_rows: MERGE_ROWS,
             wal_checkpoint_bytes: WAL_CHECKPOINT_FLOOR,
+            first_loads: BTreeMap::new(),
             new_keys: BTreeMap::new(),
             #[cfg(test)]
             fail_before_commit: false,
@@ -365,6 +371,7 @@ impl Warehouse {
             merge_rows: MERGE_ROWS,
             merge_part_rows: MERGE_ROWS,
             wal_checkpoint_bytes: WAL_CHECKPOINT_FLOOR,
+            first_loads: BTreeMap::new(),
             new_keys: BTreeMap::new(),
             #[cfg(test)]
             fail_before_commit: false,

@@ -118,6 +118,7 @@ impl Warehouse {
     /// seen by the abandoned scan would count as seen by the new one.
     pub fn reset_scan(&mut self, stream: &str) -> Result<()> {
         self.drop_pending(stream);
+        self.end_first_loads(stream);
         let tx = self
             .conn
             .transaction()

@@ -61,9 +61,13 @@ impl Warehouse {
     pub fn finish_scan(&mut self, stream: &str, run: RunId, end: ScanEnd<'_>) -> Result<u64> {
         // Rows still staged belong to this scan: merged first, with their checkpoint.
         self.flush(stream)?;
-        for (spec, _) in &end.tables {
-            self.new_keys.remove(spec.table); // the promise was for this scan
-        }
+        // A first load's table holds only rows of this scan: none is missing.
+        let first_loads: Vec<bool> = end
+            .tables
+            .iter()
+            .map(|(spec, _)| self.first_load(stream, spec.table))
+            .collect();
+        self.end_first_loads(stream);
         let now = self.now();
         for (spec, scope) in &end.tables {
             scope_sql(spec, scope)?; // validate before starting
@@ -86,6 +90,9 @@ impl Warehouse {
         if end.complete {
             let mut unseen = Vec::new();
             for (i, (spec, scope)) in end.tables.iter().enumerate() {
+                if first_loads[i] {
+                    continue;
+                }
                 let scope = scope_sql(spec, scope)?;
                 let gone = format!("_gone_{i}");
                 let rows = find_unseen(&tx, spec, stream, &scope, &gone, parts)
