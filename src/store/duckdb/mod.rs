@@ -76,16 +76,39 @@ use super::{Clock, Result, StoreError, SystemClock};
 /// 192–199 MiB.
 pub const WRITER_MEMORY_LIMIT: &str = "80MB";
 
+/// Seen keys per part of the end-of-scan anti-join under a memory cap of `bytes` (see
+/// [`KEY_BYTES_PER_PART`]).
+fn anti_join_keys(bytes: u64) -> u64 {
+    let large = bytes.saturating_sub(ANTI_JOIN_FIXED_BYTES) / KEY_BYTES_PER_PART;
+    let small = bytes / KEY_BYTES_PER_SMALL_PART;
+    large.max(small).max(1_000)
+}
+
 /// Seen keys per part of the end-of-scan anti-join before the memory cap is known (see
 /// `soft_delete_unseen`); [`Warehouse::set_memory_limit`] sizes it to the cap.
 pub(super) const ANTI_JOIN_KEYS: u64 = 50_000;
 
-/// Bytes of the memory cap per key of one part of the anti-join. Its hash table does not
-/// spill; measured with DuckDB 2.0 on 600k item keys: 50k keys a part pass at 16 MB (320 bytes
-/// a key), the whole set in one part fails at 32 MB. 512 bytes a key gives 31k keys at 16 MB,
-/// 156k at the default 80 MB (640 until the default went from 96 to 80 MB: the parts kept
-/// their size, as each part reads the whole table).
-const KEY_BYTES_PER_PART: u64 = 512;
+/// Bytes of the memory cap per key of one part of the anti-join, beyond
+/// [`ANTI_JOIN_FIXED_BYTES`]; at small caps a part is at least the cap over
+/// [`KEY_BYTES_PER_SMALL_PART`] keys. DuckDB's hash join spills, but not below a floor that
+/// grows with the keys: measured with the bundled DuckDB (2.0) alone on a 1M-user warehouse
+/// (6M item keys, the statement `find_unseen` runs, one thread), one part of 6M keys passes
+/// at 60 and 80 MB (2.5–3.3 s), 3M at 40 MB (6M fails), 1.5M at 30 MB (3M fails); during a
+/// sync other work shares the cap, and 600k keys failed at 32 MB before (below). This gives
+/// 3.3M keys at the default 80 MB (2 parts for 6M items), 1.7M at 60 MB and the small parts
+/// from 41 MB down. Each part reads the whole table and its seen keys: in parts of
+/// 156k keys (the cap over 512 bytes, until issue 19's 19th session) the same 6M keys took
+/// 20.7 s in 39 parts, against 2.5 s in one.
+const KEY_BYTES_PER_PART: u64 = 12;
+
+/// The memory cap an anti-join part needs besides its keys (see [`KEY_BYTES_PER_PART`]).
+const ANTI_JOIN_FIXED_BYTES: u64 = 40_000_000;
+
+/// Bytes of the memory cap per key of one part of the anti-join at the smallest caps, where
+/// [`KEY_BYTES_PER_PART`] leaves nothing: measured with DuckDB 2.0 on 600k item keys, 50k
+/// keys a part pass at 16 MB (320 bytes a key), the whole set in one part fails at 32 MB.
+/// 512 bytes a key gives 39k keys at 20 MB, the smallest cap, and 80k at 41 MB.
+const KEY_BYTES_PER_SMALL_PART: u64 = 512;
 
 /// Rows staged per merge before the memory cap is known ([`Warehouse::stage`]);
 /// [`Warehouse::set_memory_limit`] sizes it to the cap.
@@ -393,7 +416,7 @@ impl Warehouse {
             ))
             .map_err(Self::db("setting DuckDB's memory limit"))?;
         self.memory_limit = Some(bytes);
-        self.anti_join_keys = (bytes / KEY_BYTES_PER_PART).max(1_000);
+        self.anti_join_keys = anti_join_keys(bytes);
         self.merge_rows =
             (bytes.saturating_sub(MERGE_FIXED_BYTES) / ROW_BYTES_PER_MERGE).max(5_000);
         self.merge_part_rows = self.merge_rows;

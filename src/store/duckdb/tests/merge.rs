@@ -633,6 +633,23 @@ fn a_failed_append_discards_what_the_stream_staged() {
     assert_eq!(w.checkpoint("users").unwrap().as_deref(), Some("p1"));
 }
 
+/// The end-of-scan anti-join runs in parts sized to the cap: 3.3M keys at the default 80 MB,
+/// where DuckDB's hash join spills, and the cap over 512 bytes at the smallest caps.
+#[test]
+fn anti_join_parts_are_sized_to_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut w = open(&dir.path().join("w.duckdb"), &clock);
+    let mut keys = |cap: &str| {
+        w.set_memory_limit(cap).unwrap();
+        w.anti_join_keys
+    };
+    assert_eq!(keys(WRITER_MEMORY_LIMIT), 3_333_333);
+    assert_eq!(keys("60MB"), 1_666_666);
+    assert_eq!(keys("41MB"), 83_333);
+    assert_eq!(keys("20MB"), 39_062);
+}
+
 /// A stage far larger than the memory cap merges in parts, each its own transaction: here
 /// 120k items at 20 MB, where the cap sizes a merge to 20k rows. In one transaction such a
 /// merge ended in a DuckDB FATAL error at its checkpoint. Every row arrives, a reload with
