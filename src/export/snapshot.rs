@@ -54,7 +54,8 @@ impl Source {
 }
 
 enum Handle {
-    Warehouse(Warehouse),
+    /// Boxed: a warehouse carries its writer's state, a snapshot only its connection.
+    Warehouse(Box<Warehouse>),
     Snapshot(Connection),
 }
 
@@ -71,7 +72,7 @@ impl Reader {
         let err = match Warehouse::open_read_only(db) {
             Ok(warehouse) => {
                 return Ok(Reader {
-                    handle: Handle::Warehouse(warehouse),
+                    handle: Handle::Warehouse(Box::new(warehouse)),
                     source: Source::Warehouse {
                         path: db.to_path_buf(),
                     },

@@ -3,7 +3,7 @@
 //! A sync stages its pages with [`Warehouse::stage`] and merges them in large groups (see
 //! [`Pending`]); [`Warehouse::commit`] merges at once.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -412,6 +412,16 @@ impl Warehouse {
     }
 
     /// [`Warehouse::merge_staged_tables`] in parts; `how[i]`: how to merge `staged[i]`.
+    ///
+    /// A part whose SQL runs out of DuckDB's memory is rolled back whole, so it is merged
+    /// again: after a checkpoint (which frees what committed parts still hold in memory) and
+    /// in two halves, each halved again if it runs out too, down to [`MIN_RETRY_ROWS`].
+    /// Why: not all of DuckDB's memory spills. At the smallest cap, 20 MB, a 1M-user re-sync
+    /// in which 950k users changed failed in the `UPDATE` of a merge of 9.5k changed users
+    /// (`could not allocate block of size 256.0 KiB`), with the portfolio's merges running
+    /// beside it and committed changes not yet checkpointed; merged again this way, the
+    /// sync finished (one part retried). A failed commit is not retried: its
+    /// outcome is DuckDB's to report, and the error stops the sync.
     fn merge_staged_parts(
         &mut self,
         stream: &str,
@@ -421,77 +431,127 @@ impl Warehouse {
         how: &[How],
         times: &mut MergeTimes,
     ) -> Result<BTreeMap<&'static str, MergeStats>> {
-        let parts = merge_parts(staged, self.merge_part_rows);
-        let last = parts.len() - 1;
+        let mut parts: VecDeque<Vec<Piece>> = merge_parts(staged, self.merge_part_rows).into();
+        let mut committed = 0;
         let mut all: BTreeMap<&'static str, MergeStats> = BTreeMap::new();
-        for (i, part) in parts.iter().enumerate() {
-            let now = self.now();
-            let started = Instant::now();
-            let tx = self
-                .conn
-                .transaction()
-                .map_err(Self::db("starting a page transaction"))?;
-            for piece in part {
-                let s = &staged[piece.table];
-                let spec = s.spec;
-                let merge = |source| StoreError::Merge {
-                    table: spec.table,
-                    cause: source,
-                };
-                let rows = piece.end - piece.start;
-                let source = if rows == s.rows {
-                    format!("temp.{}", s.stage)
-                } else {
-                    format!(
-                        "(SELECT * FROM temp.{} WHERE rowid >= {} AND rowid < {})",
-                        s.stage, piece.start, piece.end
-                    )
-                };
-                let how = how[piece.table];
-                let (new, changed) = if rows == 0 {
-                    (0, 0)
-                } else if how.diff {
-                    merge_staged(&tx, spec, &source, run, now).map_err(merge)?
-                } else {
-                    let new = insert_new(&tx, spec, &format!("{source} d"), run, now);
-                    (new.map_err(merge)? as u64, 0)
-                };
-                if how.seen && rows > 0 {
-                    record_seen(&tx, spec, &source, stream).map_err(merge)?;
+        while let Some(part) = parts.pop_front() {
+            let last = parts.is_empty().then_some(checkpoint);
+            match self.merge_part(stream, run, last, staged, how, &part, times) {
+                Ok(stats) => {
+                    committed += 1;
+                    for (table, stats) in stats {
+                        *all.entry(table).or_default() += stats;
+                    }
                 }
-                let stats = MergeStats {
-                    new,
-                    changed,
-                    unchanged: rows - new - changed,
-                    duplicates: if piece.start == 0 { s.duplicates } else { 0 },
-                };
-                *all.entry(spec.table).or_default() += stats;
-            }
-            if i == last {
-                store_checkpoint(&tx, stream, checkpoint, run, now)
-                    .map_err(Self::db("storing a checkpoint"))?;
-                #[cfg(test)]
-                if self.fail_before_commit {
-                    // Simulates a crash inside the transaction: dropping `tx` rolls it back.
-                    return Err(StoreError::Db {
-                        doing: "test: crash before commit",
-                        cause: duckdb::Error::QueryReturnedNoRows,
-                    });
+                Err(StoreError::Merge { table, cause }) if out_of_memory(&cause) => {
+                    let rows = part_rows(&part);
+                    let Some((first, second)) = halve(&part).filter(|_| rows >= MIN_RETRY_ROWS)
+                    else {
+                        return Err(StoreError::Merge { table, cause });
+                    };
+                    tracing::info!(
+                        stream,
+                        table,
+                        rows,
+                        "A merge ran out of DuckDB's memory: merging it again in two halves, \
+                         after a checkpoint (a larger `warehouse.memory_limit` avoids this)."
+                    );
+                    let checkpointing = Instant::now();
+                    self.checkpoint_wal()?;
+                    times.checkpoint += checkpointing.elapsed();
+                    parts.push_front(second);
+                    parts.push_front(first);
                 }
+                Err(e) => return Err(e),
             }
-            let committing = Instant::now();
-            times.sql += committing - started;
-            tx.commit().map_err(Self::db("committing a page"))?;
-            let checkpointing = Instant::now();
-            times.commit += checkpointing - committing;
-            // Until a checkpoint DuckDB holds the committed rows in memory (or its spill)
-            // too: written into the file once the WAL has grown past its bound.
-            self.checkpoint_if_due()?;
-            times.checkpoint += checkpointing.elapsed();
         }
-        if parts.len() > 1 {
-            tracing::debug!(stream, parts = parts.len(), "Merged in parts.");
+        if committed > 1 {
+            tracing::debug!(stream, parts = committed, "Merged in parts.");
         }
+        Ok(all)
+    }
+
+    /// One transaction of [`Warehouse::merge_staged_parts`]: the pieces of `part`, and the
+    /// stream's checkpoint if given (the last part). Returns the stats of what it committed.
+    #[allow(clippy::too_many_arguments)]
+    fn merge_part(
+        &mut self,
+        stream: &str,
+        run: RunId,
+        checkpoint: Option<&str>,
+        staged: &[Staged<'_>],
+        how: &[How],
+        part: &[Piece],
+        times: &mut MergeTimes,
+    ) -> Result<BTreeMap<&'static str, MergeStats>> {
+        let mut all: BTreeMap<&'static str, MergeStats> = BTreeMap::new();
+        let now = self.now();
+        let started = Instant::now();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(Self::db("starting a page transaction"))?;
+        for piece in part {
+            let s = &staged[piece.table];
+            let spec = s.spec;
+            let merge = |source| StoreError::Merge {
+                table: spec.table,
+                cause: source,
+            };
+            let rows = piece.end - piece.start;
+            #[cfg(test)]
+            if self.out_of_memory_over.is_some_and(|most| rows > most) {
+                return Err(merge(test_out_of_memory()));
+            }
+            let source = if rows == s.rows {
+                format!("temp.{}", s.stage)
+            } else {
+                format!(
+                    "(SELECT * FROM temp.{} WHERE rowid >= {} AND rowid < {})",
+                    s.stage, piece.start, piece.end
+                )
+            };
+            let how = how[piece.table];
+            let (new, changed) = if rows == 0 {
+                (0, 0)
+            } else if how.diff {
+                merge_staged(&tx, spec, &source, run, now).map_err(merge)?
+            } else {
+                let new = insert_new(&tx, spec, &format!("{source} d"), run, now);
+                (new.map_err(merge)? as u64, 0)
+            };
+            if how.seen && rows > 0 {
+                record_seen(&tx, spec, &source, stream).map_err(merge)?;
+            }
+            let stats = MergeStats {
+                new,
+                changed,
+                unchanged: rows - new - changed,
+                duplicates: if piece.start == 0 { s.duplicates } else { 0 },
+            };
+            *all.entry(spec.table).or_default() += stats;
+        }
+        if let Some(checkpoint) = checkpoint {
+            store_checkpoint(&tx, stream, checkpoint, run, now)
+                .map_err(Self::db("storing a checkpoint"))?;
+            #[cfg(test)]
+            if self.fail_before_commit {
+                // Simulates a crash inside the transaction: dropping `tx` rolls it back.
+                return Err(StoreError::Db {
+                    doing: "test: crash before commit",
+                    cause: duckdb::Error::QueryReturnedNoRows,
+                });
+            }
+        }
+        let committing = Instant::now();
+        times.sql += committing - started;
+        tx.commit().map_err(Self::db("committing a page"))?;
+        let checkpointing = Instant::now();
+        times.commit += checkpointing - committing;
+        // Until a checkpoint DuckDB holds the committed rows in memory (or its spill)
+        // too: written into the file once the WAL has grown past its bound.
+        self.checkpoint_if_due()?;
+        times.checkpoint += checkpointing.elapsed();
         Ok(all)
     }
 
@@ -555,6 +615,63 @@ pub(super) fn merge_parts(staged: &[Staged<'_>], part_rows: u64) -> Vec<Vec<Piec
         }
     }
     parts
+}
+
+/// The smallest part [`Warehouse::merge_staged_parts`] halves after it ran out of memory:
+/// one smaller than this that still does, after a checkpoint, is reported (the cap is too
+/// small for the data), rather than retried row by row.
+const MIN_RETRY_ROWS: u64 = 1_000;
+
+/// The rows of one transaction's pieces.
+fn part_rows(part: &[Piece]) -> u64 {
+    part.iter().map(|p| p.end - p.start).sum()
+}
+
+/// A part cut in two, each piece at its middle (an empty piece stays in the first, which
+/// counts its duplicates); `None` when the second would be empty.
+pub(super) fn halve(part: &[Piece]) -> Option<(Vec<Piece>, Vec<Piece>)> {
+    let mut first = Vec::new();
+    let mut second = Vec::new();
+    for piece in part {
+        let middle = piece.start + (piece.end - piece.start).div_ceil(2);
+        first.push(Piece {
+            end: middle,
+            ..*piece
+        });
+        if middle < piece.end {
+            second.push(Piece {
+                start: middle,
+                ..*piece
+            });
+        }
+    }
+    (!second.is_empty()).then_some((first, second))
+}
+
+/// Whether DuckDB refused a statement for want of memory under its cap (the statement failed
+/// and changed nothing; DuckDB stays usable, unlike a failed checkpoint).
+fn out_of_memory(error: &duckdb::Error) -> bool {
+    const OUT_OF_MEMORY: duckdb::ffi::duckdb_state =
+        duckdb::ffi::duckdb_error_type_DUCKDB_ERROR_OUT_OF_MEMORY as _;
+    match error {
+        duckdb::Error::DuckDBFailure(code, message) => {
+            code.extended_code == OUT_OF_MEMORY
+                || message
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with("Out of Memory Error"))
+        }
+        _ => false,
+    }
+}
+
+/// The error DuckDB gives a statement that does not fit its memory cap, for tests that make
+/// parts fail ([`Warehouse::out_of_memory_over`]).
+#[cfg(test)]
+fn test_out_of_memory() -> duckdb::Error {
+    duckdb::Error::DuckDBFailure(
+        duckdb::ffi::Error::new(duckdb::ffi::duckdb_error_type_DUCKDB_ERROR_OUT_OF_MEMORY as _),
+        Some("Out of Memory Error: could not allocate block of size 256.0 KiB (test)".into()),
+    )
 }
 
 /// Check each batch against its table and concatenate the batches of each table, in order

@@ -302,6 +302,9 @@ pub struct Warehouse {
     new_keys: BTreeMap<&'static str, String>,
     #[cfg(test)]
     pub(crate) fail_before_commit: bool,
+    /// Tests: a merge piece of more rows than this fails as out of DuckDB's memory.
+    #[cfg(test)]
+    pub(crate) out_of_memory_over: Option<u64>,
 }
 
 impl fmt::Debug for Warehouse {
@@ -358,6 +361,8 @@ impl Warehouse {
             new_keys: BTreeMap::new(),
             #[cfg(test)]
             fail_before_commit: false,
+            #[cfg(test)]
+            out_of_memory_over: None,
         };
         warehouse.set_memory_limit(WRITER_MEMORY_LIMIT)?;
         warehouse.mark_interrupted_runs()?;
@@ -398,6 +403,8 @@ impl Warehouse {
             new_keys: BTreeMap::new(),
             #[cfg(test)]
             fail_before_commit: false,
+            #[cfg(test)]
+            out_of_memory_over: None,
         })
     }
 
