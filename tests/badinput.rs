@@ -119,6 +119,13 @@ const REFS: &str = "SELECT ref FROM users ORDER BY ref LIMIT 3";
 const CASES: &[Case] = &[
     // ------------------------------------------------------------------ configuration
     Case {
+        name: "bench memory limit below the smallest",
+        args: &["bench", "sync", "--memory-limit", "5MB"],
+        problem: &["`5MB` is not a memory amount of at least 20MB"],
+        fix: &["like \"64MB\""],
+        ..BASE
+    },
+    Case {
         name: "config file missing",
         config: None,
         args: &["sync"],

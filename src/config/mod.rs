@@ -18,8 +18,10 @@ use std::time::Duration;
 use file::read_file;
 pub use file::{RawConfig, RawExport, RawHttp, RawOrg, RawPluvo, RawPush, RawWarehouse};
 pub use keys::*;
-pub use validate::{ApiConfig, DEFAULT_CREDENTIALS, HttpSettings, parse_base_url, redact_url};
-use validate::{parse_memory_limit, resolve_http};
+use validate::resolve_http;
+pub use validate::{
+    ApiConfig, DEFAULT_CREDENTIALS, HttpSettings, parse_base_url, parse_memory_limit, redact_url,
+};
 
 /// A secret string: `Debug` and `Display` print `***`; read it with [`Secret::expose`].
 #[derive(Clone, PartialEq, Eq)]

@@ -72,7 +72,7 @@ fn join(base: &Url, path: &str) -> Url {
 /// `<number><unit>`; `None` unless it is at least 20 MB: below that DuckDB's fixed working set
 /// (a block per thread and partition, the staged page group) does not fit, and a 5k-user sync
 /// ran out of memory at 16 MB (issue 19).
-pub(super) fn parse_memory_limit(text: &str) -> Option<String> {
+pub fn parse_memory_limit(text: &str) -> Option<String> {
     let text = text.trim();
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
     let (number, unit) = text.split_at(split);

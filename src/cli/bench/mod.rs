@@ -55,6 +55,10 @@ pub enum BenchCommand {
         /// keeps every answer: up to a few 100k users)
         #[arg(long)]
         replay: bool,
+        /// DuckDB's memory cap for the syncs (`warehouse.memory_limit`, at least 20MB), e.g.
+        /// `20MB` to see a small cap at scale [default: the tool's default]
+        #[arg(long, value_parser = memory_limit, value_name = "SIZE")]
+        memory_limit: Option<String>,
     },
     /// Webhook receiver under load: signed events at a fixed rate, answer times, none lost
     Webhook {
@@ -159,6 +163,7 @@ pub async fn run(command: BenchCommand) -> Result<Exit> {
             rate_limit_rps,
             full_only,
             replay,
+            memory_limit,
         } => {
             let latency = Duration::from_millis(latency_ms);
             let server = sync::Server {
@@ -166,7 +171,7 @@ pub async fn run(command: BenchCommand) -> Result<Exit> {
                 rate_limit_rps,
                 replay,
             };
-            sync::run(users, server, concurrency, full_only).await?;
+            sync::run(users, server, concurrency, full_only, memory_limit).await?;
             Ok(Exit::Ok)
         }
         BenchCommand::Webhook {
@@ -287,6 +292,12 @@ pub async fn sim_token(
 /// A benchmark's simulated organisation, with a scratch folder holding a configuration that
 /// points at it (`pluvo-warehouse.toml`, warehouse `bench.duckdb`) and that configuration
 /// loaded with the simulator's secret, as a user's environment would give it.
+/// `--memory-limit`: a memory amount as `warehouse.memory_limit` takes it.
+fn memory_limit(text: &str) -> Result<String, String> {
+    crate::config::parse_memory_limit(text)
+        .ok_or_else(|| format!("`{text}` is not a memory amount of at least 20MB, like \"64MB\""))
+}
+
 pub struct Org {
     pub sim: crate::sim::Sim,
     pub dir: std::path::PathBuf,

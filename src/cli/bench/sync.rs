@@ -79,6 +79,7 @@ pub async fn run(
     server: Server,
     concurrency: Concurrency,
     full_only: bool,
+    memory_limit: Option<String>,
 ) -> Result<()> {
     let Server {
         latency,
@@ -98,6 +99,13 @@ pub async fn run(
     });
     let scope = settings.api(crate::config::Access::Read)?.scope;
     let db = settings.db;
+    if let Some(limit) = &memory_limit {
+        // The syncs read it from the organisation's file, whose last table is [warehouse].
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().append(true).open(&config)?;
+        writeln!(file, "memory_limit = \"{limit}\"")?;
+    }
+    let cap = memory_limit.map_or_else(String::new, |limit| format!(", memory_limit {limit}"));
 
     let plain_concurrency = match concurrency {
         Concurrency::Fixed(n) => n,
@@ -133,7 +141,7 @@ pub async fn run(
     };
     let refused_again = refused(&sim);
     println!(
-        "sync of {users} users / {} rows at latency {} ms, concurrency {concurrency}:",
+        "sync of {users} users / {} rows at latency {} ms, concurrency {concurrency}{cap}:",
         full.rows,
         latency.as_millis()
     );
