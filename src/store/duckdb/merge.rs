@@ -456,6 +456,10 @@ impl Warehouse {
                         "A merge ran out of DuckDB's memory: merging it again in two halves, \
                          after a checkpoint (a larger `warehouse.memory_limit` avoids this)."
                     );
+                    #[cfg(test)]
+                    {
+                        self.retried_parts += 1;
+                    }
                     let checkpointing = Instant::now();
                     self.checkpoint_wal()?;
                     times.checkpoint += checkpointing.elapsed();

@@ -305,6 +305,9 @@ pub struct Warehouse {
     /// Tests: a merge piece of more rows than this fails as out of DuckDB's memory.
     #[cfg(test)]
     pub(crate) out_of_memory_over: Option<u64>,
+    /// Tests: merge parts merged again after running out of memory.
+    #[cfg(test)]
+    pub(crate) retried_parts: u32,
 }
 
 impl fmt::Debug for Warehouse {
@@ -363,6 +366,8 @@ impl Warehouse {
             fail_before_commit: false,
             #[cfg(test)]
             out_of_memory_over: None,
+            #[cfg(test)]
+            retried_parts: 0,
         };
         warehouse.set_memory_limit(WRITER_MEMORY_LIMIT)?;
         warehouse.mark_interrupted_runs()?;
@@ -405,6 +410,8 @@ impl Warehouse {
             fail_before_commit: false,
             #[cfg(test)]
             out_of_memory_over: None,
+            #[cfg(test)]
+            retried_parts: 0,
         })
     }
 

@@ -808,6 +808,8 @@ fn a_merge_out_of_memory_is_merged_again_in_halves_after_a_checkpoint() {
     let mut w = open(&dir.path().join("w.duckdb"), &clock);
     w.out_of_memory_over = Some(1_500);
     merge_two_rounds(&mut w, &clock, 6_000, 1_000, true);
+    // Each round: 6,000 rows fail, then each half of 3,000; the quarters of 1,500 pass.
+    assert_eq!(w.retried_parts, 2 * 3);
 }
 
 /// A part that runs out of memory even when small is reported, not retried row by row, and
@@ -828,6 +830,8 @@ fn a_merge_out_of_memory_at_any_size_fails_and_changes_nothing() {
         err.contains("merging a page into `portfolio_items`: Out of Memory Error"),
         "{err}"
     );
+    // 6,000, 3,000 and 1,500 rows are merged again; 750 are too few to halve once more.
+    assert_eq!(w.retried_parts, 3);
     assert_eq!(
         w.checkpoint("portfolio").unwrap().as_deref(),
         Some("round 0 page 5")
