@@ -289,15 +289,15 @@ pub async fn sim_token(
         .ok_or_else(|| anyhow::anyhow!("the simulator answered no token: {answer}"))
 }
 
-/// A benchmark's simulated organisation, with a scratch folder holding a configuration that
-/// points at it (`pluvo-warehouse.toml`, warehouse `bench.duckdb`) and that configuration
-/// loaded with the simulator's secret, as a user's environment would give it.
 /// `--memory-limit`: a memory amount as `warehouse.memory_limit` takes it.
 fn memory_limit(text: &str) -> Result<String, String> {
     crate::config::parse_memory_limit(text)
         .ok_or_else(|| format!("`{text}` is not a memory amount of at least 20MB, like \"64MB\""))
 }
 
+/// A benchmark's simulated organisation, with a scratch folder holding a configuration that
+/// points at it (`pluvo-warehouse.toml`, warehouse `bench.duckdb`) and that configuration
+/// loaded with the simulator's secret, as a user's environment would give it.
 pub struct Org {
     pub sim: crate::sim::Sim,
     pub dir: std::path::PathBuf,
