@@ -214,24 +214,22 @@ impl Warehouse {
                 .map_err(|cause| StoreError::Merge { table, cause })?;
             if empty && !first.contains(&table) {
                 first.push(table);
-                self.first_loads.insert(table, stream.to_owned());
+                let diff = promised.is_none_or(|spec| spec.table != table);
+                let stream = stream.to_owned();
+                self.first_loads.insert(table, FirstLoad { stream, diff });
             }
-        }
-        if let Some(spec) = promised.filter(|spec| first.contains(&spec.table)) {
-            self.new_keys.insert(spec.table, stream.to_owned());
         }
         Ok(first)
     }
 
     /// Forget the stream's first loads ([`Warehouse::start_scan`]): its scan ended.
     pub(super) fn end_first_loads(&mut self, stream: &str) {
-        self.first_loads.retain(|_, s| s != stream);
-        self.new_keys.retain(|_, s| s != stream);
+        self.first_loads.retain(|_, load| load.stream != stream);
     }
 
     /// Whether `stream`'s rows in `table` are a first load's ([`Warehouse::start_scan`]).
     pub(super) fn first_load(&self, stream: &str, table: &str) -> bool {
-        self.first_loads.get(table).is_some_and(|s| s == stream)
+        !How::of(&self.first_loads, stream, table).seen
     }
 
     /// Append prepared batches to the staging tables of `self.pending[at]`.
@@ -391,27 +389,19 @@ impl Warehouse {
         staged: &[Staged<'_>],
         times: &mut MergeTimes,
     ) -> Result<BTreeMap<&'static str, MergeStats>> {
-        let how: Vec<How> = staged
-            .iter()
-            .map(|s| How {
-                diff: self
-                    .new_keys
-                    .get(s.spec.table)
-                    .is_none_or(|promised| promised != stream),
-                seen: !self.first_load(stream, s.spec.table),
-            })
-            .collect();
-        let merged = self.merge_staged_parts(stream, run, checkpoint, staged, &how, times);
+        let merged = self.merge_staged_parts(stream, run, checkpoint, staged, times);
         if merged.is_err() {
             // Some parts may be written: a retry of the same rows must find them.
             for s in staged {
-                self.new_keys.remove(s.spec.table);
+                if let Some(load) = self.first_loads.get_mut(s.spec.table) {
+                    load.diff = true;
+                }
             }
         }
         merged
     }
 
-    /// [`Warehouse::merge_staged_tables`] in parts; `how[i]`: how to merge `staged[i]`.
+    /// [`Warehouse::merge_staged_tables`] in parts.
     ///
     /// A part whose SQL runs out of DuckDB's memory is rolled back whole, so it is merged
     /// again: after a checkpoint (which frees what committed parts still hold in memory) and
@@ -428,7 +418,6 @@ impl Warehouse {
         run: RunId,
         checkpoint: &str,
         staged: &[Staged<'_>],
-        how: &[How],
         times: &mut MergeTimes,
     ) -> Result<BTreeMap<&'static str, MergeStats>> {
         let mut parts: VecDeque<Vec<Piece>> = merge_parts(staged, self.merge_part_rows).into();
@@ -436,7 +425,7 @@ impl Warehouse {
         let mut all: BTreeMap<&'static str, MergeStats> = BTreeMap::new();
         while let Some(part) = parts.pop_front() {
             let last = parts.is_empty().then_some(checkpoint);
-            match self.merge_part(stream, run, last, staged, how, &part, times) {
+            match self.merge_part(stream, run, last, staged, &part, times) {
                 Ok(stats) => {
                     committed += 1;
                     for (table, stats) in stats {
@@ -477,14 +466,12 @@ impl Warehouse {
 
     /// One transaction of [`Warehouse::merge_staged_parts`]: the pieces of `part`, and the
     /// stream's checkpoint if given (the last part). Returns the stats of what it committed.
-    #[allow(clippy::too_many_arguments)]
     fn merge_part(
         &mut self,
         stream: &str,
         run: RunId,
         checkpoint: Option<&str>,
         staged: &[Staged<'_>],
-        how: &[How],
         part: &[Piece],
         times: &mut MergeTimes,
     ) -> Result<BTreeMap<&'static str, MergeStats>> {
@@ -515,7 +502,7 @@ impl Warehouse {
                     s.stage, piece.start, piece.end
                 )
             };
-            let how = how[piece.table];
+            let how = How::of(&self.first_loads, stream, spec.table);
             let (new, changed) = if rows == 0 {
                 (0, 0)
             } else if how.diff {
@@ -574,6 +561,15 @@ fn drop_temp<'a>(conn: &Connection, tables: impl IntoIterator<Item = &'a str>) {
     }
 }
 
+/// A table's first load by one stream ([`Warehouse::start_scan`]).
+#[derive(Debug)]
+pub(super) struct FirstLoad {
+    stream: String,
+    /// The stream's rows are diffed against the table: unless it promised new keys there,
+    /// and again after a failed merge (some of its parts may be written).
+    diff: bool,
+}
+
 /// How one table's staged rows are merged ([`Warehouse::start_scan`]).
 #[derive(Debug, Clone, Copy)]
 struct How {
@@ -581,6 +577,23 @@ struct How {
     diff: bool,
     /// Their keys recorded as seen (not on a first load).
     seen: bool,
+}
+
+impl How {
+    /// How `stream`'s rows are merged into `table`: a first load's record no seen keys, and
+    /// skip the diff if the stream promised new keys ([`Warehouse::start_scan`]).
+    fn of(first_loads: &BTreeMap<&'static str, FirstLoad>, stream: &str, table: &str) -> How {
+        match first_loads.get(table) {
+            Some(load) if load.stream == stream => How {
+                diff: load.diff,
+                seen: false,
+            },
+            _ => How {
+                diff: true,
+                seen: true,
+            },
+        }
+    }
 }
 
 /// Rows `start..end` (by `rowid`) of the staged table `staged[table]`.

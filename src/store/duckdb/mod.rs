@@ -294,12 +294,9 @@ pub struct Warehouse {
     /// `merge_rows` alone.
     pub(crate) merge_part_rows: u64,
     /// Tables that held no row when a stream's scan started ([`Warehouse::start_scan`]):
-    /// that stream's merges into them record no seen keys, and the end of its scan finds
-    /// no row of them missing.
-    first_loads: BTreeMap<&'static str, String>,
-    /// Tables whose rows from one stream skip the diff, by the stream's promise on a first
-    /// load: see [`Warehouse::start_scan`].
-    new_keys: BTreeMap<&'static str, String>,
+    /// that stream's merges into them record no seen keys (and skip the diff if it
+    /// promised new keys), and the end of its scan finds no row of them missing.
+    first_loads: BTreeMap<&'static str, FirstLoad>,
     #[cfg(test)]
     pub(crate) fail_before_commit: bool,
     /// Tests: a merge piece of more rows than this fails as out of DuckDB's memory.
@@ -361,7 +358,6 @@ impl Warehouse {
             merge_part_rows: MERGE_ROWS,
             wal_checkpoint_bytes: WAL_CHECKPOINT_FLOOR,
             first_loads: BTreeMap::new(),
-            new_keys: BTreeMap::new(),
             #[cfg(test)]
             fail_before_commit: false,
             #[cfg(test)]
@@ -405,7 +401,6 @@ impl Warehouse {
             merge_part_rows: MERGE_ROWS,
             wal_checkpoint_bytes: WAL_CHECKPOINT_FLOOR,
             first_loads: BTreeMap::new(),
-            new_keys: BTreeMap::new(),
             #[cfg(test)]
             fail_before_commit: false,
             #[cfg(test)]
