@@ -1,6 +1,6 @@
 //! Rows → Arrow: typed cells, a row builder checked against a [`TableSpec`], and the
 //! Arrow-level work the merge needs before a batch reaches DuckDB (shape check, content hash,
-//! deduplication by key).
+//! deduplication by key: [`prepare`]), which runs on any thread.
 //!
 //! A stream turns one page of its rows into a batch like this:
 //! ```ignore
@@ -21,8 +21,10 @@ use std::sync::Arc;
 use arrow::array::{
     Array, ArrayRef, BooleanArray, BooleanBuilder, Date32Array, Date32Builder, Float64Array,
     Float64Builder, Int64Array, Int64Builder, ListArray, ListBuilder, StringArray, StringBuilder,
-    TimestampMicrosecondArray, TimestampMicrosecondBuilder, UInt32Array,
+    TimestampMicrosecondArray, TimestampMicrosecondBuilder, UInt32Array, UInt64Array,
 };
+use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, NaiveDate, Utc};
 use sha2::{Digest, Sha256};
@@ -401,6 +403,96 @@ impl<'a> BatchBuilder<'a> {
     }
 }
 
+/// Check each batch against its table and concatenate the batches of each table, in order
+/// (one append and one merge per table, not per page).
+pub(crate) fn by_table(
+    batches: Vec<(&TableSpec, RecordBatch)>,
+) -> Result<Vec<(&TableSpec, RecordBatch)>> {
+    let mut by_table: Vec<(&TableSpec, Vec<RecordBatch>)> = Vec::new();
+    for (spec, batch) in batches {
+        check_shape(spec, &batch)?;
+        match by_table.iter_mut().find(|(s, _)| s.table == spec.table) {
+            Some((_, list)) => list.push(batch),
+            None => by_table.push((spec, vec![batch])),
+        }
+    }
+    by_table
+        .into_iter()
+        .map(|(spec, list)| {
+            let batch = if list.len() == 1 {
+                list.into_iter().next().expect("one batch")
+            } else {
+                concat_batches(&spec.arrow_schema(), &list).map_err(|source| StoreError::Arrow {
+                    table: spec.table,
+                    cause: source,
+                })?
+            };
+            Ok((spec, batch))
+        })
+        .collect()
+}
+
+/// One table's rows as a merge stages them ([`prepare`]).
+pub struct Prepared<'a> {
+    pub(crate) spec: &'a TableSpec,
+    /// The rows, deduplicated by key, with their [`row_hashes`] as a last `_hash` column.
+    pub(crate) staged: RecordBatch,
+    /// Rows deduplication dropped (an earlier row of the same key).
+    pub(crate) duplicates: u64,
+    /// The [`key_hashes`] of the rows kept.
+    pub(crate) keys: Vec<u64>,
+}
+
+impl Prepared<'_> {
+    /// The Arrow bytes it holds.
+    pub fn bytes(&self) -> usize {
+        self.staged.get_array_memory_size() + self.keys.len() * std::mem::size_of::<u64>()
+    }
+}
+
+/// Batches ready for [`Warehouse::stage_prepared`]: checked and concatenated per table
+/// ([`by_table`]), deduplicated by key ([`dedupe_by_key`]) and hashed ([`row_hashes`]), all
+/// the per-row work of staging but DuckDB's append. It touches no database, so a sync runs it
+/// on the stream's task, beside the writer thread, which is the tool's bottleneck against a
+/// fast server: on a 100k-user full sync at 0 ms it was about 7% of the writer's time.
+///
+/// [`Warehouse::stage_prepared`]: super::Warehouse::stage_prepared
+pub fn prepare(batches: Vec<(&TableSpec, RecordBatch)>) -> Result<Vec<Prepared<'_>>> {
+    by_table(batches)?
+        .into_iter()
+        .map(|(spec, batch)| {
+            let (batch, duplicates, keys) = dedupe_by_key(spec, batch)?;
+            let staged = with_row_hashes(spec, batch)?;
+            Ok(Prepared {
+                spec,
+                staged,
+                duplicates: duplicates as u64,
+                keys,
+            })
+        })
+        .collect()
+}
+
+/// The batch plus a last column, `_hash`, of its [`row_hashes`]: the shape of a staging table.
+fn with_row_hashes(spec: &TableSpec, batch: RecordBatch) -> Result<RecordBatch> {
+    let hashes: ArrayRef = Arc::new(UInt64Array::from(row_hashes(spec, &batch)));
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("_hash", DataType::UInt64, false));
+    let mut arrays = batch.columns().to_vec();
+    arrays.push(hashes);
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|source| {
+        StoreError::Arrow {
+            table: spec.table,
+            cause: source,
+        }
+    })
+}
+
 /// Check that a batch has exactly the spec's columns, in order, with their Arrow types, and
 /// no null key.
 pub(crate) fn check_shape(spec: &TableSpec, batch: &RecordBatch) -> Result<()> {
@@ -717,5 +809,59 @@ mod tests {
         let (kept, dropped, hashes) = dedupe_by_key(&USERS, batch.clone()).unwrap();
         assert_eq!((kept, dropped), (batch.clone(), 0));
         assert_eq!(hashes, key_hashes(&USERS, &batch));
+    }
+
+    #[test]
+    fn prepare_concatenates_per_table_dedupes_and_appends_each_rows_hash() {
+        let page = |ids: &[&str]| {
+            let mut b = BatchBuilder::new(&USERS);
+            for id in ids {
+                let row = user(&b, id, None);
+                b.push(row).unwrap();
+            }
+            b.finish().unwrap()
+        };
+        let prepared = prepare(vec![
+            (&USERS, page(&["u1", "u2"])),
+            (&USERS, page(&["u3", "u1"])),
+        ])
+        .unwrap();
+        assert_eq!(prepared.len(), 1, "one batch a table");
+        let p = &prepared[0];
+        let (expected, dropped, keys) = dedupe_by_key(
+            &USERS,
+            concat_batches(
+                &USERS.arrow_schema(),
+                &[page(&["u1", "u2"]), page(&["u3", "u1"])],
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!((p.duplicates, &p.keys), (dropped as u64, &keys));
+        assert_eq!(p.duplicates, 1);
+        let width = USERS.columns().count();
+        assert_eq!(p.staged.num_columns(), width + 1);
+        assert_eq!(
+            p.staged.project(&(0..width).collect::<Vec<_>>()).unwrap(),
+            expected
+        );
+        let hashes = downcast::<UInt64Array>(p.staged.column(width).as_any());
+        assert_eq!(hashes.values().to_vec(), row_hashes(&USERS, &expected));
+        assert_eq!(p.staged.schema().field(width).name(), "_hash");
+
+        let wrong = prepare(vec![
+            (&USERS, page(&["u1"])),
+            (&GROUP_MEMBERS, page(&["u2"])),
+        ]);
+        assert!(
+            matches!(
+                wrong,
+                Err(StoreError::BatchShape {
+                    table: "group_members",
+                    ..
+                })
+            ),
+            "a batch is checked against its table"
+        );
     }
 }

@@ -41,10 +41,10 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-pub use batch::{BatchBuilder, Cell, Row};
+pub use batch::{BatchBuilder, Cell, Prepared, Row, prepare};
 pub use duckdb::{
     Deletes, GUARD_FLOOR, MAX_DELETE_SHARE, MERGE_AFTER, MergeStats, RunId, RunStatus, ScanEnd,
-    Scope, StreamStats, WRITER_MEMORY_LIMIT, Warehouse, by_table, duckdb_config, lock_holder_pid,
+    Scope, StreamStats, WRITER_MEMORY_LIMIT, Warehouse, duckdb_config, lock_holder_pid,
     memory_bytes,
 };
 pub use schema::SCHEMA_VERSION;

@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 
 use super::{Batches, Error, Extract, Progress, Result, StreamSpec};
 use crate::api::{Client, Error as ApiError, read_ahead};
-use crate::store::{MergeStats, RunId, RunStatus, ScanEnd, StreamStats, Warehouse};
+use crate::store::{MergeStats, Prepared, RunId, RunStatus, ScanEnd, StreamStats, Warehouse};
 
 /// Pages handed to the writer at a time (5,000 rows), to be staged ([`Warehouse::stage`]).
 /// Until issue 19 each group was merged at once, and each merge scans the target table's keys:
@@ -509,12 +509,13 @@ async fn drive<S: Extract>(
             let due = buffered >= PAGES_PER_COMMIT || last_commit.elapsed() >= COMMIT_AFTER;
             if buffered > 0 && (done || due) {
                 last_commit = Instant::now();
-                // One compact batch a table, built here rather than on the writer.
-                let batches = crate::store::by_table(std::mem::take(&mut buffer)).map_err(store)?;
+                // One compact batch a table, deduplicated and hashed here rather than on the
+                // writer thread (`store::prepare`).
+                let prepared = crate::store::prepare(std::mem::take(&mut buffer)).map_err(store)?;
                 buffered = 0;
                 let text = at(index, if part.op.offset { last_page } else { 0 });
                 staging
-                    .queue(writer, (name, run), text, batches, &mut outcome)
+                    .queue(writer, (name, run), text, prepared, &mut outcome)
                     .await?;
             }
             if done {
@@ -671,10 +672,10 @@ impl Staging {
         writer: &Writer,
         (stream, run): (&'static str, RunId),
         checkpoint: String,
-        batches: Batches,
+        prepared: Vec<Prepared<'static>>,
         outcome: &mut StreamOutcome,
     ) -> Result<()> {
-        let bytes: usize = batches.iter().map(|(_, b)| b.get_array_memory_size()).sum();
+        let bytes: usize = prepared.iter().map(Prepared::bytes).sum();
         while !self.queued.is_empty()
             && (self.queued.len() >= GROUPS_IN_FLIGHT || self.bytes + bytes > QUEUED_BYTES)
         {
@@ -685,7 +686,7 @@ impl Staging {
             if failed.load(Ordering::Acquire) {
                 return None;
             }
-            let staged = w.stage(stream, run, &checkpoint, batches);
+            let staged = w.stage_prepared(stream, run, &checkpoint, prepared, Duration::ZERO);
             if staged.is_err() {
                 failed.store(true, Ordering::Release);
             }
@@ -872,6 +873,12 @@ mod tests {
         b.finish().unwrap()
     }
 
+    /// A `trainings` batch prepared for staging.
+    fn prepared(batch: RecordBatch) -> Prepared<'static> {
+        let mut prepared = crate::store::prepare(vec![(&crate::store::tables::TRAININGS, batch)]);
+        prepared.as_mut().unwrap().remove(0)
+    }
+
     /// The `trainings` stream's [`Staging`] against a writer on a fresh warehouse, with a run
     /// begun and a job that holds the writer until the `Sender` returned with it sends (or
     /// drops).
@@ -906,13 +913,21 @@ mod tests {
             &mut self,
             checkpoint: &str,
             batch: RecordBatch,
-            table: &'static crate::store::TableSpec,
+        ) -> impl std::future::Future<Output = Result<()>> + '_ {
+            let prepared = prepared(batch);
+            self.queue_prepared(checkpoint, prepared)
+        }
+
+        fn queue_prepared(
+            &mut self,
+            checkpoint: &str,
+            prepared: Prepared<'static>,
         ) -> impl std::future::Future<Output = Result<()>> + '_ {
             self.staging.queue(
                 &self.writer,
                 ("trainings", self.run),
                 checkpoint.to_string(),
-                vec![(table, batch)],
+                vec![prepared],
                 &mut self.outcome,
             )
         }
@@ -941,13 +956,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn groups_queue_behind_a_busy_writer_up_to_the_limit() {
         use futures_util::FutureExt;
-        let trainings_table = &crate::store::tables::TRAININGS;
         let (mut h, release) = Held::start().await;
         let ids: Vec<String> = (0..=GROUPS_IN_FLIGHT).map(|g| format!("t{g}")).collect();
         // While the writer is busy, a stream queues this many groups without waiting...
         for (group, id) in ids.iter().enumerate().take(GROUPS_IN_FLIGHT) {
             let queued = h
-                .queue(&format!("group {group}"), trainings(&[id]), trainings_table)
+                .queue(&format!("group {group}"), trainings(&[id]))
                 .now_or_never();
             assert!(
                 matches!(queued, Some(Ok(()))),
@@ -956,7 +970,7 @@ mod tests {
         }
         // ... and the next one waits for the oldest.
         let batch = trainings(&[&ids[GROUPS_IN_FLIGHT]]);
-        let mut last = Box::pin(h.queue("last group", batch, trainings_table));
+        let mut last = Box::pin(h.queue("last group", batch));
         assert!((&mut last).now_or_never().is_none(), "a full queue waits");
         release.send(()).unwrap();
         last.await.unwrap();
@@ -971,20 +985,19 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_large_group_waits_for_the_queue_to_shrink_below_its_bytes() {
         use futures_util::FutureExt;
-        let trainings_table = &crate::store::tables::TRAININGS;
         let (mut h, release) = Held::start().await;
         // Groups of more than half the byte budget each.
         let group = |n: usize| {
             let ids: Vec<String> = (0..9_000).map(|i| format!("g{n}-{i:0>60}")).collect();
             let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-            let batch = trainings(&ids);
-            assert!(batch.get_array_memory_size() > QUEUED_BYTES / 2);
-            assert!(batch.get_array_memory_size() < QUEUED_BYTES);
-            batch
+            let group = prepared(trainings(&ids));
+            assert!(group.bytes() > QUEUED_BYTES / 2);
+            assert!(group.bytes() < QUEUED_BYTES);
+            group
         };
-        let first = h.queue("first", group(1), trainings_table).now_or_never();
+        let first = h.queue_prepared("first", group(1)).now_or_never();
         assert!(matches!(first, Some(Ok(()))), "one group is queued at once");
-        let mut second = Box::pin(h.queue("second", group(2), trainings_table));
+        let mut second = Box::pin(h.queue_prepared("second", group(2)));
         assert!(
             (&mut second).now_or_never().is_none(),
             "two would pass the byte budget: the second waits, though fewer than {GROUPS_IN_FLIGHT} groups wait"
@@ -999,15 +1012,13 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_group_stops_the_groups_queued_behind_it() {
         let (mut h, release) = Held::start().await;
-        // Rows of `trainings` offered as `users`: the shape check refuses them.
-        let users_table = &crate::store::tables::USERS;
-        h.queue("first", trainings(&["t1"]), users_table)
-            .await
-            .unwrap();
-        let trainings_table = &crate::store::tables::TRAININGS;
-        h.queue("second", trainings(&["t2"]), trainings_table)
-            .await
-            .unwrap();
+        // Rows of `trainings` offered as `users`: the append to a `users` staging table fails.
+        let wrong = Prepared {
+            spec: &crate::store::tables::USERS,
+            ..prepared(trainings(&["t1"]))
+        };
+        h.queue_prepared("first", wrong).await.unwrap();
+        h.queue("second", trainings(&["t2"])).await.unwrap();
         release.send(()).unwrap();
         let failed = h.staging.settle(&mut h.outcome).await.unwrap_err();
         assert!(failed.to_string().contains("users"), "{failed}");

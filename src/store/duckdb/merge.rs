@@ -59,10 +59,6 @@ struct PendingTable {
     keys: HashSet<u64>,
 }
 
-/// A batch ready to stage: deduplicated by key, with the rows it dropped and the hashes of
-/// its keys.
-type Prepared = (&'static TableSpec, RecordBatch, u64, Vec<u64>);
-
 impl Warehouse {
     /// Merge one page of one table and store the stream's checkpoint, atomically.
     /// Shorthand for [`Warehouse::commit`] with a single batch.
@@ -116,23 +112,33 @@ impl Warehouse {
         batches: Vec<(&'static TableSpec, RecordBatch)>,
     ) -> Result<BTreeMap<&'static str, MergeStats>> {
         let started = Instant::now();
+        let prepared = prepare(batches)?;
+        self.stage_prepared(stream, run, checkpoint, prepared, started.elapsed())
+    }
+
+    /// [`Warehouse::stage`] of batches already prepared ([`prepare`], which a sync runs off
+    /// the writer thread); `preparing` is the time that took here, if any (for the merge's
+    /// debug line).
+    pub fn stage_prepared(
+        &mut self,
+        stream: &str,
+        run: RunId,
+        checkpoint: &str,
+        prepared: Vec<Prepared<'static>>,
+        preparing: Duration,
+    ) -> Result<BTreeMap<&'static str, MergeStats>> {
         let mut merged: BTreeMap<&'static str, MergeStats> = BTreeMap::new();
-        let mut prepared: Vec<Prepared> = Vec::new();
-        for (spec, batch) in by_table(batches)? {
-            let (batch, duplicates, hashes) = dedupe_by_key(spec, batch)?;
-            prepared.push((spec, batch, duplicates as u64, hashes));
-        }
-        let mut staging = started.elapsed();
+        let mut staging = preparing;
         let again = self
             .pending
             .iter()
             .find(|p| p.stream == stream)
             .is_some_and(|p| {
-                prepared.iter().any(|(spec, _, _, hashes)| {
+                prepared.iter().any(|prepared| {
                     p.tables
                         .iter()
-                        .filter(|t| t.spec.table == spec.table)
-                        .any(|t| hashes.iter().any(|h| t.keys.contains(h)))
+                        .filter(|t| t.spec.table == prepared.spec.table)
+                        .any(|t| prepared.keys.iter().any(|h| t.keys.contains(h)))
                 })
             });
         if again {
@@ -233,8 +239,14 @@ impl Warehouse {
     }
 
     /// Append prepared batches to the staging tables of `self.pending[at]`.
-    fn append_pending(&mut self, at: usize, prepared: Vec<Prepared>) -> Result<()> {
-        for (spec, batch, duplicates, hashes) in prepared {
+    fn append_pending(&mut self, at: usize, prepared: Vec<Prepared<'static>>) -> Result<()> {
+        for Prepared {
+            spec,
+            staged,
+            duplicates,
+            keys,
+        } in prepared
+        {
             let pending = &mut self.pending[at];
             let t = match pending
                 .tables
@@ -256,12 +268,12 @@ impl Warehouse {
                     pending.tables.len() - 1
                 }
             };
-            let rows = batch.num_rows() as u64;
+            let rows = staged.num_rows() as u64;
             let entry = &mut pending.tables[t];
-            append_stage(&self.conn, spec, &entry.temp, batch)?;
+            append_stage(&self.conn, spec, &entry.temp, staged)?;
             entry.rows += rows;
             entry.duplicates += duplicates;
-            entry.keys.extend(hashes);
+            entry.keys.extend(keys);
             pending.rows += rows;
         }
         Ok(())
@@ -349,18 +361,17 @@ impl Warehouse {
         checkpoint: &str,
         batches: Vec<(&TableSpec, RecordBatch)>,
     ) -> Result<BTreeMap<&'static str, MergeStats>> {
-        let tables = by_table(batches)?;
+        let tables = prepare(batches)?;
         let mut staged = Vec::with_capacity(tables.len());
-        for (i, (spec, batch)) in tables.into_iter().enumerate() {
-            let (batch, duplicates, _) = dedupe_by_key(spec, batch)?;
-            let rows = batch.num_rows() as u64;
+        for (i, prepared) in tables.into_iter().enumerate() {
+            let (spec, rows) = (prepared.spec, prepared.staged.num_rows() as u64);
             let stage = format!("_stage_{i}");
-            stage_batch(&self.conn, spec, &stage, batch)?;
+            stage_batch(&self.conn, spec, &stage, prepared.staged)?;
             staged.push(Staged {
                 spec,
                 stage,
                 rows,
-                duplicates: duplicates as u64,
+                duplicates: prepared.duplicates,
             });
         }
         let result =
@@ -691,35 +702,6 @@ fn test_out_of_memory() -> duckdb::Error {
     )
 }
 
-/// Check each batch against its table and concatenate the batches of each table, in order
-/// (one append and one merge per table, not per page). The sync's driver does it before it
-/// queues a page group for the writer: one compact batch a table holds none of the pages'
-/// builder slack, and the writer then finds nothing to concatenate.
-pub fn by_table(batches: Vec<(&TableSpec, RecordBatch)>) -> Result<Vec<(&TableSpec, RecordBatch)>> {
-    let mut by_table: Vec<(&TableSpec, Vec<RecordBatch>)> = Vec::new();
-    for (spec, batch) in batches {
-        check_shape(spec, &batch)?;
-        match by_table.iter_mut().find(|(s, _)| s.table == spec.table) {
-            Some((_, list)) => list.push(batch),
-            None => by_table.push((spec, vec![batch])),
-        }
-    }
-    by_table
-        .into_iter()
-        .map(|(spec, list)| {
-            let batch = if list.len() == 1 {
-                list.into_iter().next().expect("one batch")
-            } else {
-                concat_batches(&spec.arrow_schema(), &list).map_err(|source| StoreError::Arrow {
-                    table: spec.table,
-                    cause: source,
-                })?
-            };
-            Ok((spec, batch))
-        })
-        .collect()
-}
-
 /// One table's staged rows, ready to merge.
 pub(super) struct Staged<'a> {
     pub(super) spec: &'a TableSpec,
@@ -765,7 +747,7 @@ pub(super) fn stored_value(alias: &str, name: &str, ty: ColumnType) -> String {
     }
 }
 
-/// Load a deduplicated batch, plus its `_hash` column, into a fresh temporary table.
+/// Load a prepared batch ([`Prepared::staged`]) into a fresh temporary table.
 pub(super) fn stage_batch(
     conn: &Connection,
     spec: &TableSpec,
@@ -793,33 +775,17 @@ fn create_stage(conn: &Connection, spec: &TableSpec, stage: &str) -> Result<()> 
     })
 }
 
-/// Append a deduplicated batch, plus its `_hash` column, to the staging table `stage`.
+/// Append a prepared batch ([`Prepared::staged`]) to the staging table `stage`.
 fn append_stage(
     conn: &Connection,
     spec: &TableSpec,
     stage: &str,
-    batch: RecordBatch,
+    staged: RecordBatch,
 ) -> Result<()> {
     let table = spec.table;
-    if batch.num_rows() == 0 {
+    if staged.num_rows() == 0 {
         return Ok(());
     }
-    let hashes: ArrayRef = Arc::new(UInt64Array::from(row_hashes(spec, &batch)));
-    let mut fields: Vec<Field> = batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.push(Field::new("_hash", DataType::UInt64, false));
-    let mut arrays = batch.columns().to_vec();
-    arrays.push(hashes);
-    let staged = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|source| {
-        StoreError::Arrow {
-            table,
-            cause: source,
-        }
-    })?;
     let mut appender = conn
         .appender_to_catalog_and_db(stage, "temp", "main")
         .map_err(|source| StoreError::Merge {

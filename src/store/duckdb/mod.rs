@@ -28,16 +28,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use arrow::array::{ArrayRef, UInt64Array};
-use arrow::compute::concat_batches;
-use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, NaiveDate, Utc};
 use duckdb::{AccessMode, Config, Connection, params};
 
-use super::batch::{check_shape, dedupe_by_key, row_hashes};
+use super::batch::{Prepared, prepare};
 use super::schema::{self, MIGRATIONS, SCHEMA_VERSION};
 use super::tables::{self, ColumnType, TableSpec};
 use super::{Clock, Result, StoreError, SystemClock};
@@ -623,8 +619,8 @@ mod merge;
 mod runs;
 mod scan;
 
+pub use merge::MERGE_AFTER;
 use merge::*;
-pub use merge::{MERGE_AFTER, by_table};
 use runs::*;
 pub use scan::{Deletes, GUARD_FLOOR, MAX_DELETE_SHARE};
 
