@@ -266,14 +266,23 @@ pub fn portfolio_item_key(
     issued: Option<chrono::NaiveDate>,
     occurrence: u32,
 ) -> String {
-    let text = match issued {
-        None => format!("{user_id}\u{1f}{related_object_type}\u{1f}{title}\u{1f}{occurrence}"),
-        Some(day) => format!(
-            "{user_id}\u{1f}{related_object_type}\u{1f}{title}\u{1f}{day}\u{1f}{occurrence}"
-        ),
-    };
-    let digest = Sha256::digest(text.as_bytes());
-    hex::encode(&digest[..16])
+    // The text is hashed piece by piece and the hex written into a fixed buffer: one of these
+    // a portfolio row, where `format!` and `hex::encode` (a `char` at a time) were a quarter of
+    // the portfolio's row building in a profile of a 100k-user sync.
+    let mut hasher = Sha256::new();
+    for piece in [user_id, related_object_type, title] {
+        hasher.update(piece.as_bytes());
+        hasher.update(b"\x1f");
+    }
+    if let Some(day) = issued {
+        hasher.update(day.to_string().as_bytes());
+        hasher.update(b"\x1f");
+    }
+    hasher.update(occurrence.to_string().as_bytes());
+    let digest = hasher.finalize();
+    let mut hex = [0u8; 32];
+    hex::encode_to_slice(&digest[..16], &mut hex).expect("32 hex digits for 16 bytes");
+    String::from_utf8(hex.to_vec()).expect("hex digits are ASCII")
 }
 
 #[cfg(test)]

@@ -110,7 +110,7 @@ impl Extract for Users {
                 .and_then(|r| r.set("last_login", timestamp(node.last_login.as_deref())))
                 .and_then(|r| r.set("archived", node.archived))
                 .and_then(|r| r.set("language", node.language.as_deref()))
-                .and_then(|r| r.set("roles", node.roles.clone()))
+                .and_then(|r| r.set("roles", node.roles.as_slice()))
                 .and_then(|r| r.set("extra_fields", extra))
                 .map_err(store)?;
             users.push(row).map_err(store)?;
