@@ -199,6 +199,8 @@ fn write_canonical_json(value: &serde_json::Value, out: &mut String) {
 pub struct Row<'a> {
     spec: &'a TableSpec,
     cells: Vec<Option<Cell<'a>>>,
+    /// The column after the one set last.
+    next: usize,
 }
 
 impl<'a> Row<'a> {
@@ -206,15 +208,25 @@ impl<'a> Row<'a> {
     /// float column, text for a JSON column); `None` becomes NULL.
     pub fn set(&mut self, column: &str, value: impl Into<Cell<'a>>) -> Result<&mut Self> {
         let table = self.spec.table;
+        // Streams set the columns in the spec's order: the one after the last set is
+        // tried first, then all of them.
         let (index, col) = self
             .spec
             .columns()
             .enumerate()
-            .find(|(_, c)| c.name == column)
+            .nth(self.next)
+            .filter(|(_, c)| c.name == column)
+            .or_else(|| {
+                self.spec
+                    .columns()
+                    .enumerate()
+                    .find(|(_, c)| c.name == column)
+            })
             .ok_or_else(|| StoreError::UnknownColumn {
                 table,
                 column: column.to_owned(),
             })?;
+        self.next = index + 1;
         let cell = coerce(col, value.into()).map_err(|cell| match cell {
             Coerce::Json(problem) => StoreError::InvalidJson {
                 table,
@@ -364,6 +376,7 @@ impl<'a> BatchBuilder<'a> {
         Row {
             spec: self.spec,
             cells: vec![None; self.columns.len()],
+            next: 0,
         }
     }
 
@@ -623,8 +636,8 @@ pub(crate) fn row_hashes(spec: &TableSpec, batch: &RecordBatch) -> Vec<u64> {
 ///
 /// [`Warehouse::stage`]: super::Warehouse::stage
 pub(crate) fn key_hashes(spec: &TableSpec, batch: &RecordBatch) -> Vec<u64> {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    let hasher = BuildHasherDefault::<DefaultHasher>::default();
+    use std::hash::BuildHasher;
+    let hasher = foldhash::fast::FixedState::default();
     let mut key = Vec::with_capacity(64);
     (0..batch.num_rows())
         .map(|row| {
@@ -649,7 +662,8 @@ pub(crate) fn dedupe_by_key(
     batch: RecordBatch,
 ) -> Result<(RecordBatch, usize, Vec<u64>)> {
     let hashes = key_hashes(spec, &batch);
-    let mut distinct = HashSet::with_capacity(hashes.len());
+    let mut distinct: HashSet<u64, foldhash::fast::FixedState> =
+        HashSet::with_capacity_and_hasher(hashes.len(), Default::default());
     if hashes.iter().all(|h| distinct.insert(*h)) {
         return Ok((batch, 0, hashes));
     }
@@ -818,6 +832,38 @@ mod tests {
         let (kept, dropped, hashes) = dedupe_by_key(&USERS, batch.clone()).unwrap();
         assert_eq!((kept, dropped), (batch.clone(), 0));
         assert_eq!(hashes, key_hashes(&USERS, &batch));
+    }
+
+    #[test]
+    fn columns_set_in_any_order_or_twice_fill_the_same_row() {
+        let mut in_order = BatchBuilder::new(&USERS);
+        let row = user(&in_order, "u1", Some("a@x"));
+        in_order.push(row).unwrap();
+        let mut shuffled = BatchBuilder::new(&USERS);
+        let mut row = shuffled.row();
+        let roles = ["USER".to_string()];
+        row.set("extra_fields", r#"{"a": {"x": [1, 2], "y": 2}, "b": 1}"#)
+            .unwrap()
+            .set("roles", roles.as_slice())
+            .unwrap()
+            .set("language", "nl")
+            .unwrap()
+            .set("id", "u0")
+            .unwrap()
+            .set("archived", false)
+            .unwrap()
+            .set("ref", "ref-u1")
+            .unwrap()
+            .set("name", "Ann")
+            .unwrap()
+            .set("email", "a@x")
+            .unwrap()
+            .set("last_login", None::<DateTime<Utc>>)
+            .unwrap()
+            .set("id", "u1")
+            .unwrap();
+        shuffled.push(row).unwrap();
+        assert_eq!(shuffled.finish().unwrap(), in_order.finish().unwrap());
     }
 
     #[test]

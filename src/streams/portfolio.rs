@@ -20,10 +20,11 @@
 //! what it covered (all trainings; the certificates of the window).
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::LazyLock;
 
 use chrono::{Days, NaiveDate, Utc};
+use foldhash::fast::FixedState;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -155,9 +156,9 @@ struct Occurrences {
     /// it, 0.3–0.7 s in a hash set). `u32`: a part of 4G items would need a 32 GB list.
     starts: Vec<u32>,
     /// Hashes that came once since the last merge.
-    recent: HashSet<u64>,
+    recent: HashSet<u64, FixedState>,
     /// Hashes that came more than once, with their count.
-    more: HashMap<u64, u32>,
+    more: HashMap<u64, u32, FixedState>,
 }
 
 /// New hashes held in [`Occurrences::recent`] before they are merged into the sorted list:
@@ -277,10 +278,11 @@ fn issued(kind: &str, completion: Option<NaiveDate>) -> Option<NaiveDate> {
     }
 }
 
+/// A 64-bit hash of an item's (user id, type, title, issue date), the same for the same item
+/// within a process (only in memory: a resumed scan rebuilds its occurrences from the
+/// warehouse). foldhash, not std's SipHash: no untrusted party chooses these to collide.
 fn occurrence_hash(user_id: &str, kind: &str, title: &str, issued: Option<NaiveDate>) -> u64 {
-    let mut h = DefaultHasher::new();
-    (user_id, kind, title, issued).hash(&mut h);
-    h.finish()
+    FixedState::default().hash_one((user_id, kind, title, issued))
 }
 
 impl Portfolio {

@@ -56,7 +56,7 @@ struct PendingTable {
     rows: u64,
     duplicates: u64,
     /// Hashes of the staged keys (a key staged again forces a merge first: last row wins).
-    keys: HashSet<u64>,
+    keys: HashSet<u64, foldhash::fast::FixedState>,
 }
 
 impl Warehouse {
@@ -263,7 +263,7 @@ impl Warehouse {
                         temp,
                         rows: 0,
                         duplicates: 0,
-                        keys: HashSet::new(),
+                        keys: HashSet::default(),
                     });
                     pending.tables.len() - 1
                 }
