@@ -4,8 +4,9 @@
 //! - One writer: DuckDB allows one writing connection, so the [`Warehouse`] lives on its own
 //!   thread and streams send it closures ([`Writer::call`]). Fetching continues while a
 //!   commit runs.
-//! - Per page group (a few pages at a time), the rows are staged with the stream's checkpoint
-//!   ([`Warehouse::stage`]), up to [`GROUPS_IN_FLIGHT`] groups queued behind the writer;
+//! - Per page group (a few pages at a time), the rows are prepared on the stream's task
+//!   (`store::prepare`: checked, deduplicated, hashed) and staged with the stream's checkpoint
+//!   ([`Warehouse::stage_prepared`]), up to [`GROUPS_IN_FLIGHT`] groups queued behind the writer;
 //!   staged rows merge with their checkpoint in one transaction every
 //!   [`Warehouse::merge_rows`] rows, after `store::MERGE_AFTER`, and at the end of each part.
 //!   A run killed at any moment resumes from the last merged checkpoint: offset scans at the
