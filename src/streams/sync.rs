@@ -876,8 +876,9 @@ mod tests {
 
     /// A `trainings` batch prepared for staging.
     fn prepared(batch: RecordBatch) -> Prepared<'static> {
-        let mut prepared = crate::store::prepare(vec![(&crate::store::tables::TRAININGS, batch)]);
-        prepared.as_mut().unwrap().remove(0)
+        crate::store::prepare(vec![(&crate::store::tables::TRAININGS, batch)])
+            .unwrap()
+            .remove(0)
     }
 
     /// The `trainings` stream's [`Staging`] against a writer on a fresh warehouse, with a run
