@@ -156,13 +156,16 @@ pub async fn sync(
     )
     .map_err(Error::Client)?;
     client.authenticate().await.map_err(Error::Auth)?;
-    let mut warehouse = Warehouse::open(&config.db).map_err(|source| Error::Open {
-        db: config.db.clone(),
-        source: Box::new(source),
-    })?;
-    warehouse
-        .set_memory_limit(&config.memory_limit)
-        .map_err(|e| Error::MemoryLimit(Box::new(e)))?;
+    let warehouse =
+        Warehouse::open_with_memory_limit(&config.db, &config.memory_limit).map_err(|source| {
+            match source {
+                StoreError::Setting { .. } => Error::MemoryLimit(Box::new(source)),
+                source => Error::Open {
+                    db: config.db.clone(),
+                    source: Box::new(source),
+                },
+            }
+        })?;
     // Nothing is read into the warehouse from an organisation it does not hold.
     let base_url = config
         .api(crate::config::Access::Read)?

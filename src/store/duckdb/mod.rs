@@ -320,23 +320,38 @@ impl Warehouse {
         Self::open_with_clock(path, Box::new(SystemClock))
     }
 
+    /// [`Warehouse::open`] with DuckDB's memory capped at `limit` (e.g. `"80MB"`, see
+    /// [`Warehouse::set_memory_limit`]) from the first moment: the replay of a WAL a killed
+    /// sync left stays under the cap the user chose too ([`replay_config`]).
+    pub fn open_with_memory_limit(path: impl AsRef<Path>, limit: &str) -> Result<Warehouse> {
+        Self::open_capped(path.as_ref(), Box::new(SystemClock), limit)
+    }
+
     /// [`Warehouse::open`] with an injected clock (tests, deterministic timestamps).
     pub fn open_with_clock(path: impl AsRef<Path>, clock: Box<dyn Clock>) -> Result<Warehouse> {
-        let path = path.as_ref().to_path_buf();
+        Self::open_capped(path.as_ref(), clock, WRITER_MEMORY_LIMIT)
+    }
+
+    fn open_capped(path: &Path, clock: Box<dyn Clock>, limit: &str) -> Result<Warehouse> {
+        let path = path.to_path_buf();
+        if memory_bytes(limit).is_none() {
+            return Err(StoreError::Setting {
+                setting: "memory_limit",
+                value: limit.to_owned(),
+            });
+        }
         super::check_writable(&path)?;
-        let config =
-            duckdb_config(AccessMode::ReadWrite).map_err(|source| open_error(&path, source))?;
+        let config = replay_config(AccessMode::ReadWrite, &path, limit)
+            .map_err(|source| open_error(&path, source))?;
         let mut conn = Connection::open_with_flags(&path, config)
             .map_err(|source| open_error(&path, source))?;
         super::sqltime::install(&conn).map_err(Self::db("defining the time functions"))?;
         let now = clock.now();
         let schema_version = schema::migrate(&mut conn, &path, MIGRATIONS, now)?;
-        // Spill beside the warehouse (DuckDB's default for a file, made explicit: the folder
-        // is known to be writable), and let DuckDB stream results out of order: keeping the
-        // insertion order makes a Parquet export buffer rows per thread.
-        let temp = sql_text(&format!("{}.tmp", path.display()));
+        // Let DuckDB stream results out of order: keeping the insertion order makes a Parquet
+        // export buffer rows per thread. (It spills beside the warehouse: [`replay_config`].)
         conn.execute_batch(&format!(
-            "SET temp_directory = '{temp}'; SET preserve_insertion_order = false; \
+            "SET preserve_insertion_order = false; \
              SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'"
         ))
         .map_err(|source| open_error(&path, source))?;
@@ -361,7 +376,7 @@ impl Warehouse {
             #[cfg(test)]
             retried_parts: 0,
         };
-        warehouse.set_memory_limit(WRITER_MEMORY_LIMIT)?;
+        warehouse.set_memory_limit(limit)?;
         warehouse.mark_interrupted_runs()?;
         Ok(warehouse)
     }
@@ -373,9 +388,13 @@ impl Warehouse {
         if !path.exists() {
             return Err(StoreError::Missing { path });
         }
-        let config =
-            duckdb_config(AccessMode::ReadOnly).map_err(|source| open_error(&path, source))?;
+        let config = replay_config(AccessMode::ReadOnly, &path, WRITER_MEMORY_LIMIT)
+            .map_err(|source| open_error(&path, source))?;
         let conn = Connection::open_with_flags(&path, config)
+            .map_err(|source| open_error(&path, source))?;
+        // A reader's queries get DuckDB's defaults (80% of the memory, every core) once the
+        // file is open; only the replay of a WAL was capped.
+        conn.execute_batch("RESET memory_limit; RESET threads")
             .map_err(|source| open_error(&path, source))?;
         super::sqltime::install(&conn).map_err(Self::db("defining the time functions"))?;
         let found = schema::version(&conn, &path)?.ok_or_else(|| StoreError::Foreign {
@@ -563,6 +582,20 @@ pub fn duckdb_config(mode: AccessMode) -> ::duckdb::Result<Config> {
     Ok(config)
 }
 
+/// [`duckdb_config`] for opening the warehouse at `path`, with DuckDB's memory capped at
+/// `limit`, its threads at a writer's ([`DUCKDB_THREADS`]) and its spill folder
+/// beside the file (DuckDB's default for a file, made explicit: the folder is known to
+/// be writable), from the start: a killed sync leaves its WAL (up to
+/// [`Warehouse::wal_checkpoint_bytes`] of committed rows), and DuckDB replays it while the
+/// file opens, before any `SET` can run. Uncapped, replaying a 165 MB WAL left by a 100k-user
+/// sync held 273 MiB.
+fn replay_config(mode: AccessMode, path: &Path, limit: &str) -> ::duckdb::Result<Config> {
+    duckdb_config(mode)?
+        .max_memory(limit)?
+        .threads(DUCKDB_THREADS.into())?
+        .with("temp_directory", format!("{}.tmp", path.display()))
+}
+
 /// The oldest DuckDB release whose storage format new warehouse files use (see
 /// [`duckdb_config`]); DuckDB 1.0 through 2.0 read it.
 pub const STORAGE_VERSION: &str = "v1.0.0";
@@ -587,11 +620,6 @@ pub fn memory_bytes(limit: &str) -> Option<u64> {
     };
     let bytes = number * scale;
     (bytes.is_finite() && bytes >= 1.0).then_some(bytes as u64)
-}
-
-/// Text as the body of a SQL string literal.
-fn sql_text(text: &str) -> String {
-    text.replace('\'', "''")
 }
 
 /// The PID in DuckDB's lock error message, if it names one.
