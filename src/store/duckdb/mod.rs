@@ -145,11 +145,18 @@ pub const DUCKDB_THREADS: u32 = 1;
 const CHECKPOINT_THRESHOLD: &str = "1GB";
 
 /// Bytes of WAL per byte of the memory cap after which the writer checkpoints (see
-/// [`Warehouse::wal_checkpoint_bytes`]): 0.8, 64 MB at the default 80 MB cap (half until the
-/// default cap went from 128 to 96 MB, two thirds until it went to 80 MB, so the checkpoints
-/// stay as few: at two thirds of 80 MB a 1M-user sync spent 29 s in them, against 17–22 s).
-/// Until a checkpoint, committed rows wait in DuckDB's buffers (spilled to `<file>.tmp`
-/// beyond the cap), so the WAL bounds that memory.
+/// [`Warehouse::wal_checkpoint_bytes`]): 3, 240 MB at the default 80 MB cap, 60 MB at the
+/// smallest. Until a checkpoint, committed rows wait in DuckDB's buffers, spilled to
+/// `<file>.tmp` beyond the cap, so the bound is disk (the WAL and about as much spill), and a
+/// killed sync leaves up to that much WAL to replay at the next open, which replays it under
+/// the cap too ([`replay_config`]).
+///
+/// 0.8 until issue 19's 22nd session (half until the default cap went from 128 to 96 MB, two
+/// thirds until it went to 80 MB). At 3 a 100k-user first load checkpoints once, at the end:
+/// `bench sync --users 100000 --latency-ms 0 --replay`, 3 runs alternated, medians: full sync
+/// 6.3 → 5.6 s, writer busy 4.4 → 3.7 s, file 75 → 50 MiB, peak RSS 187 → 185 MiB. At 1M
+/// users the checkpoints cost about the same either way (`--full-only`, one run each at 0.8,
+/// 1.6 and 3: 106.5 / 106.8 / 104.8 s, peak 209 / 205 / 209 MiB).
 ///
 /// Why not after every merge, as until issue 19's last round: a checkpoint rewrites the
 /// row groups a merge left partly filled and vacuums small ones, whatever it adds, so its
@@ -157,7 +164,7 @@ const CHECKPOINT_THRESHOLD: &str = "1GB";
 /// (15 merges; the writer's time in checkpoints): after each merge 5.0 s and a 80 MiB file,
 /// every 4th merge 2.6 s and 60 MiB, one at the end 1.8 s and 53 MiB (but a 219 MB WAL and
 /// 139 MB of spill).
-const WAL_BYTES_PER_CAP_BYTE: f64 = 0.8;
+const WAL_BYTES_PER_CAP_BYTE: f64 = 3.0;
 
 /// The smallest WAL the writer lets grow before a checkpoint, whatever the cap.
 const WAL_CHECKPOINT_FLOOR: u64 = 8_000_000;
