@@ -11,7 +11,8 @@ mod client;
 /// `sync`: full, incremental, no-change, churn, faults, history, soft deletes.
 mod sync;
 
-/// A `sync` process killed with SIGKILL at several moments resumes to the same tables.
+/// A `sync` process killed with SIGKILL at several moments resumes to the same tables; the WAL
+/// it leaves replays under the memory cap.
 mod resume;
 
 /// `webhook serve`: signed simulator events stored once, refusals, retries, graceful shutdown.

@@ -1,13 +1,15 @@
 //! A `sync` process killed with SIGKILL at several moments, then run again, ends with the same
-//! tables as an uninterrupted sync; the killed runs are recorded as `interrupted`.
+//! tables as an uninterrupted sync; the killed runs are recorded as `interrupted`; the WAL a
+//! killed sync leaves is replayed under the memory cap.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use pluvo_warehouse::sim::{Faults, SimConfig};
+use pluvo_warehouse::store::Warehouse;
 
-use crate::support::{command, config_file, rows, sim_with, sync};
+use crate::support::{SpillWatch, command, config_file, rows, sim_with, sync};
 
 /// Data columns per table (bookkeeping excluded), as in `tests/sync.rs`.
 const TABLES: &[&str] = &[
@@ -158,4 +160,75 @@ async fn a_second_sync_fails_at_once_while_one_runs() {
     );
     first.kill().unwrap();
     first.wait().unwrap();
+}
+
+/// A warehouse at `path` whose last 100 MB of committed rows (more than the default cap a
+/// reader replays them under) are only in its WAL, as a sync killed before its checkpoint
+/// leaves it: five inserts of 100k rows (each under a row group, so DuckDB logs the rows
+/// rather than writing them to the file) and no checkpoint at close.
+fn killed_with_a_large_wal(path: &Path) {
+    let w = Warehouse::open(path).unwrap();
+    w.connection()
+        .execute_batch("PRAGMA disable_checkpoint_on_shutdown; CREATE TABLE scratch (t VARCHAR)")
+        .unwrap();
+    for part in 0..5 {
+        w.connection()
+            .execute_batch(&format!(
+                "INSERT INTO scratch SELECT repeat(sha256(({part} * 100000 + range)::VARCHAR), 3) \
+                 FROM range(100000)"
+            ))
+            .unwrap();
+    }
+    drop(w);
+    let wal = std::fs::metadata(path.with_extension("duckdb.wal"))
+        .unwrap()
+        .len();
+    assert!(wal > 90_000_000, "the WAL holds the rows: {wal} bytes");
+}
+
+/// DuckDB replays a WAL while the file opens, before any `SET` runs: uncapped, replaying the
+/// 165 MB a killed 100k-user sync left held 273 MiB. Under the cap the replayed rows that do
+/// not fit spill beside the file, for the writer and for a reader alike, and a reader's
+/// queries then get DuckDB's default memory and threads again.
+#[test]
+fn a_wal_left_by_a_killed_sync_replays_under_the_memory_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.duckdb");
+    let spill_folder = path.with_extension("duckdb.tmp");
+    let count = |w: &Warehouse| -> i64 {
+        w.connection()
+            .query_row("SELECT count(*) FROM scratch", [], |r| r.get(0))
+            .unwrap()
+    };
+    let settings = |conn: &duckdb::Connection| -> (String, i64) {
+        conn.query_row(
+            "SELECT current_setting('memory_limit'), current_setting('threads')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    };
+    killed_with_a_large_wal(&path);
+
+    let spill = SpillWatch::start(spill_folder.clone());
+    let reader = Warehouse::open_read_only(&path).unwrap();
+    let spilled = spill.stop();
+    assert!(
+        spilled >= 262_144,
+        "the reader's replay spilled {spilled} bytes"
+    );
+    assert_eq!(count(&reader), 500_000);
+    let default = duckdb::Connection::open_in_memory().unwrap();
+    assert_eq!(settings(reader.connection()), settings(&default));
+    drop(reader);
+
+    let spill = SpillWatch::start(spill_folder);
+    let writer = Warehouse::open_with_memory_limit(&path, "20MB").unwrap();
+    let spilled = spill.stop();
+    assert!(
+        spilled >= 262_144,
+        "the writer's replay spilled {spilled} bytes"
+    );
+    assert_eq!(count(&writer), 500_000);
+    assert_eq!(writer.memory_limit(), Some(20_000_000));
 }

@@ -565,7 +565,7 @@ async fn issue_19_sync_and_publish_succeed_at_the_smallest_memory_limit() {
     config.memory_limit = "20MB".into();
     let options = pluvo_warehouse::pipeline::SyncOptions::default();
     let silent = std::sync::Arc::new(pluvo_warehouse::streams::Silent);
-    let spill = SpillWatch::start(dir.path().join("w.duckdb.tmp"));
+    let spill = support::SpillWatch::start(dir.path().join("w.duckdb.tmp"));
     for pass in ["full", "no-change"] {
         let outcome = pluvo_warehouse::pipeline::sync(&config, &options, silent.clone())
             .await
@@ -683,45 +683,4 @@ fn issue_19_the_allocator_options_are_in_force_from_the_start() {
         theirs.contains("option 'arena_eager_commit': 0"),
         "{theirs}"
     );
-}
-
-/// Samples the size of DuckDB's spill files (`*.tmp`, `*.block`) in its temp folder every
-/// millisecond, from another thread; [`SpillWatch::stop`] gives the largest total seen.
-/// DuckDB removes the files (and the folder) when they are freed, so only a watch sees them.
-struct SpillWatch {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<u64>,
-}
-
-impl SpillWatch {
-    fn start(folder: std::path::PathBuf) -> SpillWatch {
-        use std::sync::atomic::Ordering;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut most = 0u64;
-            while !flag.load(Ordering::Relaxed) {
-                let bytes: u64 = std::fs::read_dir(&folder)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .filter(|e| {
-                        let name = e.file_name().to_string_lossy().into_owned();
-                        name.ends_with(".tmp") || name.ends_with(".block")
-                    })
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum();
-                most = most.max(bytes);
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            most
-        });
-        SpillWatch { stop, thread }
-    }
-
-    fn stop(self) -> u64 {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.join().unwrap()
-    }
 }

@@ -340,3 +340,44 @@ pub fn python_with(pins: &[&str]) -> std::process::Command {
     cmd.env("PYTHONPATH", &dir);
     cmd
 }
+
+/// Samples the size of DuckDB's spill files (`*.tmp`, `*.block`) in its temp folder every
+/// millisecond, from another thread; [`SpillWatch::stop`] gives the largest total seen.
+/// DuckDB removes the files (and the folder) when they are freed, so only a watch sees them.
+pub struct SpillWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl SpillWatch {
+    pub fn start(folder: std::path::PathBuf) -> SpillWatch {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut most = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                let bytes: u64 = std::fs::read_dir(&folder)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name.ends_with(".tmp") || name.ends_with(".block")
+                    })
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum();
+                most = most.max(bytes);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            most
+        });
+        SpillWatch { stop, thread }
+    }
+
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
