@@ -252,11 +252,12 @@ pub async fn run(
     };
     let error = (failed > 0).then(|| format!("{failed} stream(s) failed"));
     // The run's last merges go from the WAL into the file now rather than when the file
-    // closes: the sync's time counts them, and the snapshot reads them compressed.
+    // closes: the sync's time counts them, the snapshot reads them compressed, and nothing
+    // else runs, so DuckDB may use more threads for it.
     writer
         .call(move |w| {
             w.finish_run(run, status, error.as_deref())
-                .and_then(|()| w.checkpoint_wal())
+                .and_then(|()| w.checkpoint_at_end())
         })
         .await?
         .map_err(super::store_error("sync"))?;

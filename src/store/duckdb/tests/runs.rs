@@ -220,3 +220,48 @@ fn kill_9_at_any_point_then_resume_gives_identical_tables() {
         );
     }
 }
+
+/// The checkpoint that ends a sync may use two threads (nothing else runs then), and leaves
+/// DuckDB on one again: the merges and the export of the next steps rely on one thread per
+/// statement (`DUCKDB_THREADS`). Below a cap of `CHECKPOINT_MEMORY` it stays on one.
+#[test]
+fn the_checkpoint_at_the_end_empties_the_wal_and_leaves_one_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.duckdb");
+    let threads = |w: &Warehouse| -> i64 {
+        w.connection()
+            .query_row("SELECT current_setting('threads')", [], |r| r.get(0))
+            .unwrap()
+    };
+    for limit in ["80MB", "20MB"] {
+        let mut w = Warehouse::open_with_memory_limit(&path, limit).unwrap();
+        w.connection()
+            .execute_batch(&format!(
+                "CREATE OR REPLACE TABLE scratch AS SELECT range AS n, \
+                 sha256(range::VARCHAR || '{limit}') AS t FROM range(60000)"
+            ))
+            .unwrap();
+        let wal = path.with_extension("duckdb.wal");
+        let size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        assert!(
+            size() > 1_000_000,
+            "{limit}: the rows are in the WAL: {}",
+            size()
+        );
+        w.checkpoint_at_end().unwrap();
+        assert!(
+            size() < 10_000,
+            "{limit}: the WAL is in the file: {} bytes",
+            size()
+        );
+        assert_eq!(threads(&w), 1, "{limit}");
+        let (rows, distinct): (i64, i64) = w
+            .connection()
+            .query_row("SELECT count(*), count(DISTINCT t) FROM scratch", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((rows, distinct), (60_000, 60_000), "{limit}");
+        w.close().unwrap();
+    }
+}
