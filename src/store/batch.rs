@@ -427,9 +427,7 @@ impl<'a> BatchBuilder<'a> {
 
 /// Check each batch against its table and concatenate the batches of each table, in order
 /// (one append and one merge per table, not per page).
-pub(crate) fn by_table(
-    batches: Vec<(&TableSpec, RecordBatch)>,
-) -> Result<Vec<(&TableSpec, RecordBatch)>> {
+fn by_table(batches: Vec<(&TableSpec, RecordBatch)>) -> Result<Vec<(&TableSpec, RecordBatch)>> {
     let mut by_table: Vec<(&TableSpec, Vec<RecordBatch>)> = Vec::new();
     for (spec, batch) in batches {
         check_shape(spec, &batch)?;

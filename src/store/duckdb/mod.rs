@@ -352,12 +352,7 @@ impl Warehouse {
 
     fn open_capped(path: &Path, clock: Box<dyn Clock>, limit: &str) -> Result<Warehouse> {
         let path = path.to_path_buf();
-        if memory_bytes(limit).is_none() {
-            return Err(StoreError::Setting {
-                setting: "memory_limit",
-                value: limit.to_owned(),
-            });
-        }
+        memory_limit_bytes(limit)?;
         super::check_writable(&path)?;
         let config = replay_config(AccessMode::ReadWrite, &path, limit)
             .map_err(|source| open_error(&path, source))?;
@@ -448,10 +443,7 @@ impl Warehouse {
     /// work that cannot spill is sized to the cap: the parts of the end-of-scan anti-join and
     /// the merge groups (see [`WRITER_MEMORY_LIMIT`]); DuckDB runs on [`DUCKDB_THREADS`].
     pub fn set_memory_limit(&mut self, limit: &str) -> Result<()> {
-        let bytes = memory_bytes(limit).ok_or_else(|| StoreError::Setting {
-            setting: "memory_limit",
-            value: limit.to_owned(),
-        })?;
+        let bytes = memory_limit_bytes(limit)?;
         self.conn
             .execute_batch(&format!(
                 "SET memory_limit = '{limit}'; SET threads = {DUCKDB_THREADS}"
@@ -657,6 +649,14 @@ pub fn memory_bytes(limit: &str) -> Option<u64> {
     };
     let bytes = number * scale;
     (bytes.is_finite() && bytes >= 1.0).then_some(bytes as u64)
+}
+
+/// A `memory_limit` setting in bytes ([`memory_bytes`]), or the error naming it.
+fn memory_limit_bytes(limit: &str) -> Result<u64> {
+    memory_bytes(limit).ok_or_else(|| StoreError::Setting {
+        setting: "memory_limit",
+        value: limit.to_owned(),
+    })
 }
 
 /// The PID in DuckDB's lock error message, if it names one.
