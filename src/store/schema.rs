@@ -17,6 +17,9 @@ use super::{Result, StoreError};
 pub(crate) struct Migration {
     pub version: i64,
     pub sql: &'static str,
+    /// Whether `sql` runs on this file; where it does not, the version is recorded without
+    /// it. For a migration that only changes how rows are stored ([`new_v1_file`]).
+    pub applies: fn(&Connection) -> duckdb::Result<bool>,
 }
 
 /// Every migration, oldest first. Add a file and a line here; never edit a released one.
@@ -24,26 +27,37 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         sql: include_str!("../../sql/schema/001_init.sql"),
+        applies: always,
     },
     Migration {
         version: 2,
         sql: include_str!("../../sql/schema/002_push.sql"),
+        applies: always,
     },
     Migration {
         version: 3,
         sql: include_str!("../../sql/schema/003_webhooks.sql"),
+        applies: always,
     },
     Migration {
         version: 4,
         sql: include_str!("../../sql/schema/004_utc_timestamps.sql"),
+        applies: always,
     },
     Migration {
         version: 5,
         sql: include_str!("../../sql/schema/005_safety.sql"),
+        applies: always,
     },
     Migration {
         version: 6,
         sql: include_str!("../../sql/schema/006_no_index.sql"),
+        applies: always,
+    },
+    Migration {
+        version: 7,
+        sql: include_str!("../../sql/schema/007_compression.sql"),
+        applies: new_v1_file,
     },
 ];
 
@@ -122,7 +136,9 @@ pub(crate) fn migrate(
         };
         let tx = conn.transaction().map_err(failed)?;
         tx.execute_batch(CREATE_SCHEMA_TABLE).map_err(failed)?;
-        tx.execute_batch(migration.sql).map_err(failed)?;
+        if (migration.applies)(&tx).map_err(failed)? {
+            tx.execute_batch(migration.sql).map_err(failed)?;
+        }
         tx.execute(
             "INSERT INTO _schema VALUES (?, ?::TIMESTAMPTZ, ?)",
             params![
@@ -137,6 +153,43 @@ pub(crate) fn migrate(
     Ok(known.max(found))
 }
 
+/// Every migration but 007 runs on every file.
+fn always(_: &Connection) -> duckdb::Result<bool> {
+    Ok(true)
+}
+
+/// Migration 7 runs on a new warehouse in storage format v1.0.0, the one this tool creates
+/// (`STORAGE_VERSION`): it names FSST and dictionary compression, which newer formats
+/// replaced by DICT_FSST (DuckDB refuses them there), and it rebuilds the large tables,
+/// which only costs nothing while they are empty. Other files keep DuckDB's own choice.
+fn new_v1_file(conn: &Connection) -> duckdb::Result<bool> {
+    let format: Option<String> = conn.query_row(
+        "SELECT tags['storage_version'] FROM duckdb_databases()
+         WHERE database_name = current_database()",
+        [],
+        |r| r.get(0),
+    )?;
+    if !format.is_some_and(|f| f.starts_with(super::duckdb::STORAGE_VERSION)) {
+        return Ok(false);
+    }
+    for table in [
+        "users",
+        "portfolio_items",
+        "portfolio_item_history",
+        "group_members",
+    ] {
+        let any: bool = conn.query_row(
+            &format!("SELECT EXISTS (SELECT 1 FROM main.{table})"),
+            [],
+            |r| r.get(0),
+        )?;
+        if any {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +202,7 @@ mod tests {
     const V2: Migration = Migration {
         version: 2,
         sql: "ALTER TABLE users ADD COLUMN department VARCHAR;",
+        applies: always,
     };
 
     #[test]
@@ -266,6 +320,125 @@ mod tests {
             )
             .unwrap();
         assert_eq!(indexes, 0);
+    }
+
+    /// Rows like a sync's in the four large tables: three repeated names in `users`, which
+    /// DuckDB's own choice stores as a dictionary.
+    const LARGE_TABLE_ROWS: &str = "
+        INSERT INTO users (id, ref, name, roles, _hash, _first_seen_at, _updated_at, _run_id)
+        SELECT 'u' || i, CASE WHEN i % 7 <> 0 THEN 'R' || i END, 'Name ' || (i % 3),
+               ['USER'], i, TIMESTAMP '2026-01-01', TIMESTAMP '2026-01-02', 1
+        FROM range(3000) t(i);
+        INSERT INTO portfolio_items (item_key, user_id, related_object_type, title,
+            occurrence, progress, _hash, _first_seen_at, _updated_at, _run_id)
+        SELECT 'k' || i, 'u' || (i // 5), 'TRAINING', 'T' || (i % 4), 1,
+               CASE WHEN i % 2 = 0 THEN i END, i, TIMESTAMP '2026-01-01',
+               TIMESTAMP '2026-01-01', 1
+        FROM range(5000) t(i);
+        INSERT INTO portfolio_item_history (item_key, progress, valid_from, _run_id)
+        SELECT item_key, progress, _first_seen_at, 1 FROM portfolio_items;
+        INSERT INTO group_members (group_id, user_id, role, _hash, _first_seen_at,
+            _updated_at, _run_id)
+        SELECT 'g' || (i % 2), 'u' || i, 'participant', i, TIMESTAMP '2026-01-01',
+               TIMESTAMP '2026-01-01', 1
+        FROM range(3000) t(i);
+        CHECKPOINT;";
+
+    /// How the checkpointed `users.name` is compressed, and how many tables name a
+    /// compression in their definition.
+    fn compression(conn: &Connection) -> (String, i64) {
+        conn.query_row(
+            "SELECT (SELECT string_agg(DISTINCT compression, ',')
+                     FROM pragma_storage_info('users')
+                     WHERE column_name = 'name' AND segment_type = 'VARCHAR'),
+                    (SELECT count(*) FROM duckdb_tables()
+                     WHERE sql LIKE '%USING COMPRESSION%')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    }
+
+    /// A file in the storage format the tool creates (v1.0.0).
+    fn open_as_the_tool(path: &Path) -> Connection {
+        let config = crate::store::duckdb::duckdb_config(duckdb::AccessMode::ReadWrite).unwrap();
+        Connection::open_with_flags(path, config).unwrap()
+    }
+
+    /// Migration 7 names the text columns' compression of a new warehouse's large tables;
+    /// their checkpoints then use it.
+    #[test]
+    fn a_new_file_compresses_its_text_as_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.duckdb");
+        let mut conn = open_as_the_tool(&path);
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS, now()).unwrap(), 7);
+        conn.execute_batch(LARGE_TABLE_ROWS).unwrap();
+        assert_eq!(compression(&conn), ("FSST".to_string(), 4));
+    }
+
+    /// ... and leaves a synced file's tables as they are (rebuilt, its file would double):
+    /// every row, value and NULL in place, DuckDB's own compression, version 7 recorded.
+    #[test]
+    fn a_synced_version_6_file_keeps_its_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.duckdb");
+        let mut conn = open_as_the_tool(&path);
+        migrate(&mut conn, &path, &MIGRATIONS[..6], now()).unwrap();
+        conn.execute_batch(LARGE_TABLE_ROWS).unwrap();
+        // Every row and its position: a hash of the rows in storage order, per table.
+        let fingerprint = |conn: &Connection| -> Vec<String> {
+            [
+                "users",
+                "portfolio_items",
+                "portfolio_item_history",
+                "group_members",
+            ]
+            .iter()
+            .map(|t| {
+                conn.query_row(
+                    &format!(
+                        "SELECT count(*) || ' ' || sum(hash(r) * (rowid + 1))::VARCHAR
+                             FROM {t} r"
+                    ),
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap()
+            })
+            .collect()
+        };
+        let before = fingerprint(&conn);
+        assert_eq!(compression(&conn), ("Dictionary".to_string(), 0));
+        // Not rewritten: the rows stay in the blocks they were in.
+        let blocks = |conn: &Connection| -> String {
+            conn.query_row(
+                "SELECT string_agg(block_id::VARCHAR, ',' ORDER BY block_id)
+                 FROM pragma_storage_info('portfolio_items') WHERE persistent",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let blocks_before = blocks(&conn);
+
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS, now()).unwrap(), 7);
+        conn.execute_batch("CHECKPOINT").unwrap();
+        assert_eq!(fingerprint(&conn), before);
+        assert_eq!(compression(&conn), ("Dictionary".to_string(), 0));
+        assert_eq!(blocks(&conn), blocks_before);
+    }
+
+    /// ... and a new file in DuckDB's newer storage format (made by another client, or by this
+    /// tool before it pinned the format) opens too: DuckDB refuses FSST and dictionary there.
+    #[test]
+    fn a_new_file_in_a_newer_format_keeps_duckdbs_compression() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.duckdb");
+        let mut conn = Connection::open(&path).unwrap();
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS, now()).unwrap(), 7);
+        conn.execute_batch(LARGE_TABLE_ROWS).unwrap();
+        assert_eq!(compression(&conn), ("DICT_FSST".to_string(), 0));
     }
 
     #[test]
