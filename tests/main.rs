@@ -36,7 +36,7 @@ mod dates;
 /// read back with openpyxl.
 mod report;
 
-/// Other clients read the warehouse: DuckDB 1.x opens a file the tool created.
+/// Other clients read the warehouse: DuckDB 1.1 to 1.4 open a file the tool created.
 mod readers;
 
 /// The examples as users run them: the crontab line with only its env file.

@@ -1,4 +1,4 @@
-//! Issue 22: the warehouse opens where analysts are — DuckDB 1.x clients (here the Python
+//! Issue 22: the warehouse opens where analysts are — DuckDB 1.1–1.4 clients (here the Python
 //! package, from PyPI, pinned) read a file this tool created, with the same rows.
 
 use crate::support::{python_with, rows, sim, sync};

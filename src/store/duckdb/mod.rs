@@ -603,9 +603,10 @@ pub fn duckdb_config(mode: AccessMode) -> ::duckdb::Result<Config> {
         .enable_autoload_extension(false)?
         .with("autoinstall_known_extensions", "false")?;
     if writes {
-        // A file this tool creates opens in every DuckDB 1.x client too (DBeaver's driver, R,
-        // older Python, BI connectors), not only in 2.0: storage format 64, as DuckDB 1.0
-        // wrote it. Files created by earlier versions of the tool keep their format.
+        // A file this tool creates opens in DuckDB 1.1 to 1.4 clients too (DBeaver's driver,
+        // R, older Python, BI connectors), not only in 2.0: storage format 64, as DuckDB 1.0
+        // wrote it. DuckDB 1.0.0 itself cannot read the primary-key indexes DuckDB 2.0 writes
+        // in it. Files created by earlier versions of the tool keep their format.
         return config.with("storage_compatibility_version", STORAGE_VERSION);
     }
     Ok(config)
@@ -626,7 +627,8 @@ fn replay_config(mode: AccessMode, path: &Path, limit: &str) -> ::duckdb::Result
 }
 
 /// The oldest DuckDB release whose storage format new warehouse files use (see
-/// [`duckdb_config`]); DuckDB 1.0 through 2.0 read it.
+/// [`duckdb_config`]); DuckDB 1.1 through 2.0 read it (1.0.0 fails on the indexes of the
+/// bookkeeping tables' primary keys, as DuckDB 2.0 writes them).
 pub const STORAGE_VERSION: &str = "v1.0.0";
 /// A memory amount as DuckDB reads it (`"128MB"`, `"1.5 GiB"`, `"512 KB"`) in bytes; `None`
 /// for anything else. The check also keeps the text safe to inline in `SET`.
