@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// Latency added to every answer, in milliseconds
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
+    /// Answer a query asked before from memory until the data changes (a fast server, for
+    /// profiling the tool; as `bench sync --replay`)
+    #[arg(long)]
+    pub replay: bool,
     /// Requests per second before answering 429 with Retry-After
     #[arg(long, value_name = "RPS")]
     pub rate_limit: Option<f64>,
@@ -125,6 +129,7 @@ impl ServeArgs {
                 fail_rate: self.fail_rate,
                 truncate_rate: self.truncate_rate,
                 auth_error: self.auth_error,
+                replay: self.replay,
                 ..Faults::default()
             },
             addr: SocketAddr::new(self.bind, self.port),
@@ -209,4 +214,32 @@ async fn serve(args: ServeArgs) -> Result<Exit> {
     eprintln!("Simulator stopped.");
     sim.stop().await;
     Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn faults(args: &[&str]) -> Faults {
+        let serve =
+            Serve::try_parse_from(std::iter::once("serve").chain(args.iter().copied())).unwrap();
+        serve.args.sim_config().unwrap().faults
+    }
+
+    /// `--replay` makes the standalone simulator answer from memory, as `bench sync --replay`
+    /// does; without it every query is executed.
+    #[test]
+    fn replay_is_off_unless_asked_for() {
+        assert!(!faults(&[]).replay);
+        let replaying = faults(&["--replay", "--latency-ms", "3"]);
+        assert!(replaying.replay);
+        assert_eq!(replaying.latency, Duration::from_millis(3));
+    }
 }
