@@ -44,11 +44,12 @@ const COMMIT_AFTER: Duration = Duration::from_secs(2);
 
 /// Pages fetched ahead of the stream that reads them ([`read_ahead`]): fetching goes on
 /// while the stream waits for the writer, up to this many pages (50 rows each, decoded).
-/// Measured in issue 19's 23rd session (`bench sync --replay`, 100k users, 0 ms, medians of
-/// runs alternated): 16 pages 3.35 s (4 runs), 48 pages 3.2 s (4 runs), 128 pages 3.1 s
-/// (3 runs); at 1M users (`--full-only`), 16 pages 59.6 / 59.3 s, peak RSS 217 / 219 MiB,
-/// 48 pages 58.2 / 57.9 s, 224 / 220 MiB, 128 pages 60.9 s, 226 MiB.
-const READ_AHEAD_PAGES: usize = 48;
+/// Deeper is faster on the simulator (issue 19's 23rd session, 100k users, 0 ms, medians of
+/// alternated runs: 16 pages 3.35 s, 48 pages 3.2 s, 128 pages 3.1 s; at 1M users peak RSS
+/// 217–219 MiB with 16, 220–229 MiB with 48), but the bound counts pages, not bytes: a
+/// `portfolioReport` page holds 50 users with all their items, and an organisation whose
+/// users hold a hundred items each makes every page a megabyte. Deeper needs a byte bound.
+const READ_AHEAD_PAGES: usize = 16;
 
 /// Page groups a stream may have queued for the writer, staged or waiting ([`Staging`]): the
 /// stream goes on fetching and building rows while a merge or a checkpoint runs. With one
