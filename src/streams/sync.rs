@@ -37,18 +37,26 @@ use crate::store::{MergeStats, Prepared, RunId, RunStatus, ScanEnd, StreamStats,
 /// merges now run on larger groups of staged rows, sized to the memory cap.
 const PAGES_PER_COMMIT: usize = 100;
 
+/// ... or once its rows pass this many Arrow bytes, whichever comes first. A page is 50
+/// nodes: 50 portfolio items, or 50 users with their group memberships and extra fields.
+/// In the simulated organisation 100 `users` pages are 3.1 MB of rows and 100 portfolio pages
+/// 1.1–1.2 MB; where users are in 50 groups each, 100 `users` pages would be about 30 MB,
+/// waiting whole in memory outside DuckDB's cap. Half of [`QUEUED_BYTES`], so that a
+/// stream's queue holds at least two groups.
+const GROUP_BYTES: usize = QUEUED_BYTES / 2;
+
 /// ... or whatever was read in this long, so that pages do not wait in memory for a slow
 /// source (500 ms a page). A crash loses the rows staged since the last merge: at most
 /// `store::MERGE_AFTER` of fetching, or [`Warehouse::merge_rows`] rows.
 const COMMIT_AFTER: Duration = Duration::from_secs(2);
 
 /// Pages fetched ahead of the stream that reads them ([`read_ahead`]): fetching goes on
-/// while the stream waits for the writer, up to this many pages (50 rows each, decoded).
+/// while the stream waits for the writer, up to this many pages (50 nodes each, decoded).
 /// Deeper is faster on the simulator (issue 19's 23rd session, 100k users, 0 ms, medians of
 /// alternated runs: 16 pages 3.35 s, 48 pages 3.2 s, 128 pages 3.1 s; at 1M users peak RSS
-/// 217–219 MiB with 16, 220–229 MiB with 48), but the bound counts pages, not bytes: a
-/// `portfolioReport` page holds 50 users with all their items, and an organisation whose
-/// users hold a hundred items each makes every page a megabyte. Deeper needs a byte bound.
+/// 217–219 MiB with 16, 220–229 MiB with 48), but the bound counts pages, not bytes, and a
+/// `users` page grows with its users' memberships and extra fields. Deeper needs a byte
+/// bound (the page's body size carried with it).
 const READ_AHEAD_PAGES: usize = 16;
 
 /// Page groups a stream may have queued for the writer, staged or waiting ([`Staging`]): the
@@ -482,6 +490,7 @@ async fn drive<S: Extract>(
         let mut pages = std::pin::pin!(read_ahead(pages, READ_AHEAD_PAGES));
         let mut buffer: Batches = Vec::new();
         let mut buffered = 0usize;
+        let mut buffered_bytes = 0usize;
         let mut last_commit = Instant::now();
         let mut announced = false;
         let mut last_page = first_page;
@@ -513,13 +522,19 @@ async fn drive<S: Extract>(
                 last_page = page.index + 1;
                 outcome.pages += 1;
                 let rows = page.nodes.len() as u64;
-                buffer.extend(stream.batches(index, page.nodes)?);
+                let batches = stream.batches(index, page.nodes)?;
+                buffered_bytes += batches
+                    .iter()
+                    .map(|(_, b)| b.get_array_memory_size())
+                    .sum::<usize>();
+                buffer.extend(batches);
                 buffered += 1;
                 progress.rows(name, rows);
             }
-            let due = buffered >= PAGES_PER_COMMIT || last_commit.elapsed() >= COMMIT_AFTER;
+            let due = group_due(buffered, buffered_bytes, last_commit.elapsed());
             if buffered > 0 && (done || due) {
                 last_commit = Instant::now();
+                buffered_bytes = 0;
                 // One compact batch a table, deduplicated and hashed here rather than on the
                 // writer thread (`store::prepare`).
                 let prepared = crate::store::prepare(std::mem::take(&mut buffer)).map_err(store)?;
@@ -646,6 +661,13 @@ async fn check_holds(
         );
     }
     Ok(holds)
+}
+
+/// Whether the pages read since the last group (`pages` of them, `bytes` of Arrow rows,
+/// read over `since`) make a group for the writer: [`PAGES_PER_COMMIT`], [`GROUP_BYTES`] or
+/// [`COMMIT_AFTER`], whichever comes first.
+fn group_due(pages: usize, bytes: usize, since: Duration) -> bool {
+    pages >= PAGES_PER_COMMIT || bytes >= GROUP_BYTES || since >= COMMIT_AFTER
 }
 
 /// The answer of one page-group commit.
@@ -992,6 +1014,23 @@ mod tests {
         assert_eq!(stored as usize, GROUPS_IN_FLIGHT + 1, "every group's row");
         assert_eq!(checkpoint.as_deref(), Some("last group"));
         assert_eq!(new as usize, 0, "nothing merged before the flush");
+    }
+
+    /// A group is cut at 100 pages, at half the queue's bytes or after 2 s: pages of users in
+    /// many groups each (a megabyte a page) make groups of a few pages, not of 100 megabytes
+    /// waiting outside DuckDB's cap.
+    #[test]
+    fn a_group_is_cut_by_pages_bytes_or_time() {
+        let quick = Duration::from_millis(10);
+        assert!(
+            !group_due(99, 800_000, quick),
+            "a simulated organisation's group"
+        );
+        assert!(group_due(PAGES_PER_COMMIT, 800_000, quick));
+        assert!(!group_due(3, 3 << 20, quick));
+        assert!(group_due(4, 4 << 20, quick), "four pages of a megabyte");
+        assert_eq!(GROUP_BYTES * 2, QUEUED_BYTES);
+        assert!(group_due(1, 1_000, COMMIT_AFTER));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
