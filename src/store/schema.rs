@@ -153,6 +153,14 @@ pub(crate) fn migrate(
     Ok(known.max(found))
 }
 
+/// The tables migration 7 rebuilds with their text columns' compression named.
+const COMPRESSION_NAMED: [&str; 4] = [
+    "users",
+    "portfolio_items",
+    "portfolio_item_history",
+    "group_members",
+];
+
 /// Every migration but 007 runs on every file.
 fn always(_: &Connection) -> duckdb::Result<bool> {
     Ok(true)
@@ -172,12 +180,7 @@ fn new_v1_file(conn: &Connection) -> duckdb::Result<bool> {
     if !format.is_some_and(|f| f.starts_with(super::duckdb::STORAGE_VERSION)) {
         return Ok(false);
     }
-    for table in [
-        "users",
-        "portfolio_items",
-        "portfolio_item_history",
-        "group_members",
-    ] {
+    for table in COMPRESSION_NAMED {
         let any: bool = conn.query_row(
             &format!("SELECT EXISTS (SELECT 1 FROM main.{table})"),
             [],
@@ -388,25 +391,20 @@ mod tests {
         conn.execute_batch(LARGE_TABLE_ROWS).unwrap();
         // Every row and its position: a hash of the rows in storage order, per table.
         let fingerprint = |conn: &Connection| -> Vec<String> {
-            [
-                "users",
-                "portfolio_items",
-                "portfolio_item_history",
-                "group_members",
-            ]
-            .iter()
-            .map(|t| {
-                conn.query_row(
-                    &format!(
-                        "SELECT count(*) || ' ' || sum(hash(r) * (rowid + 1))::VARCHAR
+            COMPRESSION_NAMED
+                .iter()
+                .map(|t| {
+                    conn.query_row(
+                        &format!(
+                            "SELECT count(*) || ' ' || sum(hash(r) * (rowid + 1))::VARCHAR
                              FROM {t} r"
-                    ),
-                    [],
-                    |r| r.get(0),
-                )
-                .unwrap()
-            })
-            .collect()
+                        ),
+                        [],
+                        |r| r.get(0),
+                    )
+                    .unwrap()
+                })
+                .collect()
         };
         let before = fingerprint(&conn);
         assert_eq!(compression(&conn), ("Dictionary".to_string(), 0));
