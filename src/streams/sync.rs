@@ -40,7 +40,7 @@ const PAGES_PER_COMMIT: usize = 100;
 /// ... or once its rows pass this many Arrow bytes, whichever comes first. A page is 50
 /// nodes: 50 portfolio items, or 50 users with their group memberships and extra fields.
 /// In the simulated organisation 100 `users` pages are 3.1 MB of rows and 100 portfolio pages
-/// 1.1–1.2 MB; where users are in 50 groups each, 100 `users` pages would be about 30 MB,
+/// 1.1–1.2 MB (the pages' batches as read; [`QUEUED_BYTES`] counts them concatenated); where users are in 50 groups each, 100 `users` pages would be about 30 MB,
 /// waiting whole in memory outside DuckDB's cap. Half of [`QUEUED_BYTES`], so that a
 /// stream's queue holds at least two groups.
 const GROUP_BYTES: usize = QUEUED_BYTES / 2;
