@@ -79,6 +79,9 @@ async fn issue_21_engines_read_every_table_in_portable_types() {
             let (c, t) = l.split_once('|').unwrap();
             (c.to_string(), t.to_string())
         })
+        .filter(|(c, _)| {
+            !pluvo_warehouse::export::UNEXPORTED_COLUMNS.contains(&(table.name, c.as_str()))
+        })
         .collect();
         for (column, ty) in &types {
             assert!(!ty.contains("uint"), "`{}.{column}` is {ty}", table.name);

@@ -676,6 +676,11 @@ fn described_tables(sql: &str, into: &mut Vec<(String, Described)>) {
         }
         // `CREATE TABLE` starts the line in SQL files, or a string constant in Rust.
         let upper = trimmed.to_uppercase();
+        if let Some(renamed) = later_ddl(trimmed, &upper, &block, into) {
+            into.push(renamed);
+            block.clear();
+            continue;
+        }
         let Some(at) = upper.find("CREATE TABLE ") else {
             block.clear();
             continue;
@@ -729,6 +734,63 @@ fn described_tables(sql: &str, into: &mut Vec<(String, Described)>) {
     }
 }
 
+/// What a later migration says of a relation, as an entry of [`described_tables`]:
+/// `ALTER TABLE a RENAME TO b` under a comment block describes `b` (with `a`'s columns);
+/// `ALTER TABLE t ADD COLUMN c ...; -- comment` describes the column; `CREATE VIEW v` under a
+/// comment block describes `v` (its columns' comments are those of a table it replaced).
+fn later_ddl(
+    line: &str,
+    upper: &str,
+    block: &[String],
+    before: &[(String, Described)],
+) -> Option<(String, Described)> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let name = |word: &str| {
+        word.trim_matches(|c: char| c == '"' || c == ';')
+            .to_string()
+    };
+    let columns_of = |table: &str| {
+        let mut columns = std::collections::HashMap::new();
+        for (_, d) in before.iter().filter(|(n, _)| n == table) {
+            columns.extend(d.columns.clone());
+        }
+        columns
+    };
+    if upper.starts_with("ALTER TABLE ") && upper.contains(" RENAME TO ") && !block.is_empty() {
+        return Some((
+            name(words.last()?),
+            Described {
+                about: block.join(" "),
+                columns: columns_of(&name(words[2])),
+            },
+        ));
+    }
+    if upper.starts_with("ALTER TABLE ") && upper.contains(" ADD COLUMN ") {
+        let table = name(words[2]);
+        let (_, comment) = line.split_once("--")?;
+        let about = before
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == table)
+            .map(|(_, d)| d.about.clone())
+            .unwrap_or_default();
+        let column = name(words.get(5)?);
+        let columns = [(column, comment.trim().to_string())].into_iter().collect();
+        return Some((table, Described { about, columns }));
+    }
+    if upper.starts_with("CREATE VIEW ") && !block.is_empty() {
+        let view = name(words[2]);
+        return Some((
+            view.clone(),
+            Described {
+                about: block.join(" "),
+                columns: columns_of(&view),
+            },
+        ));
+    }
+    None
+}
+
 fn tables_page() -> String {
     use pluvo_warehouse::store::Warehouse;
     let dir = tempfile::tempdir().unwrap();
@@ -773,15 +835,37 @@ fn tables_page() -> String {
             .map(Result::unwrap)
             .collect()
     };
-    let present = relations(
-        "SELECT table_name FROM duckdb_tables()
-         WHERE NOT temporary AND database_name = current_database() AND schema_name = 'main'",
-    );
     let views = relations(
         "SELECT view_name FROM duckdb_views()
          WHERE NOT internal AND NOT temporary AND database_name = current_database()
            AND schema_name = 'main'",
     );
+    // The views of the schema itself (`portfolio_item_history`) are listed with the tables;
+    // the section on views is for the analyst and webhook views.
+    let installed: BTreeSet<&str> = pluvo_warehouse::views::VIEWS
+        .iter()
+        .map(|v| v.name)
+        .chain(
+            pluvo_warehouse::store::WEBHOOK_VIEWS
+                .iter()
+                .map(|(n, _)| *n),
+        )
+        .collect();
+    let mut present = relations(
+        "SELECT table_name FROM duckdb_tables()
+         WHERE NOT temporary AND database_name = current_database() AND schema_name = 'main'",
+    );
+    for view in views.iter().filter(|v| !installed.contains(v.as_str())) {
+        assert!(
+            ddl.iter().any(|(n, d)| n == view && !d.about.is_empty()),
+            "the view `{view}` has no SQL file in sql/views/ and no migration describes it"
+        );
+        present.push(view.clone());
+    }
+    let views: Vec<&String> = views
+        .iter()
+        .filter(|v| installed.contains(v.as_str()))
+        .collect();
 
     let mut out = TABLES_INTRO.replace("{version}", &warehouse.schema_version().to_string());
     let mut order: Vec<&str> = Vec::new();

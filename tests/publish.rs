@@ -90,10 +90,24 @@ fn engine_select(db: &Path, table: &str) -> String {
             _ => None,
         })
         .collect();
-    if replace.is_empty() {
-        format!("SELECT * FROM \"{table}\"")
+    // Columns the export leaves out (`export::UNEXPORTED_COLUMNS`).
+    let exclude: Vec<&str> = pluvo_warehouse::export::UNEXPORTED_COLUMNS
+        .iter()
+        .filter(|(t, _)| *t == table)
+        .map(|(_, c)| *c)
+        .collect();
+    let exclude = if exclude.is_empty() {
+        String::new()
     } else {
-        format!("SELECT * REPLACE ({}) FROM \"{table}\"", replace.join(", "))
+        format!(" EXCLUDE ({})", exclude.join(", "))
+    };
+    if replace.is_empty() {
+        format!("SELECT *{exclude} FROM \"{table}\"")
+    } else {
+        format!(
+            "SELECT *{exclude} REPLACE ({}) FROM \"{table}\"",
+            replace.join(", ")
+        )
     }
 }
 

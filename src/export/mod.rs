@@ -136,6 +136,14 @@ pub const TABLES: &[TableExport] = &[
 /// against the warehouse schema.
 pub(crate) const JSON_COLUMNS: &[(&str, &str)] = &[("users", "extra_fields")];
 
+/// Columns of exported tables that are not written, (table, column): where an item's open
+/// history version starts, and the run that opened it, which `portfolio_item_history` shows
+/// (`sql/schema/008_open_versions.sql`).
+pub const UNEXPORTED_COLUMNS: &[(&str, &str)] = &[
+    ("portfolio_items", "_version_from"),
+    ("portfolio_items", "_version_run_id"),
+];
+
 /// Errors of export and snapshot reading. Messages name the path or table in backticks.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -540,7 +548,7 @@ fn write_snapshot(
         .iter()
         .filter(|t| selected.iter().any(|s| s.name == t.name))
         .collect();
-    let sizes = table_sizes(conn)?;
+    let sizes = table_sizes(conn);
     queue.sort_by_key(|t| std::cmp::Reverse(sizes.get(t.name).copied().unwrap_or(0)));
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
@@ -637,18 +645,22 @@ fn export_one(
     })
 }
 
-/// DuckDB's estimate of each table's rows, to start the largest first.
-fn table_sizes(conn: &Connection) -> Result<std::collections::HashMap<String, i64>> {
-    let doing = "reading the table sizes";
-    let mut stmt = conn
-        .prepare(
-            "SELECT table_name, estimated_size FROM duckdb_tables() WHERE schema_name = 'main'",
-        )
-        .map_err(db(doing))?;
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .map_err(db(doing))?
-        .collect::<duckdb::Result<_>>()
-        .map_err(db(doing))
+/// Each exported table's rows, to start the largest first (counted: DuckDB estimates no
+/// view's, and `portfolio_item_history` is one). A table that cannot be counted starts last
+/// and fails there, with its name.
+fn table_sizes(conn: &Connection) -> std::collections::HashMap<&'static str, i64> {
+    TABLES
+        .iter()
+        .filter_map(|t| {
+            conn.query_row(
+                &format!("SELECT count(*) FROM main.\"{}\"", t.name),
+                [],
+                |r| r.get(0),
+            )
+            .ok()
+            .map(|rows| (t.name, rows))
+        })
+        .collect()
 }
 
 /// One table → `<dir>/<table>/`, by DuckDB's Parquet writer ([`PARQUET_COMPRESSION`]).
@@ -776,6 +788,7 @@ fn engine_columns(conn: &Connection, table: &str) -> Result<String> {
         .map_err(db(doing()))?;
     Ok(columns
         .iter()
+        .filter(|(name, _)| !UNEXPORTED_COLUMNS.contains(&(table, name.as_str())))
         .map(|(name, ty)| engine_column(name, ty))
         .collect::<Vec<_>>()
         .join(", "))

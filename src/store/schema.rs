@@ -59,6 +59,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../sql/schema/007_compression.sql"),
         applies: new_v1_file,
     },
+    Migration {
+        version: 8,
+        sql: include_str!("../../sql/schema/008_open_versions.sql"),
+        applies: always,
+    },
 ];
 
 /// The newest schema version this build knows.
@@ -375,7 +380,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.duckdb");
         let mut conn = open_as_the_tool(&path);
-        assert_eq!(migrate(&mut conn, &path, MIGRATIONS, now()).unwrap(), 7);
+        assert_eq!(
+            migrate(&mut conn, &path, &MIGRATIONS[..7], now()).unwrap(),
+            7
+        );
         conn.execute_batch(LARGE_TABLE_ROWS).unwrap();
         assert_eq!(compression(&conn), ("FSST".to_string(), 4));
     }
@@ -420,7 +428,10 @@ mod tests {
         };
         let blocks_before = blocks(&conn);
 
-        assert_eq!(migrate(&mut conn, &path, MIGRATIONS, now()).unwrap(), 7);
+        assert_eq!(
+            migrate(&mut conn, &path, &MIGRATIONS[..7], now()).unwrap(),
+            7
+        );
         conn.execute_batch("CHECKPOINT").unwrap();
         assert_eq!(fingerprint(&conn), before);
         assert_eq!(compression(&conn), ("Dictionary".to_string(), 0));
@@ -434,9 +445,53 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.duckdb");
         let mut conn = Connection::open(&path).unwrap();
-        assert_eq!(migrate(&mut conn, &path, MIGRATIONS, now()).unwrap(), 7);
+        assert_eq!(
+            migrate(&mut conn, &path, &MIGRATIONS[..7], now()).unwrap(),
+            7
+        );
         conn.execute_batch(LARGE_TABLE_ROWS).unwrap();
         assert_eq!(compression(&conn), ("DICT_FSST".to_string(), 0));
+    }
+
+    /// Migration 8: a synced version-7 file's history reads the same through the view, its
+    /// versions (open ones too) kept in `portfolio_item_versions`, and no row holds one.
+    #[test]
+    fn a_synced_version_7_file_keeps_its_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.duckdb");
+        let mut conn = open_as_the_tool(&path);
+        migrate(&mut conn, &path, &MIGRATIONS[..7], now()).unwrap();
+        conn.execute_batch(LARGE_TABLE_ROWS).unwrap();
+        // A closed version before each open one of the even items.
+        conn.execute_batch(
+            "INSERT INTO portfolio_item_history (item_key, progress, valid_from, valid_to, _run_id)
+             SELECT item_key, 1, TIMESTAMP '2025-12-01', _first_seen_at, 1
+             FROM portfolio_items WHERE progress IS NOT NULL",
+        )
+        .unwrap();
+        let history = |conn: &Connection| -> (i64, i64, String) {
+            conn.query_row(
+                "SELECT count(*), count(valid_to), sum(hash(h))::VARCHAR
+                 FROM portfolio_item_history h",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap()
+        };
+        let before = history(&conn);
+        assert_eq!((before.0, before.1), (7500, 2500));
+
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS, now()).unwrap(), 8);
+        assert_eq!(history(&conn), before);
+        let (stored, held): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM portfolio_item_versions),
+                        (SELECT count(_version_from) FROM portfolio_items)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((stored, held), (7500, 0));
     }
 
     #[test]

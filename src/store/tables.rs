@@ -90,9 +90,13 @@ const fn col(name: &'static str, ty: ColumnType) -> Column {
 }
 
 /// A table that keeps one row per version of some of its values (`valid_from`, `valid_to`).
+/// A row's open version lives in the row (`_version_from`, `_version_run_id`); `table`
+/// stores the versions that closed (and, in a warehouse synced before schema version 8,
+/// open ones: see `sql/schema/008_open_versions.sql`), and the view `view` shows both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistorySpec {
     pub table: &'static str,
+    pub view: &'static str,
     /// Value columns whose change opens a new version. Other value changes update the row
     /// without a new version.
     pub tracked: &'static [&'static str],
@@ -181,7 +185,8 @@ pub const PORTFOLIO_ITEMS: TableSpec = TableSpec {
         col("time_spent_seconds", BigInt),
     ],
     history: Some(HistorySpec {
-        table: "portfolio_item_history",
+        table: "portfolio_item_versions",
+        view: "portfolio_item_history",
         tracked: &[
             "progress",
             "score",

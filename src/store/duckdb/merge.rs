@@ -813,12 +813,22 @@ pub(super) fn merge_staged(
 ) -> duckdb::Result<(u64, u64)> {
     let target = q(spec.table);
     let first_key = q(spec.key[0].name);
-    // With history: whether a changed row gets a new version, read from the row it changes
-    // (whose tracked values are those of its open version, if it has one: see below).
+    // With history: whether a changed row gets a new version (it was deleted, or its tracked
+    // values differ), and the open version it closes, which is the row as it was: its tracked
+    // values, from `_version_from` by run `_version_run_id` (NULL for a deleted row, whose
+    // version closed with the delete, and in rows of a warehouse synced before schema
+    // version 8, whose open version is stored: it is closed below by key).
     let version = match spec.history {
         Some(history) => format!(
-            ", t._deleted_at IS NOT NULL OR {} AS _version",
-            distinct(history.tracked, "t", "s")
+            ", t._deleted_at IS NOT NULL OR {} AS _version, {}, \
+             t._version_from AS _old_from, t._version_run_id AS _old_run_id",
+            distinct(history.tracked, "t", "s"),
+            history
+                .tracked
+                .iter()
+                .map(|c| format!("t.{} AS {}", q(c), q(&format!("_old_{c}"))))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         None => String::new(),
     };
@@ -835,15 +845,45 @@ pub(super) fn merge_staged(
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
 
+    if let Some(history) = spec.history.filter(|_| changed > 0) {
+        // A changed row whose tracked values differ, or that was deleted, closes its open
+        // version and opens one (in the row, by the update below). The open version is the
+        // row as the diff read it; a warehouse synced before schema version 8 may still
+        // store it, open, in the history table. Until issue 19's 20th session the new
+        // versions were found by a second join with the history (rows with no open version
+        // left): at 1M users it took 1.0–2.0 s of a 2.1–4.0 s merge of 100k items, 12% of
+        // them changed.
+        tx.execute_batch(&format!(
+            "UPDATE main.{hist} AS h SET valid_to = {now}
+             FROM temp._diff d
+             WHERE {on} AND NOT d._is_new AND d._version AND h.valid_to IS NULL",
+            hist = q(history.table),
+            on = key_match(spec, "h", "d"),
+        ))?;
+        tx.execute_batch(&store_held_versions(
+            spec,
+            "temp._diff d WHERE NOT d._is_new AND d._version AND",
+            Held::Diffed,
+            now,
+        ))?;
+    }
     if changed > 0 {
         let set: Vec<String> = spec
             .values
             .iter()
             .map(|c| format!("{} = {}", q(c.name), stored_value("d", c.name, c.ty)))
             .collect();
+        let version = if spec.history.is_some() {
+            format!(
+                ", _version_from = CASE WHEN d._version THEN {now} ELSE t._version_from END,
+                 _version_run_id = CASE WHEN d._version THEN {run} ELSE t._version_run_id END"
+            )
+        } else {
+            String::new()
+        };
         tx.execute_batch(&format!(
             "UPDATE main.{target} AS t SET {set}, _hash = d._hash, _updated_at = {now},
-                 _deleted_at = NULL, _run_id = {run}
+                 _deleted_at = NULL, _run_id = {run}{version}
              FROM temp._diff d WHERE {on} AND NOT d._is_new",
             set = set.join(", "),
             on = key_match(spec, "t", "d"),
@@ -851,28 +891,6 @@ pub(super) fn merge_staged(
     }
     if new > 0 {
         insert_new(tx, spec, "temp._diff d WHERE d._is_new", run, now)?;
-    }
-    if let Some(history) = spec.history.filter(|_| changed > 0) {
-        // A changed row whose tracked values differ, or that was deleted, closes its open
-        // version and opens one. The open version of a row not deleted holds the row's
-        // tracked values (merges write both; a soft delete closes it), so the row read by
-        // the diff tells, and the history is read once, to close. Until issue 19's 20th
-        // session the new versions were found by a second join with the history (rows with
-        // no open version left): at 1M users it took 1.0–2.0 s of a 2.1–4.0 s merge of 100k
-        // items, 12% of them changed.
-        let hist = q(history.table);
-        tx.execute_batch(&format!(
-            "UPDATE main.{hist} AS h SET valid_to = {now}
-             FROM temp._diff d
-             WHERE {on} AND NOT d._is_new AND d._version AND h.valid_to IS NULL",
-            on = key_match(spec, "h", "d"),
-        ))?;
-        tx.execute_batch(&open_versions(
-            spec,
-            "temp._diff d WHERE NOT d._is_new AND d._version",
-            run,
-            now,
-        ))?;
     }
     tx.execute_batch("DROP TABLE temp._diff")?;
     Ok((new as u64, changed as u64))
@@ -888,7 +906,8 @@ fn distinct(columns: &[&str], a: &str, b: &str) -> String {
 }
 
 /// Insert the rows `from` (a `FROM` clause whose rows are aliased `d`: staged rows whose keys
-/// the table does not have) with their first history version. Returns the rows inserted.
+/// the table does not have), in their first history version if the table has history (held
+/// in the row: `sql/schema/008_open_versions.sql`). Returns the rows inserted.
 fn insert_new(
     tx: &Connection,
     spec: &TableSpec,
@@ -901,41 +920,62 @@ fn insert_new(
         .columns()
         .map(|c| stored_value("d", c.name, c.ty))
         .collect();
-    let new = tx.execute(
+    let (version, opened) = if spec.history.is_some() {
+        (
+            ", _version_from, _version_run_id",
+            format!(", {now}, {run}"),
+        )
+    } else {
+        ("", String::new())
+    };
+    tx.execute(
         &format!(
-            "INSERT INTO main.{target} ({names}, _hash, _first_seen_at, _updated_at, _deleted_at, _run_id)
-             SELECT {values}, d._hash, {now}, {now}, NULL, {run} FROM {from}",
+            "INSERT INTO main.{target} ({names}, _hash, _first_seen_at, _updated_at, _deleted_at, _run_id{version})
+             SELECT {values}, d._hash, {now}, {now}, NULL, {run}{opened} FROM {from}",
             target = q(spec.table),
             names = names.join(", "),
             values = values.join(", "),
         ),
         [],
-    )?;
-    // A key new to the table has no history (rows are never hard-deleted), so new rows open
-    // their first version without reading the history table.
-    if spec.history.is_some() && new > 0 {
-        tx.execute_batch(&open_versions(spec, from, run, now))?;
-    }
-    Ok(new)
+    )
 }
 
-/// The statement opening a history version (valid from now) for each row `from` (aliased
-/// `d`). Only for a table with history.
-fn open_versions(spec: &TableSpec, from: &str, run: RunId, now: Now) -> String {
+/// Where [`store_held_versions`] reads the open versions that rows hold.
+pub(super) enum Held {
+    /// Rows of `temp._diff` (aliased `d`): the row as the diff read it, its tracked values
+    /// as `_old_<column>`, `_old_from`, `_old_run_id` ([`merge_staged`]).
+    Diffed,
+    /// Rows of the table itself (aliased `t`), as they are.
+    Table,
+}
+
+/// The statement storing, closed at `now`, the open history version held by each row
+/// `from` that holds one (a `FROM` clause ending in `WHERE ... AND` or `WHERE`, whose rows
+/// are aliased `d` for [`Held::Diffed`] and `t` for [`Held::Table`]). A row holds its open
+/// version from its first merge until a change of tracked values or a soft delete
+/// (`sql/schema/008_open_versions.sql`); a deleted row, or one last written before schema
+/// version 8, holds none. Only for a table with history.
+pub(super) fn store_held_versions(spec: &TableSpec, from: &str, held: Held, now: Now) -> String {
     let history = spec.history.expect("a table with history");
+    let (a, old, valid_from, run_id) = match held {
+        Held::Diffed => ("d", "_old_", "d._old_from", "d._old_run_id"),
+        Held::Table => ("t", "", "t._version_from", "t._version_run_id"),
+    };
     let tracked: Vec<String> = history.tracked.iter().map(|c| q(c)).collect();
+    let values: Vec<String> = history
+        .tracked
+        .iter()
+        .map(|c| format!("{a}.{}", q(&format!("{old}{c}"))))
+        .collect();
     format!(
         "INSERT INTO main.{hist} ({keys}, {tracked}, valid_from, valid_to, _run_id)
-         SELECT {dkeys}, {dtracked}, {now}, NULL, {run} FROM {from}",
+         SELECT {akeys}, {values}, {valid_from}, {now}, {run_id}
+         FROM {from} {valid_from} IS NOT NULL",
         hist = q(history.table),
         keys = key_names(spec),
         tracked = tracked.join(", "),
-        dkeys = key_list(spec, "d"),
-        dtracked = tracked
-            .iter()
-            .map(|c| format!("d.{c}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        akeys = key_list(spec, a),
+        values = values.join(", "),
     )
 }
 

@@ -373,19 +373,32 @@ fn soft_delete(
         r.get(0)
     })?;
     if rows > 0 {
-        tx.execute_batch(&format!(
-            "UPDATE main.{target} AS t SET _deleted_at = {now}, _updated_at = {now}, _run_id = {run}
-             FROM temp.{keys} g WHERE {on}",
-            on = key_match(spec, "t", "g"),
-        ))?;
+        let mut version = "";
         if let Some(history) = spec.history {
+            // The open version is stored, closed at `now`, from the row that holds it, or
+            // was stored open by a sync before schema version 8 and is closed in place.
             tx.execute_batch(&format!(
                 "UPDATE main.{hist} AS h SET valid_to = {now}
                  FROM temp.{keys} g WHERE {on} AND h.valid_to IS NULL",
                 hist = q(history.table),
                 on = key_match(spec, "h", "g"),
             ))?;
+            tx.execute_batch(&store_held_versions(
+                spec,
+                &format!(
+                    "main.{target} t SEMI JOIN temp.{keys} g ON {on} WHERE",
+                    on = key_match(spec, "t", "g")
+                ),
+                Held::Table,
+                now,
+            ))?;
+            version = ", _version_from = NULL, _version_run_id = NULL";
         }
+        tx.execute_batch(&format!(
+            "UPDATE main.{target} AS t SET _deleted_at = {now}, _updated_at = {now}, _run_id = {run}{version}
+             FROM temp.{keys} g WHERE {on}",
+            on = key_match(spec, "t", "g"),
+        ))?;
     }
     Ok(rows as u64)
 }

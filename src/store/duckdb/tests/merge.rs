@@ -207,6 +207,18 @@ fn the_end_of_scan_anti_join_in_parts_deletes_exactly_the_unseen_keys() {
 
 #[test]
 fn history_versions_after_two_changes_delete_and_revive() {
+    versions_after_two_changes_delete_and_revive(false);
+}
+
+/// The same history in a warehouse synced before schema version 8, whose open versions are
+/// stored in the history table (`sql/schema/008_open_versions.sql`): each is closed in
+/// place by the item's next version, which its row holds.
+#[test]
+fn stored_open_versions_close_as_held_ones_do() {
+    versions_after_two_changes_delete_and_revive(true);
+}
+
+fn versions_after_two_changes_delete_and_revive(stored_open_versions: bool) {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new();
     let mut w = open(&dir.path().join("w.duckdb"), &clock);
@@ -227,6 +239,26 @@ fn history_versions_after_two_changes_delete_and_revive() {
         &[item("u1", "Safety", 10.0, None), other.clone()],
         &clock,
     ); // Jan 2
+    let history = "SELECT * FROM portfolio_item_history ORDER BY ALL";
+    let first = dump(&w, history);
+    assert_eq!(first.len(), 2, "{first:?}");
+    if stored_open_versions {
+        // What migration 8 makes of a version-7 file synced to here.
+        w.connection()
+            .execute_batch(
+                "INSERT INTO portfolio_item_versions
+                 SELECT * FROM portfolio_item_history WHERE valid_to IS NULL;
+                 UPDATE portfolio_items SET _version_from = NULL, _version_run_id = NULL;",
+            )
+            .unwrap();
+        assert_eq!(dump(&w, history), first);
+    } else {
+        assert_eq!(
+            scalar::<i64>(&w, "SELECT count(*) FROM portfolio_item_versions"),
+            0,
+            "a first load stores no version: its rows hold them"
+        );
+    }
     load(
         &mut w,
         &[item("u1", "Safety", 50.0, None), other.clone()],

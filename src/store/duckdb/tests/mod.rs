@@ -180,9 +180,14 @@ fn content(w: &Warehouse) -> Vec<String> {
         out.extend(dump(
             w,
             &format!(
-                "SELECT * EXCLUDE (_first_seen_at, _updated_at, _deleted_at, _run_id),
+                "SELECT * EXCLUDE (_first_seen_at, _updated_at, _deleted_at, _run_id{}),
                         _deleted_at IS NULL AS present
                  FROM {} ORDER BY ALL",
+                if spec.history.is_some() {
+                    ", _version_from, _version_run_id"
+                } else {
+                    ""
+                },
                 q(spec.table)
             ),
         ));

@@ -87,6 +87,10 @@ fn specs_match_the_schema() {
         ] {
             want.push(line(name, ty));
         }
+        if spec.history.is_some() {
+            want.push(line("_version_from", "TIMESTAMP"));
+            want.push(line("_version_run_id", "BIGINT"));
+        }
         assert_eq!(columns(spec.table), want, "{}", spec.table);
         let mut seen = vec![line("stream", "VARCHAR")];
         seen.extend(spec.key.iter().map(|c| line(c.name, c.ty.sql())));
@@ -100,6 +104,7 @@ fn specs_match_the_schema() {
             want.push(line("valid_to", "TIMESTAMP"));
             want.push(line("_run_id", "BIGINT"));
             assert_eq!(columns(history.table), want, "{}", history.table);
+            assert_eq!(columns(history.view), want, "{}", history.view);
         }
     }
 }
