@@ -285,6 +285,8 @@ impl fmt::Debug for Client {
 pub struct Partial<T> {
     pub data: Option<T>,
     pub errors: Vec<GraphQlError>,
+    /// The size of the answer's body, in bytes.
+    pub bytes: usize,
 }
 
 impl Client {
@@ -397,15 +399,27 @@ impl Client {
         variables: &serde_json::Value,
         path: &[&str],
     ) -> Result<T> {
+        Ok(self.query_at_sized(op, variables, path).await?.0)
+    }
+
+    /// [`Client::query_at`], with the size of the answer's body in bytes.
+    pub(crate) async fn query_at_sized<T: DeserializeOwned>(
+        &self,
+        op: &Operation,
+        variables: &serde_json::Value,
+        path: &[&str],
+    ) -> Result<(T, usize)> {
         let partial = self.send::<T>(op, variables, path, false).await?;
-        partial.data.ok_or_else(|| Error::Decode {
+        let bytes = partial.bytes;
+        let data = partial.data.ok_or_else(|| Error::Decode {
             op: op.name,
             reason: if path.is_empty() {
                 "`data` is null".into()
             } else {
                 format!("`{}` is null or missing in `data`", path.join("."))
             },
-        })
+        })?;
+        Ok((data, bytes))
     }
 
     /// Run `op`, accepting partial `data` alongside GraphQL errors (the caller decides). `T`
@@ -574,6 +588,7 @@ impl Client {
             Ok(Partial {
                 data: envelope.data,
                 errors: envelope.errors,
+                bytes: answer.body.len(),
             })
         }
         .instrument(span)

@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use futures_util::stream::{self, BoxStream, FuturesUnordered, Stream, StreamExt, TryStreamExt};
 use serde::Deserialize;
@@ -49,6 +50,8 @@ pub struct Page<T> {
     pub has_next_page: bool,
     /// Total matching rows as the server counted them for this page.
     pub count: u64,
+    /// The size of the answer's body, in bytes: what [`read_ahead`] bounds.
+    pub bytes: usize,
 }
 
 #[derive(Deserialize)]
@@ -476,8 +479,8 @@ impl Client {
                 vars.insert("offset".into(), offset.into());
             }
         }
-        let conn: Connection<T> = self
-            .query_at(op, &Value::Object(vars), op.connection)
+        let (conn, bytes): (Connection<T>, usize) = self
+            .query_at_sized(op, &Value::Object(vars), op.connection)
             .await?;
         let counters = self.counters();
         counters.pages.inc();
@@ -488,26 +491,40 @@ impl Client {
             end_cursor: conn.page_info.end_cursor,
             has_next_page: conn.page_info.has_next_page,
             count: conn.count,
+            bytes,
         })
     }
 }
 
-/// `pages` read in a task of their own, up to `ahead` pages before the reader asks for them.
-/// A page stream moves only while it is polled: read by a stream that was waiting for the
-/// warehouse (a merge, a checkpoint) or building rows, its requests stalled, and so did every
-/// other stream's, waiting for the permits those held. Read ahead, the requests go on while
-/// the reader is busy, and pages are decoded on another thread than the reader's. A task
-/// that stops before the end (a panic) ends the stream with an error, never quietly: a
-/// quiet end would look like a complete scan.
+/// `pages` read in a task of their own, up to `ahead` pages and `ahead_bytes` of answers
+/// (their bodies' size, [`Page::bytes`]) before the reader asks for them. A page stream moves
+/// only while it is polled: read by a stream that was waiting for the warehouse (a merge, a
+/// checkpoint) or building rows, its requests stalled, and so did every other stream's,
+/// waiting for the permits those held. Read ahead, the requests go on while the reader is
+/// busy, and pages are decoded on another thread than the reader's. A page larger than
+/// `ahead_bytes` is read ahead alone. A task that stops before the end (a panic) ends the
+/// stream with an error, never quietly: a quiet end would look like a complete scan.
 pub fn read_ahead<T: Send + 'static>(
     pages: impl Stream<Item = Result<Page<T>>> + Send + 'static,
     ahead: usize,
+    ahead_bytes: usize,
 ) -> impl Stream<Item = Result<Page<T>>> + Send + 'static {
+    // Permits are KiB of answers; each page holds its own until the reader takes it.
+    let budget = (ahead_bytes / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+    let bytes = Arc::new(tokio::sync::Semaphore::new(budget));
     let (tx, rx) = tokio::sync::mpsc::channel(ahead.max(1));
     let task = tokio::spawn(async move {
         let mut pages = std::pin::pin!(pages);
         while let Some(page) = pages.next().await {
-            if tx.send(page).await.is_err() {
+            let kib = page
+                .as_ref()
+                .map_or(0, |p| p.bytes.div_ceil(1024).clamp(1, budget));
+            let held = bytes
+                .clone()
+                .acquire_many_owned(kib as u32)
+                .await
+                .expect("the semaphore is never closed");
+            if tx.send((page, held)).await.is_err() {
                 return;
             }
         }
@@ -515,7 +532,7 @@ pub fn read_ahead<T: Send + 'static>(
     stream::unfold(
         (rx, Some(AbortOnDrop(task))),
         |(mut rx, mut task)| async move {
-            if let Some(page) = rx.recv().await {
+            if let Some((page, _held)) = rx.recv().await {
                 return Some((page, (rx, task)));
             }
             let mut task = task.take()?;
@@ -667,6 +684,7 @@ mod tests {
             end_cursor: None,
             has_next_page: true,
             count: 10,
+            bytes: 1000,
         }
     }
 
@@ -681,7 +699,7 @@ mod tests {
             counter.fetch_add(1, Ordering::SeqCst);
             Ok(page(i))
         });
-        let mut pages = std::pin::pin!(read_ahead(source, 3));
+        let mut pages = std::pin::pin!(read_ahead(source, 3, 1 << 20));
         // Nobody reads: three pages wait in the channel and a fourth waits to be sent.
         let waited = std::time::Instant::now();
         while produced.load(Ordering::SeqCst) < 4 && waited.elapsed().as_secs() < 10 {
@@ -700,6 +718,53 @@ mod tests {
         assert_eq!(indices, (0..10).collect::<Vec<_>>(), "all pages, in order");
     }
 
+    /// ... and no more bytes of answers than its byte bound, however many pages it allows;
+    /// a page larger than the bound is read ahead alone.
+    #[tokio::test]
+    async fn read_ahead_stops_at_its_byte_bound() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let produced = Arc::new(AtomicUsize::new(0));
+        let counter = produced.clone();
+        // Pages of 1,000 bytes (1 KiB each), then one of 10 KiB.
+        let source = stream::iter(0..10).map(move |i| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut p = page(i);
+            if i == 5 {
+                p.bytes = 10 << 10;
+            }
+            Ok(p)
+        });
+        let mut pages = std::pin::pin!(read_ahead(source, 100, 3 << 10));
+        let settle = || async {
+            let mut last = usize::MAX;
+            while produced.load(Ordering::SeqCst) != last {
+                last = produced.load(Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            last
+        };
+        // Three pages hold the 3 KiB; a fourth waits for room.
+        assert_eq!(settle().await, 4, "read ahead, within the byte bound");
+        let mut indices = Vec::new();
+        for _ in 0..3 {
+            indices.push(pages.next().await.unwrap().unwrap().index);
+        }
+        // Pages 3 and 4 (1 KiB each) are in; page 5 (10 KiB) waits for the whole bound.
+        assert_eq!(settle().await, 6);
+        indices.push(pages.next().await.unwrap().unwrap().index);
+        indices.push(pages.next().await.unwrap().unwrap().index);
+        assert_eq!(
+            settle().await,
+            7,
+            "the large page alone, then the next waits"
+        );
+        while let Some(page) = pages.next().await {
+            indices.push(page.unwrap().index);
+        }
+        assert_eq!(indices, (0..10).collect::<Vec<_>>(), "all pages, in order");
+    }
+
     /// A reading task that dies (a panic) ends the pages with an error, not quietly: a quiet
     /// end would pass for a complete scan and let its deletions through.
     #[tokio::test]
@@ -708,7 +773,7 @@ mod tests {
             assert!(i != 2, "the reader dies at page 2");
             Ok(page(i))
         });
-        let got: Vec<Result<Page<u32>>> = read_ahead(source, 1).collect().await;
+        let got: Vec<Result<Page<u32>>> = read_ahead(source, 1, 1 << 20).collect().await;
         assert_eq!(got.len(), 3, "two pages, then the error");
         assert_eq!(got[1].as_ref().unwrap().index, 1);
         let err = got[2].as_ref().unwrap_err().to_string();

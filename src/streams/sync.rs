@@ -51,13 +51,17 @@ const GROUP_BYTES: usize = QUEUED_BYTES / 2;
 const COMMIT_AFTER: Duration = Duration::from_secs(2);
 
 /// Pages fetched ahead of the stream that reads them ([`read_ahead`]): fetching goes on
-/// while the stream waits for the writer, up to this many pages (50 nodes each, decoded).
-/// Deeper is faster on the simulator (issue 19's 23rd session, 100k users, 0 ms, medians of
-/// alternated runs: 16 pages 3.35 s, 48 pages 3.2 s, 128 pages 3.1 s; at 1M users peak RSS
-/// 217–219 MiB with 16, 220–229 MiB with 48), but the bound counts pages, not bytes, and a
-/// `users` page grows with its users' memberships and extra fields. Deeper needs a byte
-/// bound (the page's body size carried with it).
-const READ_AHEAD_PAGES: usize = 16;
+/// while the stream waits for the writer, up to this many pages (50 nodes each, decoded) ...
+/// Deeper is faster: 16 pages until issue 19's 24th session, when 128 within
+/// [`READ_AHEAD_BYTES`] made a 100k-user full sync at 0 ms 3.35 → 3.15 s and its no-change
+/// re-sync 1.95 → 1.8 s (`bench sync --replay`, medians of 4 alternated runs; peak RSS 195 →
+/// 199 MiB). At 1M users the writer is the bottleneck: 33.2 → 33.0 s, peak 225 → 230 MiB.
+const READ_AHEAD_PAGES: usize = 128;
+
+/// ... and up to this many bytes of answers (their bodies, as read), since a `users` page
+/// grows with its users' memberships and extra fields. In the simulated organisation a
+/// portfolio page is about 14 kB and a `users` page 20 kB, so the page bound comes first.
+const READ_AHEAD_BYTES: usize = 2 << 20;
 
 /// Page groups a stream may have queued for the writer, staged or waiting ([`Staging`]): the
 /// stream goes on fetching and building rows while a merge or a checkpoint runs. With one
@@ -487,7 +491,7 @@ async fn drive<S: Extract>(
             api.pages::<S::Node>(&part.op, part.variables.clone())
                 .boxed()
         };
-        let mut pages = std::pin::pin!(read_ahead(pages, READ_AHEAD_PAGES));
+        let mut pages = std::pin::pin!(read_ahead(pages, READ_AHEAD_PAGES, READ_AHEAD_BYTES));
         let mut buffer: Batches = Vec::new();
         let mut buffered = 0usize;
         let mut buffered_bytes = 0usize;
