@@ -10,6 +10,12 @@
 -- first load stores 500k fewer rows: its sync took 0.25 s less (3.3 → 3.05 s) and its file
 -- is a fifth smaller (50 → 39 MiB).
 --
+-- The two columns are added by rebuilding `portfolio_items` (`add_columns` in
+-- src/store/schema.rs runs every `ADD COLUMN`): DuckDB's own `ADD COLUMN` held the new
+-- columns of every row in memory and failed under the default cap at 5M users. The rebuild
+-- fits any cap; at 1M users it took 3.8 s and the file grew once by the table's size (486 →
+-- 748 MB; DuckDB reuses the freed blocks for later writes).
+--
 -- A warehouse synced before keeps its stored current versions (valid_to NULL) and the new
 -- columns are NULL in its rows, so the view shows each version once: a stored current
 -- version is closed in place at the item's next change or soft delete, as before, and the

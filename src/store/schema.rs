@@ -142,7 +142,7 @@ pub(crate) fn migrate(
         let tx = conn.transaction().map_err(failed)?;
         tx.execute_batch(CREATE_SCHEMA_TABLE).map_err(failed)?;
         if (migration.applies)(&tx).map_err(failed)? {
-            tx.execute_batch(migration.sql).map_err(failed)?;
+            run_sql(&tx, migration.sql).map_err(failed)?;
         }
         tx.execute(
             "INSERT INTO _schema VALUES (?, ?::TIMESTAMPTZ, ?)",
@@ -167,6 +167,113 @@ pub(crate) fn migrate(
             })?;
     }
     Ok(known.max(found))
+}
+
+/// A migration's SQL, statement by statement in order, except that a run of
+/// `ALTER TABLE t ADD COLUMN ...` statements on one table rebuilds the table with the new
+/// columns ([`add_columns`]).
+fn run_sql(tx: &Connection, sql: &str) -> duckdb::Result<()> {
+    let mut plain = String::new();
+    let mut adding: Option<(String, Vec<String>)> = None;
+    for statement in statements(sql) {
+        match added_column(statement) {
+            Some((table, column)) => {
+                tx.execute_batch(&std::mem::take(&mut plain))?;
+                match &mut adding {
+                    Some((t, columns)) if *t == table => columns.push(column),
+                    _ => {
+                        if let Some((t, columns)) = adding.replace((table, vec![column])) {
+                            add_columns(tx, &t, &columns)?;
+                        }
+                    }
+                }
+            }
+            None => {
+                if let Some((t, columns)) = adding.take() {
+                    add_columns(tx, &t, &columns)?;
+                }
+                plain.push_str(statement);
+                plain.push('\n');
+            }
+        }
+    }
+    if let Some((t, columns)) = adding {
+        add_columns(tx, &t, &columns)?;
+    }
+    tx.execute_batch(&plain)
+}
+
+/// The statements of `sql`, each with the comment lines above it: a statement ends on a line
+/// whose code (before a `--` comment) ends with `;`.
+fn statements(sql: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut at = 0;
+    for line in sql.split_inclusive('\n') {
+        at += line.len();
+        let code = line.split_once("--").map_or(line, |(code, _)| code);
+        if code.trim_end().ends_with(';') {
+            out.push(&sql[start..at]);
+            start = at;
+        }
+    }
+    if !sql[start..].trim().is_empty() {
+        out.push(&sql[start..]);
+    }
+    out
+}
+
+/// `(table, column definition)` of an `ALTER TABLE table ADD COLUMN definition;` statement.
+fn added_column(statement: &str) -> Option<(String, String)> {
+    let code: Vec<&str> = statement
+        .lines()
+        .map(|l| l.split_once("--").map_or(l, |(code, _)| code).trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let code = code.join(" ");
+    let rest = code.strip_prefix("ALTER TABLE ")?;
+    let (table, rest) = rest.split_once(' ')?;
+    let column = rest
+        .strip_prefix("ADD COLUMN ")?
+        .trim_end_matches(';')
+        .trim();
+    Some((table.to_string(), column.to_string()))
+}
+
+/// Add `columns` (definitions, NULL in every row) to `table` by rebuilding it: a table of
+/// DuckDB's own definition of it (types, constraints, compression) plus the columns, filled
+/// by one `INSERT ... SELECT`, then renamed over it. DuckDB's `ADD COLUMN` holds the new
+/// column of every row in memory, beyond what it can spill: one `TIMESTAMP` column of 10M rows
+/// did not fit a 20 MB cap, and two of 29M rows (5M users) not the default 80 MB. The insert
+/// writes full row groups into the file as it goes, so a rebuild fits any cap: 10M rows at
+/// 20 MB took 4.6 s. It costs the table's size in the file once (blocks DuckDB reuses later).
+/// The table must have no index (no table of the warehouse has one: 006_no_index.sql).
+fn add_columns(tx: &Connection, table: &str, columns: &[String]) -> duckdb::Result<()> {
+    let name = table.trim_matches('"');
+    let definition: String = tx.query_row(
+        "SELECT sql FROM duckdb_tables()
+         WHERE database_name = current_database() AND schema_name = 'main' AND table_name = ?",
+        [name],
+        |r| r.get(0),
+    )?;
+    let (Some(open), Some(close)) = (definition.find('('), definition.rfind(')')) else {
+        return Err(duckdb::Error::DuckDBFailure(
+            duckdb::ffi::Error::new(1),
+            Some(format!(
+                "cannot read the definition of `{name}`: {definition}"
+            )),
+        ));
+    };
+    let rebuilt = format!("_rebuilt_{name}");
+    let nulls = vec!["NULL"; columns.len()].join(", ");
+    tx.execute_batch(&format!(
+        "CREATE TABLE \"{rebuilt}\" ({}, {});
+         INSERT INTO \"{rebuilt}\" SELECT *, {nulls} FROM \"{name}\";
+         DROP TABLE \"{name}\";
+         ALTER TABLE \"{rebuilt}\" RENAME TO \"{name}\";",
+        &definition[open + 1..close],
+        columns.join(", "),
+    ))
 }
 
 /// The tables migration 7 rebuilds with their text columns' compression named.
@@ -513,6 +620,64 @@ mod tests {
             )
             .unwrap();
         assert_eq!((stored, held), (7500, 0));
+    }
+
+    /// Migration 8 adds two columns to `portfolio_items` by rebuilding it: DuckDB's own
+    /// `ADD COLUMN` held them for every row in memory, and ran out of a small cap on a large
+    /// table (10M rows and 20 MB here; 29M rows and the default 80 MB in a 5M-user warehouse).
+    #[test]
+    fn a_large_version_7_file_migrates_under_a_small_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.duckdb");
+        let mut conn = open_as_the_tool(&path);
+        migrate(&mut conn, &path, &MIGRATIONS[..7], now()).unwrap();
+        conn.execute_batch(
+            "INSERT INTO portfolio_items (item_key, user_id, related_object_type, title,
+                 occurrence, progress, _hash, _first_seen_at, _updated_at, _run_id)
+             SELECT 'k' || i, 'u' || (i // 5), 'TRAINING', 'T' || (i % 4), 1, i % 100, i,
+                    TIMESTAMP '2026-01-01', TIMESTAMP '2026-01-01', 1
+             FROM range(10000000) t(i);
+             CHECKPOINT;
+             SET memory_limit = '20MB'; SET threads = 1;",
+        )
+        .unwrap();
+        let definition = |conn: &Connection| -> String {
+            conn.query_row(
+                "SELECT sql FROM duckdb_tables() WHERE table_name = 'portfolio_items'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let before = definition(&conn);
+        assert_eq!(migrate(&mut conn, &path, MIGRATIONS, now()).unwrap(), 8);
+        let (items, held, progress): (i64, i64, i64) = conn
+            .query_row(
+                "SELECT count(*), count(_version_from), sum(progress)::BIGINT FROM portfolio_items",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((items, held, progress), (10_000_000, 0, 495_000_000));
+        // The same definition (types, NOT NULL, compression), two columns longer.
+        assert_eq!(
+            definition(&conn),
+            before.replace(");", ", _version_from TIMESTAMP, _version_run_id BIGINT);")
+        );
+    }
+
+    #[test]
+    fn a_migration_is_read_statement_by_statement() {
+        let sql = "-- a comment; not an end\nCREATE TABLE t (a INT); -- one\n\n\
+                   ALTER TABLE \"t\" ADD COLUMN b TIMESTAMP; -- why\nCREATE VIEW v AS\n  SELECT 1;\n";
+        let statements = statements(sql);
+        assert_eq!(statements.len(), 3, "{statements:?}");
+        assert_eq!(added_column(statements[0]), None);
+        assert_eq!(
+            added_column(statements[1]),
+            Some(("\"t\"".to_string(), "b TIMESTAMP".to_string()))
+        );
+        assert!(statements[2].contains("SELECT 1;"));
     }
 
     #[test]
