@@ -548,7 +548,7 @@ fn write_snapshot(
         .iter()
         .filter(|t| selected.iter().any(|s| s.name == t.name))
         .collect();
-    let sizes = table_sizes(conn);
+    let sizes = table_sizes(conn)?;
     queue.sort_by_key(|t| std::cmp::Reverse(sizes.get(t.name).copied().unwrap_or(0)));
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
@@ -645,22 +645,26 @@ fn export_one(
     })
 }
 
-/// Each exported table's rows, to start the largest first (counted: DuckDB estimates no
-/// view's, and `portfolio_item_history` is one). A table that cannot be counted starts last
-/// and fails there, with its name.
-fn table_sizes(conn: &Connection) -> std::collections::HashMap<&'static str, i64> {
-    TABLES
-        .iter()
-        .filter_map(|t| {
-            conn.query_row(
-                &format!("SELECT count(*) FROM main.\"{}\"", t.name),
-                [],
-                |r| r.get(0),
-            )
-            .ok()
-            .map(|rows| (t.name, rows))
-        })
-        .collect()
+/// DuckDB's estimate of each table's rows, to start the largest first. A view (the history)
+/// counts as the tables its SQL names, added up: counting its rows read 5M items and 5M
+/// stored versions at 1M users (0.17 s of every publish), for an order.
+fn table_sizes(conn: &Connection) -> Result<std::collections::HashMap<String, i64>> {
+    let doing = "reading the table sizes";
+    let mut stmt = conn
+        .prepare(
+            "SELECT table_name, estimated_size FROM duckdb_tables() WHERE schema_name = 'main'
+             UNION ALL
+             SELECT v.view_name, sum(t.estimated_size)::BIGINT
+             FROM duckdb_views() v JOIN duckdb_tables() t
+               ON t.schema_name = 'main' AND contains(v.sql, t.table_name)
+             WHERE v.schema_name = 'main' AND NOT v.internal
+             GROUP BY v.view_name",
+        )
+        .map_err(db(doing))?;
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(db(doing))?
+        .collect::<duckdb::Result<_>>()
+        .map_err(db(doing))
 }
 
 /// One table → `<dir>/<table>/`, by DuckDB's Parquet writer ([`PARQUET_COMPRESSION`]).
