@@ -577,6 +577,7 @@ fn clone_setup_error(err: &Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn cursor_guard_stops_at_the_end_and_on_a_repeated_cursor() {
@@ -688,17 +689,29 @@ mod tests {
         }
     }
 
-    /// The pages are fetched while nobody reads them, up to the read-ahead, and no further.
-    #[tokio::test]
-    async fn pages_are_read_ahead_while_the_reader_is_busy() {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicUsize, Ordering};
+    /// Ten pages of `bytes(index)` bytes each, and how many of them were produced so far.
+    fn counted(
+        bytes: impl Fn(usize) -> usize + Send + 'static,
+    ) -> (
+        Arc<AtomicUsize>,
+        impl Stream<Item = Result<Page<u32>>> + Send + 'static,
+    ) {
         let produced = Arc::new(AtomicUsize::new(0));
         let counter = produced.clone();
         let source = stream::iter(0..10).map(move |i| {
             counter.fetch_add(1, Ordering::SeqCst);
-            Ok(page(i))
+            Ok(Page {
+                bytes: bytes(i),
+                ..page(i)
+            })
         });
+        (produced, source)
+    }
+
+    /// The pages are fetched while nobody reads them, up to the read-ahead, and no further.
+    #[tokio::test]
+    async fn pages_are_read_ahead_while_the_reader_is_busy() {
+        let (produced, source) = counted(|_| 1000);
         let mut pages = std::pin::pin!(read_ahead(source, 3, 1 << 20));
         // Nobody reads: three pages wait in the channel and a fourth waits to be sent.
         let waited = std::time::Instant::now();
@@ -722,19 +735,8 @@ mod tests {
     /// a page larger than the bound is read ahead alone.
     #[tokio::test]
     async fn read_ahead_stops_at_its_byte_bound() {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let produced = Arc::new(AtomicUsize::new(0));
-        let counter = produced.clone();
-        // Pages of 1,000 bytes (1 KiB each), then one of 10 KiB.
-        let source = stream::iter(0..10).map(move |i| {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let mut p = page(i);
-            if i == 5 {
-                p.bytes = 10 << 10;
-            }
-            Ok(p)
-        });
+        // Pages of 1,000 bytes (1 KiB each), but page 5 of 10 KiB.
+        let (produced, source) = counted(|i| if i == 5 { 10 << 10 } else { 1000 });
         let mut pages = std::pin::pin!(read_ahead(source, 100, 3 << 10));
         let settle = || async {
             let mut last = usize::MAX;
