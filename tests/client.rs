@@ -88,7 +88,6 @@ struct GroupRef {
     id: String,
     #[serde(rename = "ref")]
     ref_: Option<String>,
-    name: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,8 +109,6 @@ struct PortfolioUser {
     id: String,
     #[serde(rename = "ref")]
     ref_: Option<String>,
-    name: String,
-    email: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

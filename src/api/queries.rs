@@ -543,8 +543,35 @@ mod tests {
         for field in fields.keys() {
             assert!(selected.contains(field), "Users does not select `{field}`");
         }
-        for nested in ["participantGroups.ref", "managerGroups.name"] {
+        for nested in ["participantGroups.ref", "managerGroups.id"] {
             assert!(selected.iter().any(|f| f == nested), "{nested}");
         }
+    }
+
+    /// Pages carry only what the tables keep: a membership is a group's id and ref (its name
+    /// comes with the groups stream), a portfolio item's user is an id and a ref (name and
+    /// email come with the users stream; asking for them made every portfolio page a fifth
+    /// larger, personal data fetched to be dropped).
+    #[test]
+    fn nested_objects_select_only_what_is_kept() {
+        let nested = |document, path: &[&str], object: &str| -> Vec<String> {
+            let mut fields: Vec<String> = selected_below(document, path)
+                .unwrap()
+                .into_iter()
+                .filter_map(|f| f.strip_prefix(&format!("{object}.")).map(str::to_owned))
+                .collect();
+            fields.sort();
+            fields
+        };
+        let node = ["paginatedUsers", "edges", "node"];
+        for groups in ["participantGroups", "managerGroups"] {
+            assert_eq!(
+                nested(USERS.document, &node, groups),
+                ["id", "ref"],
+                "{groups}"
+            );
+        }
+        let node = ["portfolioReport", "edges", "node"];
+        assert_eq!(nested(PORTFOLIO.document, &node, "user"), ["id", "ref"]);
     }
 }

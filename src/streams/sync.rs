@@ -60,7 +60,7 @@ const READ_AHEAD_PAGES: usize = 128;
 
 /// ... and up to this many bytes of answers (their bodies, as read), since a `users` page
 /// grows with its users' memberships and extra fields. In the simulated organisation a
-/// portfolio page is about 14 kB and a `users` page 20 kB, so the page bound comes first.
+/// portfolio page is about 11 kB and a `users` page 18 kB, so the page bound comes first.
 const READ_AHEAD_BYTES: usize = 2 << 20;
 
 /// Page groups a stream may have queued for the writer, staged or waiting ([`Staging`]): the
