@@ -196,7 +196,9 @@ impl Warehouse {
     /// first load its merges also insert the staged rows without the diff against the table:
     /// a join that reads every key of the table so far, to find nothing but new rows, at a
     /// cost growing with each merge (at 1M users, 6M rows, most of the writer's SQL). The
-    /// diff is back after a failed merge (some of its parts may be written).
+    /// diff is back after a failed merge (some of its parts may be written). Without the
+    /// promise, a first load's merge diffs only when the table has one of its keys already
+    /// ([`merge_first_load`]).
     ///
     /// Both hold for the stream's own rows, until the end of its scan (or the next start).
     /// Returns the first-load tables.
@@ -516,6 +518,8 @@ impl Warehouse {
             let how = How::of(&self.first_loads, stream, spec.table);
             let (new, changed) = if rows == 0 {
                 (0, 0)
+            } else if how.diff && !how.seen {
+                merge_first_load(&tx, spec, &source, run, now).map_err(merge)?
             } else if how.diff {
                 merge_staged(&tx, spec, &source, run, now).map_err(merge)?
             } else {
@@ -894,6 +898,35 @@ pub(super) fn merge_staged(
     }
     tx.execute_batch("DROP TABLE temp._diff")?;
     Ok((new as u64, changed as u64))
+}
+
+/// [`merge_staged`] for rows of a first load whose scan cannot promise new keys (a user can
+/// come twice, in both parts or on two pages): they are all new unless the table has one of
+/// their keys already, which in a first load is rare. One probe of the table's keys (a semi
+/// join built on the staged keys) decides; when none is there, the rows are inserted as they
+/// were staged. The diff would have copied every staged row into `temp._diff` first: at 1M
+/// users that copy was most of the users stream's SQL.
+fn merge_first_load(
+    tx: &Connection,
+    spec: &TableSpec,
+    source: &str,
+    run: RunId,
+    now: Now,
+) -> duckdb::Result<(u64, u64)> {
+    let seen: bool = tx.query_row(
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM main.{target} t SEMI JOIN {source} s ON {on})",
+            target = q(spec.table),
+            on = key_match(spec, "t", "s"),
+        ),
+        [],
+        |r| r.get(0),
+    )?;
+    if seen {
+        return merge_staged(tx, spec, source, run, now);
+    }
+    let new = insert_new(tx, spec, &format!("{source} d"), run, now)?;
+    Ok((new as u64, 0))
 }
 
 /// `(a.c1 IS DISTINCT FROM b.c1 OR ...)` over `columns`.
