@@ -905,7 +905,8 @@ pub(super) fn merge_staged(
 /// their keys already, which in a first load is rare. One probe of the table's keys (a semi
 /// join built on the staged keys) decides; when none is there, the rows are inserted as they
 /// were staged. The diff would have copied every staged row into `temp._diff` first: at 1M
-/// users that copy was most of the users stream's SQL.
+/// users the users stream's SQL took 4.5 s of the writer's 25.7 s, and without the copy the
+/// writer's time fell by 1.8 to 3.8 s (two runs).
 fn merge_first_load(
     tx: &Connection,
     spec: &TableSpec,
