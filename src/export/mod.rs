@@ -524,16 +524,19 @@ pub fn export(conn: &Connection, options: &Options, now: DateTime<Utc>) -> Resul
     })
 }
 
-/// Tables written at once, each by its own connection. DuckDB runs a statement of the writer
-/// on one thread (`DUCKDB_THREADS` in the store), so one table at a time left a core idle
-/// for the whole export; two connections use both. Their row groups share the memory one
-/// connection's had ([`row_group_bytes`]).
+/// Connections writing at once. DuckDB runs a statement of the writer on one thread
+/// (`DUCKDB_THREADS` in the store), so one `COPY` at a time left a core idle for the whole
+/// export; two connections use both. Their row groups share the memory one connection's had
+/// ([`row_group_bytes`]).
 pub const EXPORT_WORKERS: usize = 2;
 
 /// Write the selected tables into `tmp` and carry the others over from `previous`: the
-/// manifest entries, and the names of the tables written. The selected tables are shared
-/// out to [`EXPORT_WORKERS`] connections, the largest first; the first error stops the
-/// others from starting another table.
+/// manifest entries, and the names of the tables written. Two rounds, each shared out to
+/// [`EXPORT_WORKERS`] connections ([`share`]): each selected table's fingerprint, which
+/// links it from `previous` or plans the `COPY`s that write it ([`plan`]); then every
+/// planned `COPY`, the largest first. A partition is a `COPY` of its own, so the largest
+/// table does not keep one connection busy after the other has written everything else
+/// (`portfolio_items` took as long as all the other tables together).
 fn write_snapshot(
     conn: &Connection,
     options: &Options,
@@ -549,49 +552,65 @@ fn write_snapshot(
         .filter(|t| selected.iter().any(|s| s.name == t.name))
         .collect();
     let sizes = table_sizes(conn)?;
-    queue.sort_by_key(|t| std::cmp::Reverse(sizes.get(t.name).copied().unwrap_or(0)));
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let done: Mutex<Vec<(&str, Result<Exported>)>> = Mutex::new(Vec::new());
-    let work = |conn: &Connection| {
-        while !failed.load(Ordering::Relaxed) {
-            let Some(table) = queue.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                break;
-            };
-            let result = export_one(conn, table, options, tmp, previous_entry(table.name));
-            failed.fetch_or(result.is_err(), Ordering::Relaxed);
-            done.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((table.name, result));
-        }
-    };
-    let helpers = (1..EXPORT_WORKERS.min(queue.len()))
+    let size = |name: &str| sizes.get(name).copied().unwrap_or(0);
+    queue.sort_by_key(|t| std::cmp::Reverse(size(t.name)));
+    let mut helpers = (1..EXPORT_WORKERS)
         .map(|_| conn.try_clone())
         .collect::<duckdb::Result<Vec<_>>>()
         .map_err(db("opening a second connection for the export"))?;
-    std::thread::scope(|scope| {
-        for helper in helpers {
-            scope.spawn(move || work(&helper));
-        }
-        work(conn);
-    });
-    let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
-    if let Some(i) = done.iter().position(|(_, r)| r.is_err())
-        && let (_, Err(e)) = done.swap_remove(i)
-    {
-        return Err(e);
-    }
+    let plans = share(conn, &mut helpers, &queue, |conn, table| {
+        plan(
+            conn,
+            table,
+            options,
+            tmp,
+            previous_entry(table.name),
+            size(table.name),
+        )
+    })?;
+    let mut parts: Vec<&Part> = plans
+        .iter()
+        .filter_map(|plan| match plan {
+            Plan::Write { parts, .. } => Some(parts),
+            Plan::Linked(_) => None,
+        })
+        .flatten()
+        .collect();
+    parts.sort_by_key(|part| std::cmp::Reverse(part.rows));
+    let copied = share(conn, &mut helpers, &parts, |conn, part| {
+        copy_part(conn, part, options)
+    })?;
     let mut tables = Vec::new();
     let mut written = Vec::new();
     for table in TABLES {
-        if let Some(i) = done.iter().position(|(name, _)| *name == table.name) {
-            let (_, Ok(exported)) = done.swap_remove(i) else {
-                unreachable!("errors were returned above")
-            };
-            if exported.written {
-                written.push(table.name.to_string());
+        if let Some(i) = queue.iter().position(|t| t.name == table.name) {
+            match &plans[i] {
+                Plan::Linked(entry) => tables.push(entry.clone()),
+                Plan::Write { fingerprint, .. } => {
+                    let rows = parts
+                        .iter()
+                        .zip(&copied)
+                        .filter(|(part, _)| part.table == table.name)
+                        .map(|(_, rows)| rows)
+                        .sum();
+                    let (files, bytes) = tree_size(&tmp.join(table.name))?;
+                    let glob = if table.partition_by.is_empty() {
+                        format!("{}/*.parquet", table.name)
+                    } else {
+                        format!("{}/**/*.parquet", table.name)
+                    };
+                    tables.push(ManifestTable {
+                        name: table.name.to_string(),
+                        rows,
+                        files,
+                        bytes,
+                        partition_by: table.partition_by.iter().map(|c| c.to_string()).collect(),
+                        glob,
+                        fingerprint: Some(fingerprint.clone()),
+                    });
+                    written.push(table.name.to_string());
+                }
             }
-            tables.push(exported.entry);
         } else if !selected.iter().any(|t| t.name == table.name)
             && let Some((prev, entry)) = previous_entry(table.name)
         {
@@ -602,22 +621,85 @@ fn write_snapshot(
     Ok((tables, written))
 }
 
-/// A selected table's manifest entry, and whether its files were written (or linked).
-struct Exported {
-    entry: ManifestTable,
-    written: bool,
+/// `work` on every item, shared out to `conn` (on this thread) and the `helpers` (one thread
+/// each): each takes the next item not taken yet. The results in the items' order, or the
+/// first error, after which no connection starts another item.
+fn share<T: Sync, R: Send>(
+    conn: &Connection,
+    helpers: &mut [Connection],
+    items: &[T],
+    work: impl Fn(&Connection, &T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let done: Mutex<Vec<(usize, Result<R>)>> = Mutex::new(Vec::new());
+    let run = |conn: &Connection| {
+        while !failed.load(Ordering::Relaxed) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(i) else {
+                break;
+            };
+            let result = work(conn, item);
+            failed.fetch_or(result.is_err(), Ordering::Relaxed);
+            done.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((i, result));
+        }
+    };
+    let busy = helpers.len().min(items.len().saturating_sub(1));
+    std::thread::scope(|scope| {
+        for helper in &mut helpers[..busy] {
+            scope.spawn(move || run(helper));
+        }
+        run(conn);
+    });
+    let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = done.iter().position(|(_, r)| r.is_err())
+        && let (_, Err(e)) = done.swap_remove(i)
+    {
+        return Err(e);
+    }
+    done.sort_by_key(|(i, _)| *i);
+    Ok(done
+        .into_iter()
+        .map(|(_, r)| r.unwrap_or_else(|_| unreachable!("errors were returned above")))
+        .collect())
 }
 
-/// One selected table: hard-linked from the previous snapshot when its fingerprint is the
-/// one that snapshot was written from (and the export is of everything, as every sync ends;
-/// `--tables` rewrites what it names), written otherwise.
-fn export_one(
+/// A selected table after its fingerprint ([`plan`]).
+enum Plan {
+    /// Hard-linked from the previous snapshot: its entry there.
+    Linked(ManifestTable),
+    /// Written: the fingerprint its entry records, and the `COPY`s that write it.
+    Write {
+        fingerprint: String,
+        parts: Vec<Part>,
+    },
+}
+
+/// One `COPY` of an export: a whole table, or one of its partitions.
+#[derive(Debug, PartialEq)]
+struct Part {
+    table: &'static str,
+    /// The folder its files go into (empty until written: DuckDB names them `data_<i>`).
+    folder: PathBuf,
+    select: String,
+    /// Its rows (DuckDB's estimate for a whole table), to start the largest first.
+    rows: i64,
+}
+
+/// A selected table: hard-linked from the previous snapshot when its fingerprint is the one
+/// that snapshot was written from (and the export is of everything, as every sync ends;
+/// `--tables` rewrites what it names), else the `COPY`s that write it ([`parts`]); `rows`
+/// is DuckDB's estimate of its rows.
+fn plan(
     conn: &Connection,
-    table: &TableExport,
+    table: &'static TableExport,
     options: &Options,
     tmp: &Path,
     previous: Option<(&Path, &ManifestTable)>,
-) -> Result<Exported> {
+    rows: i64,
+) -> Result<Plan> {
     let print = fingerprint(conn, table, options)?;
     if options.tables.is_empty()
         && let Some((prev, entry)) = previous
@@ -625,23 +707,16 @@ fn export_one(
     {
         let folder = tmp.join(table.name);
         match link_tree(&prev.join(table.name), &folder) {
-            Ok(()) => {
-                return Ok(Exported {
-                    entry: entry.clone(),
-                    written: false,
-                });
-            }
+            Ok(()) => return Ok(Plan::Linked(entry.clone())),
             // Files missing from the previous snapshot: write them anew.
             Err(_) => {
                 let _ = fs::remove_dir_all(&folder);
             }
         }
     }
-    let mut entry = write_table(conn, table, tmp, options)?;
-    entry.fingerprint = Some(print);
-    Ok(Exported {
-        entry,
-        written: true,
+    Ok(Plan::Write {
+        fingerprint: print,
+        parts: parts(conn, table, tmp, rows)?,
     })
 }
 
@@ -667,19 +742,14 @@ fn table_sizes(conn: &Connection) -> Result<std::collections::HashMap<String, i6
         .map_err(db(doing))
 }
 
-/// One table → `<dir>/<table>/`, by DuckDB's Parquet writer ([`PARQUET_COMPRESSION`]).
-/// Returns its manifest entry.
-fn write_table(
+/// The `COPY`s that write `table` into `<dir>/<table>/`: one of the whole table (`rows`, its
+/// estimated rows), or one per partition, into its Hive folder.
+fn parts(
     conn: &Connection,
-    table: &TableExport,
+    table: &'static TableExport,
     dir: &Path,
-    options: &Options,
-) -> Result<ManifestTable> {
-    let row_group_size = options.row_group_size;
-    let row_group_bytes = options
-        .row_group_bytes
-        .map(|b| format!(", ROW_GROUP_SIZE_BYTES {b}"))
-        .unwrap_or_default();
+    rows: i64,
+) -> Result<Vec<Part>> {
     let folder = dir.join(table.name);
     let columns = engine_columns(conn, table.name)?;
     let select = if table.derived.is_empty() {
@@ -690,50 +760,59 @@ fn write_table(
             table.derived, table.name
         )
     };
-    let max_file_bytes = options.max_file_bytes;
-    let copy = |select: &str, folder: &Path| -> Result<u64> {
-        fs::create_dir_all(folder).map_err(io("creating the table folder", folder))?;
-        // Into the (empty) folder: DuckDB starts `data_1.parquet` once `data_0` passes the
-        // size cap (checked after each row group).
-        conn.execute(
-            &format!(
-                "COPY ({select}) TO '{}' (FORMAT parquet, {PARQUET_COMPRESSION}, \
-                 ROW_GROUP_SIZE {row_group_size}{row_group_bytes}, \
-                 FILE_SIZE_BYTES {max_file_bytes}, FILENAME_PATTERN 'data_{{i}}')",
-                sql_path(folder)
-            ),
-            [],
-        )
-        .map(|rows| rows as u64)
-        .map_err(db(format!("exporting `{}` to Parquet", table.name)))
-    };
-    let (rows, glob) = if table.partition_by.is_empty() {
-        (copy(&select, &folder)?, format!("{}/*.parquet", table.name))
-    } else {
-        let mut rows = 0;
-        for (values, filter) in partitions(conn, table, &select)? {
+    if table.partition_by.is_empty() {
+        return Ok(vec![Part {
+            table: table.name,
+            folder,
+            select,
+            rows,
+        }]);
+    }
+    Ok(partitions(conn, table, &select)?
+        .into_iter()
+        .map(|partition| {
             let mut path = folder.clone();
-            for (column, value) in table.partition_by.iter().zip(&values) {
+            for (column, value) in table.partition_by.iter().zip(&partition.values) {
                 path.push(format!("{column}={}", hive_value(value.as_deref())));
             }
-            let part = format!(
-                "SELECT * EXCLUDE ({}) FROM ({select}) WHERE {filter}",
-                table.partition_by.join(", ")
-            );
-            rows += copy(&part, &path)?;
-        }
-        (rows, format!("{}/**/*.parquet", table.name))
-    };
-    let (files, bytes) = tree_size(&folder)?;
-    Ok(ManifestTable {
-        name: table.name.to_string(),
-        rows,
-        files,
-        bytes,
-        partition_by: table.partition_by.iter().map(|c| c.to_string()).collect(),
-        glob,
-        fingerprint: None,
-    })
+            Part {
+                table: table.name,
+                folder: path,
+                select: format!(
+                    "SELECT * EXCLUDE ({}) FROM ({select}) WHERE {}",
+                    table.partition_by.join(", "),
+                    partition.filter
+                ),
+                rows: partition.rows,
+            }
+        })
+        .collect())
+}
+
+/// One `COPY` by DuckDB's Parquet writer ([`PARQUET_COMPRESSION`]): the rows written.
+fn copy_part(conn: &Connection, part: &Part, options: &Options) -> Result<u64> {
+    let row_group_size = options.row_group_size;
+    let row_group_bytes = options
+        .row_group_bytes
+        .map(|b| format!(", ROW_GROUP_SIZE_BYTES {b}"))
+        .unwrap_or_default();
+    let max_file_bytes = options.max_file_bytes;
+    let folder = &part.folder;
+    fs::create_dir_all(folder).map_err(io("creating the table folder", folder))?;
+    // Into the (empty) folder: DuckDB starts `data_1.parquet` once `data_0` passes the size
+    // cap (checked after each row group).
+    conn.execute(
+        &format!(
+            "COPY ({}) TO '{}' (FORMAT parquet, {PARQUET_COMPRESSION}, \
+             ROW_GROUP_SIZE {row_group_size}{row_group_bytes}, \
+             FILE_SIZE_BYTES {max_file_bytes}, FILENAME_PATTERN 'data_{{i}}')",
+            part.select,
+            sql_path(folder)
+        ),
+        [],
+    )
+    .map(|rows| rows as u64)
+    .map_err(db(format!("exporting `{}` to Parquet", part.table)))
 }
 
 /// What `table`'s files would be written from: its row count and a hash of every row (all
@@ -818,15 +897,19 @@ fn engine_column(name: &str, ty: &str) -> String {
     }
 }
 
-/// The partitions of a table: each one's values (as text, `None` for NULL) and the SQL filter
-/// selecting its rows. One `COPY` per partition, rather than DuckDB's `PARTITION_BY`, which
-/// buffers every open partition at once and needs far more than the writer's memory limit
-/// for a 500k-item table.
-fn partitions(
-    conn: &Connection,
-    table: &TableExport,
-    select: &str,
-) -> Result<Vec<(Vec<Option<String>>, String)>> {
+/// One partition of a table ([`partitions`]).
+struct Partition {
+    /// The partition columns' values, as text (`None` for NULL).
+    values: Vec<Option<String>>,
+    /// The SQL filter selecting its rows.
+    filter: String,
+    rows: i64,
+}
+
+/// The partitions of a table, with their rows. One `COPY` per partition, rather than DuckDB's
+/// `PARTITION_BY`, which buffers every open partition at once and needs far more than the
+/// writer's memory limit for a 500k-item table.
+fn partitions(conn: &Connection, table: &TableExport, select: &str) -> Result<Vec<Partition>> {
     let columns: Vec<String> = table
         .partition_by
         .iter()
@@ -835,22 +918,23 @@ fn partitions(
     let doing = || format!("listing the partitions of `{}`", table.name);
     let mut stmt = conn
         .prepare(&format!(
-            "SELECT DISTINCT {cols} FROM ({select}) ORDER BY ALL",
+            "SELECT {cols}, count(*) FROM ({select}) GROUP BY ALL ORDER BY ALL",
             cols = columns.join(", ")
         ))
         .map_err(db(doing()))?;
-    let values: Vec<Vec<Option<String>>> = stmt
+    let values: Vec<(Vec<Option<String>>, i64)> = stmt
         .query_map([], |r| {
-            (0..columns.len())
+            let values = (0..columns.len())
                 .map(|i| r.get::<_, Option<String>>(i))
-                .collect()
+                .collect::<duckdb::Result<_>>()?;
+            Ok((values, r.get(columns.len())?))
         })
         .map_err(db(doing()))?
         .collect::<duckdb::Result<_>>()
         .map_err(db(doing()))?;
     Ok(values
         .into_iter()
-        .map(|values| {
+        .map(|(values, rows)| {
             let filter = columns
                 .iter()
                 .zip(&values)
@@ -860,7 +944,11 @@ fn partitions(
                 })
                 .collect::<Vec<_>>()
                 .join(" AND ");
-            (values, filter)
+            Partition {
+                values,
+                filter,
+                rows,
+            }
         })
         .collect())
 }
@@ -1307,6 +1395,63 @@ pub(crate) mod tests {
                 (7, "UBIGINT JSON".to_string(), None)
             ]
         );
+    }
+
+    /// Each partition of a partitioned table is a `COPY` of its own, with its rows, so that
+    /// both connections share the largest table; the manifest adds them up.
+    #[test]
+    fn each_partition_is_written_by_a_copy_of_its_own() {
+        let (tmp, warehouse) = seeded_warehouse();
+        let conn = warehouse.connection();
+        conn.execute_batch(
+            "INSERT INTO portfolio_items (item_key, user_id, related_object_type, title,
+                 occurrence, completion_date, _hash, _first_seen_at, _updated_at, _run_id)
+             SELECT 'k' || i, 'u', CASE WHEN i < 3 THEN 'CERTIFICATE' ELSE 'TRAINING' END, 't',
+                    1, CASE WHEN i < 8 THEN DATE '2025-03-01' END, i, TIMESTAMP '2026-01-01',
+                    TIMESTAMP '2026-01-01', 1
+             FROM range(2, 12) t(i)",
+        )
+        .unwrap();
+        let portfolio = TABLES.iter().find(|t| t.name == "portfolio_items").unwrap();
+        let dir = tmp.path().join("parts");
+        let planned: Vec<(String, i64)> = parts(conn, portfolio, &dir, 0)
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                let folder = p.folder.strip_prefix(&dir).unwrap().display().to_string();
+                (folder, p.rows)
+            })
+            .collect();
+        let folder = |ty: &str, year: &str| {
+            format!("portfolio_items/related_object_type={ty}/completion_year={year}")
+        };
+        assert_eq!(
+            planned,
+            [
+                (folder("CERTIFICATE", "2025"), 1),
+                (folder("TRAINING", "2025"), 5),
+                (folder("TRAINING", "__HIVE_DEFAULT_PARTITION__"), 5),
+            ]
+        );
+
+        let report = export(conn, &Options::new(tmp.path().join("export")), Utc::now()).unwrap();
+        let items = report.manifest.table("portfolio_items").unwrap();
+        assert_eq!((items.rows, items.files), (11, 3), "{items:?}");
+    }
+
+    /// [`share`] gives every item's result in the items' order, whichever connection ran it.
+    #[test]
+    fn shared_work_comes_back_in_order() {
+        let (_tmp, warehouse) = seeded_warehouse();
+        let conn = warehouse.connection();
+        let mut helpers = vec![conn.try_clone().unwrap()];
+        let items: Vec<i64> = (0..50).collect();
+        let doubled = share(conn, &mut helpers, &items, |conn, i| {
+            conn.query_row("SELECT ? * 2", [i], |r| r.get::<_, i64>(0))
+                .map_err(db("doubling"))
+        })
+        .unwrap();
+        assert_eq!(doubled, (0..50).map(|i| i * 2).collect::<Vec<_>>());
     }
 
     /// With a small size cap a table is written as several files, each read by the snapshot
