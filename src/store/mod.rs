@@ -122,6 +122,11 @@ pub enum StoreError {
          these rows, run `pluvo-warehouse sync --accept-deletes`"
     )]
     DeletesRefused { stream: String, problems: String },
+    #[error(
+        "the first load of `{stream}` was rolled back after an error (above): it merges \
+         nothing more in this run, and the next sync resumes it from its last commit"
+    )]
+    BulkRolledBack { stream: String },
     #[error("finishing the scan of `{table}`: {cause}")]
     FinishScan {
         table: &'static str,

@@ -166,8 +166,12 @@ impl Warehouse {
             // What a failed append left in its staging table is unknown (after an appender
             // commit ran out of memory, appending again to the table stored misaligned rows):
             // nothing staged for the stream is merged; a later run fetches it again from the
-            // last merged checkpoint.
+            // last merged checkpoint. In a first load's transaction the failure may have
+            // aborted it: rolled back, to the last commit.
             self.drop_pending(stream);
+            if self.in_bulk(stream) {
+                self.fail_bulk();
+            }
             return Err(e);
         }
         let pending = &mut self.pending[at];
@@ -209,6 +213,7 @@ impl Warehouse {
         promised: Option<&'static TableSpec>,
     ) -> Result<Vec<&'static str>> {
         self.end_first_loads(stream);
+        self.end_bulk(stream)?;
         let mut first = Vec::new();
         for spec in tables {
             let table = spec.table;
@@ -223,8 +228,16 @@ impl Warehouse {
             if empty && !first.contains(&table) {
                 first.push(table);
                 let diff = promised.is_none_or(|spec| spec.table != table);
-                let stream = stream.to_owned();
-                self.first_loads.insert(table, FirstLoad { stream, diff });
+                self.first_loads.insert(
+                    table,
+                    FirstLoad {
+                        stream: stream.to_owned(),
+                        diff,
+                    },
+                );
+                if !diff {
+                    self.start_bulk(stream, table)?;
+                }
             }
         }
         Ok(first)
@@ -249,6 +262,10 @@ impl Warehouse {
             keys,
         } in prepared
         {
+            let conn = match &self.bulk {
+                Some(bulk) if bulk.stream == self.pending[at].stream => &bulk.conn,
+                _ => &self.conn,
+            };
             let pending = &mut self.pending[at];
             let t = match pending
                 .tables
@@ -259,7 +276,7 @@ impl Warehouse {
                 None => {
                     let temp = format!("_pending_{}", self.staged_tables);
                     self.staged_tables += 1;
-                    create_stage(&self.conn, spec, &temp)?;
+                    create_stage(conn, spec, &temp)?;
                     pending.tables.push(PendingTable {
                         spec,
                         temp,
@@ -272,7 +289,7 @@ impl Warehouse {
             };
             let rows = staged.num_rows() as u64;
             let entry = &mut pending.tables[t];
-            append_stage(&self.conn, spec, &entry.temp, staged)?;
+            append_stage(conn, spec, &entry.temp, staged)?;
             entry.rows += rows;
             entry.duplicates += duplicates;
             entry.keys.extend(keys);
@@ -294,7 +311,8 @@ impl Warehouse {
     pub(super) fn drop_pending(&mut self, stream: &str) {
         if let Some(at) = self.pending.iter().position(|p| p.stream == stream) {
             let pending = self.pending.remove(at);
-            drop_temp(&self.conn, pending.tables.iter().map(|t| t.temp.as_str()));
+            let conn = self.stream_conn(stream);
+            drop_temp(conn, pending.tables.iter().map(|t| t.temp.as_str()));
         }
     }
 
@@ -351,7 +369,8 @@ impl Warehouse {
                 "Merged staged rows."
             );
         }
-        drop_temp(&self.conn, pending.tables.iter().map(|t| t.temp.as_str()));
+        let conn = self.stream_conn(&pending.stream);
+        drop_temp(conn, pending.tables.iter().map(|t| t.temp.as_str()));
         result
     }
 
@@ -368,7 +387,7 @@ impl Warehouse {
         for (i, prepared) in tables.into_iter().enumerate() {
             let (spec, rows) = (prepared.spec, prepared.staged.num_rows() as u64);
             let stage = format!("_stage_{i}");
-            stage_batch(&self.conn, spec, &stage, prepared.staged)?;
+            stage_batch(self.stream_conn(stream), spec, &stage, prepared.staged)?;
             staged.push(Staged {
                 spec,
                 stage,
@@ -376,9 +395,16 @@ impl Warehouse {
                 duplicates: prepared.duplicates,
             });
         }
-        let result =
+        let mut result =
             self.merge_staged_tables(stream, run, checkpoint, &staged, &mut MergeTimes::default());
-        drop_temp(&self.conn, staged.iter().map(|s| s.stage.as_str()));
+        if result.is_ok() && self.in_bulk(stream) {
+            // Committed when it returns, as its name says: not left to the long transaction.
+            result = self.commit_bulk().and(result);
+        }
+        drop_temp(
+            self.stream_conn(stream),
+            staged.iter().map(|s| s.stage.as_str()),
+        );
         result
     }
 
@@ -445,7 +471,10 @@ impl Warehouse {
                         *all.entry(table).or_default() += stats;
                     }
                 }
-                Err(StoreError::Merge { table, cause }) if out_of_memory(&cause) => {
+                // Not in a first load's transaction: the failure rolled back more than the part.
+                Err(StoreError::Merge { table, cause })
+                    if out_of_memory(&cause) && !self.in_bulk(stream) =>
+                {
                     let rows = part_rows(&part);
                     let Some((first, second)) = halve(&part).filter(|_| rows >= MIN_RETRY_ROWS)
                     else {
@@ -478,7 +507,9 @@ impl Warehouse {
     }
 
     /// One transaction of [`Warehouse::merge_staged_parts`]: the pieces of `part`, and the
-    /// stream's checkpoint if given (the last part). Returns the stats of what it committed.
+    /// stream's checkpoint if given (the last part). Returns the stats of what it merged. In
+    /// a first load's long transaction ([`bulk`]) the merge commits only when that is due;
+    /// a failure rolls that transaction back.
     fn merge_part(
         &mut self,
         stream: &str,
@@ -488,13 +519,80 @@ impl Warehouse {
         part: &[Piece],
         times: &mut MergeTimes,
     ) -> Result<BTreeMap<&'static str, MergeStats>> {
-        let mut all: BTreeMap<&'static str, MergeStats> = BTreeMap::new();
         let now = self.now();
         let started = Instant::now();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(Self::db("starting a page transaction"))?;
+        let bulk = self.in_bulk(stream);
+        if bulk {
+            self.begin_bulk()?;
+        } else {
+            let tables: Vec<&str> = part.iter().map(|p| staged[p.table].spec.table).collect();
+            self.commit_bulk_of(stream, &tables)?;
+        }
+        let merged = {
+            let own = if bulk {
+                None
+            } else {
+                Some(
+                    self.conn
+                        .unchecked_transaction()
+                        .map_err(Self::db("starting a page transaction"))?,
+                )
+            };
+            let tx: &Connection = match &own {
+                Some(tx) => tx,
+                None => self.stream_conn(stream),
+            };
+            let merged = self.merge_pieces(tx, stream, run, now, checkpoint, staged, part);
+            let committing = Instant::now();
+            times.sql += committing - started;
+            let merged = match (merged, own) {
+                (Ok(merged), Some(tx)) => tx
+                    .commit()
+                    .map(|()| merged)
+                    .map_err(Self::db("committing a page")),
+                // Dropping `own` rolls it back.
+                (merged, _) => merged,
+            };
+            times.commit += committing.elapsed();
+            merged
+        };
+        if bulk {
+            let committing = Instant::now();
+            match &merged {
+                Ok(stats) => {
+                    let rows = stats
+                        .values()
+                        .map(|s| s.new + s.changed + s.unchanged)
+                        .sum();
+                    self.merged_in_bulk(rows)?;
+                }
+                Err(_) => self.fail_bulk(),
+            }
+            times.commit += committing.elapsed();
+        }
+        let merged = merged?;
+        let checkpointing = Instant::now();
+        // Until a checkpoint DuckDB holds the committed rows in memory (or its spill)
+        // too: written into the file once the WAL has grown past its bound.
+        self.checkpoint_if_due()?;
+        times.checkpoint += checkpointing.elapsed();
+        Ok(merged)
+    }
+
+    /// The SQL of [`Warehouse::merge_part`] in the transaction `tx`: each piece merged as its
+    /// table's load says ([`How`]), then the checkpoint if given.
+    #[allow(clippy::too_many_arguments)]
+    fn merge_pieces(
+        &self,
+        tx: &Connection,
+        stream: &str,
+        run: RunId,
+        now: Now,
+        checkpoint: Option<&str>,
+        staged: &[Staged<'_>],
+        part: &[Piece],
+    ) -> Result<BTreeMap<&'static str, MergeStats>> {
+        let mut all: BTreeMap<&'static str, MergeStats> = BTreeMap::new();
         for piece in part {
             let s = &staged[piece.table];
             let spec = s.spec;
@@ -519,15 +617,15 @@ impl Warehouse {
             let (new, changed) = if rows == 0 {
                 (0, 0)
             } else if how.diff && !how.seen {
-                merge_first_load(&tx, spec, &source, run, now).map_err(merge)?
+                merge_first_load(tx, spec, &source, run, now).map_err(merge)?
             } else if how.diff {
-                merge_staged(&tx, spec, &source, run, now).map_err(merge)?
+                merge_staged(tx, spec, &source, run, now).map_err(merge)?
             } else {
-                let new = insert_new(&tx, spec, &format!("{source} d"), run, now);
+                let new = insert_new(tx, spec, &format!("{source} d"), run, now);
                 (new.map_err(merge)? as u64, 0)
             };
             if how.seen && rows > 0 {
-                record_seen(&tx, spec, &source, stream).map_err(merge)?;
+                record_seen(tx, spec, &source, stream).map_err(merge)?;
             }
             let stats = MergeStats {
                 new,
@@ -538,26 +636,17 @@ impl Warehouse {
             *all.entry(spec.table).or_default() += stats;
         }
         if let Some(checkpoint) = checkpoint {
-            store_checkpoint(&tx, stream, checkpoint, run, now)
+            store_checkpoint(tx, stream, checkpoint, run, now)
                 .map_err(Self::db("storing a checkpoint"))?;
             #[cfg(test)]
             if self.fail_before_commit {
-                // Simulates a crash inside the transaction: dropping `tx` rolls it back.
+                // Simulates a crash inside the transaction: it is rolled back.
                 return Err(StoreError::Db {
                     doing: "test: crash before commit",
                     cause: duckdb::Error::QueryReturnedNoRows,
                 });
             }
         }
-        let committing = Instant::now();
-        times.sql += committing - started;
-        tx.commit().map_err(Self::db("committing a page"))?;
-        let checkpointing = Instant::now();
-        times.commit += checkpointing - committing;
-        // Until a checkpoint DuckDB holds the committed rows in memory (or its spill)
-        // too: written into the file once the WAL has grown past its bound.
-        self.checkpoint_if_due()?;
-        times.checkpoint += checkpointing.elapsed();
         Ok(all)
     }
 

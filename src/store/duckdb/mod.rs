@@ -1,6 +1,7 @@
 //! [`Warehouse`]: one DuckDB file, one writer. This file: opening (lock and schema checks,
 //! migrations) and settings; `merge.rs`: the generic merge of a page into a table; `scan.rs`:
-//! the end of a scan (soft deletes); `runs.rs`: checkpoints and run bookkeeping.
+//! the end of a scan (soft deletes); `runs.rs`: checkpoints and run bookkeeping; `bulk.rs`:
+//! the long transaction of a first load that promised new keys.
 //!
 //! A page is committed like this, in one transaction per call of [`Warehouse::commit`]:
 //! 1. (before the transaction) the batch is checked against its [`TableSpec`], deduplicated by
@@ -22,8 +23,9 @@
 //! join here) plus a per-row part, so a sync does not merge every page group: it stages them
 //! ([`Warehouse::stage`], temporary tables under the memory cap) and merges once per
 //! [`Warehouse::merge_rows`] rows (sized to the cap), after [`MERGE_AFTER`], and at the end of
-//! each part, each merge with the checkpoint covering its rows. `bench merge` times the merge
-//! alone.
+//! each part, each merge with the checkpoint covering its rows (a promised first load's
+//! merges share one transaction, committed every few row groups: `bulk.rs`). `bench merge`
+//! times the merge alone.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -311,6 +313,10 @@ pub struct Warehouse {
     /// that stream's merges into them record no seen keys (and skip the diff if it
     /// promised new keys), and the end of its scan finds no row of them missing.
     first_loads: BTreeMap<&'static str, FirstLoad>,
+    /// The long transaction of a promised first load ([`bulk`]).
+    bulk: Option<Bulk>,
+    /// Rows after which that transaction commits ([`BULK_COMMIT_ROWS`]; tests lower it).
+    pub(crate) bulk_commit_rows: u64,
     #[cfg(test)]
     pub(crate) fail_before_commit: bool,
     /// Tests: a merge piece of more rows than this fails as out of DuckDB's memory.
@@ -382,6 +388,8 @@ impl Warehouse {
             merge_part_rows: MERGE_ROWS,
             wal_checkpoint_bytes: WAL_CHECKPOINT_FLOOR,
             first_loads: BTreeMap::new(),
+            bulk: None,
+            bulk_commit_rows: BULK_COMMIT_ROWS,
             #[cfg(test)]
             fail_before_commit: false,
             #[cfg(test)]
@@ -429,6 +437,8 @@ impl Warehouse {
             merge_part_rows: MERGE_ROWS,
             wal_checkpoint_bytes: WAL_CHECKPOINT_FLOOR,
             first_loads: BTreeMap::new(),
+            bulk: None,
+            bulk_commit_rows: BULK_COMMIT_ROWS,
             #[cfg(test)]
             fail_before_commit: false,
             #[cfg(test)]
@@ -477,6 +487,8 @@ impl Warehouse {
     /// after a merge that leaves the WAL past [`Warehouse::wal_checkpoint_bytes`]
     /// ([`Warehouse::checkpoint_if_due`]) and before closing.
     pub(crate) fn checkpoint_wal(&mut self) -> Result<()> {
+        // DuckDB checkpoints only with no write transaction open.
+        self.commit_bulk()?;
         let raise = self.memory_limit.filter(|cap| *cap < CHECKPOINT_MEMORY);
         let set = |bytes: u64| format!("SET memory_limit = '{}KB'", bytes / 1000);
         if raise.is_some() {
@@ -532,6 +544,8 @@ impl Warehouse {
         if self.memory_limit.is_some() {
             self.checkpoint_wal()?;
         }
+        self.commit_bulk()?;
+        self.bulk = None;
         self.conn.close().map_err(|(_, source)| StoreError::Db {
             doing: "closing the warehouse",
             cause: source,
@@ -682,10 +696,12 @@ impl fmt::Display for Now {
     }
 }
 
+mod bulk;
 mod merge;
 mod runs;
 mod scan;
 
+use bulk::*;
 pub use merge::MERGE_AFTER;
 use merge::*;
 use runs::*;

@@ -119,6 +119,7 @@ impl Warehouse {
     pub fn reset_scan(&mut self, stream: &str) -> Result<()> {
         self.drop_pending(stream);
         self.end_first_loads(stream);
+        self.end_bulk(stream)?;
         let tx = self
             .conn
             .transaction()

@@ -59,8 +59,11 @@ impl Warehouse {
     /// [`StoreError::DeletesRefused`] (after that transaction: the scan ended, nothing was
     /// deleted) when the guard refused.
     pub fn finish_scan(&mut self, stream: &str, run: RunId, end: ScanEnd<'_>) -> Result<u64> {
-        // Rows still staged belong to this scan: merged first, with their checkpoint.
+        // Rows still staged belong to this scan: merged first, with their checkpoint, and
+        // committed (a first load's long transaction), before this transaction replaces the
+        // checkpoint.
         self.flush(stream)?;
+        self.end_bulk(stream)?;
         // A first load's table holds only rows of this scan: none is missing.
         let first_loads: Vec<bool> = end
             .tables

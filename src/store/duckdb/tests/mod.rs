@@ -230,6 +230,7 @@ fn wait_for_line(out: &mut impl BufRead, marker: &str) -> Option<String> {
     }
 }
 
+mod bulk;
 mod first_load;
 mod merge;
 mod opening;
