@@ -459,7 +459,16 @@ impl Warehouse {
         staged: &[Staged<'_>],
         times: &mut MergeTimes,
     ) -> Result<BTreeMap<&'static str, MergeStats>> {
-        let mut parts: VecDeque<Vec<Piece>> = merge_parts(staged, self.merge_part_rows).into();
+        // A first load's long transaction merges each staged table whole: rows appended to a
+        // table inside an open transaction have DuckDB's transaction-local row ids (from
+        // 2^62), so a part chosen by `rowid` would find none of them. Its merge only inserts,
+        // and its commits are what bound it.
+        let most = if self.in_bulk(stream) {
+            u64::MAX
+        } else {
+            self.merge_part_rows
+        };
+        let mut parts: VecDeque<Vec<Piece>> = merge_parts(staged, most).into();
         let mut committed = 0;
         let mut all: BTreeMap<&'static str, MergeStats> = BTreeMap::new();
         while let Some(part) = parts.pop_front() {
@@ -716,9 +725,9 @@ pub(super) fn merge_parts(staged: &[Staged<'_>], part_rows: u64) -> Vec<Vec<Piec
     let mut parts: Vec<Vec<Piece>> = vec![Vec::new()];
     let mut in_part = 0;
     for (table, s) in staged.iter().enumerate() {
-        let mut start = 0;
+        let mut start: u64 = 0;
         loop {
-            let end = (start + part_rows).min(s.rows);
+            let end = start.saturating_add(part_rows).min(s.rows);
             let rows = end - start;
             if in_part + rows > part_rows && !parts.last().is_some_and(Vec::is_empty) {
                 parts.push(Vec::new());

@@ -120,6 +120,23 @@ fn a_failure_in_a_first_load_rolls_it_back_to_its_last_commit() {
     assert_eq!(committed(&w), (6_000, 6_000, Some("page 5".into())));
 }
 
+/// A merge larger than a transaction's part is merged whole in a first load's transaction:
+/// the rows staged inside it have transaction-local row ids, which a part by `rowid` misses.
+#[test]
+fn a_first_load_merges_staged_tables_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut w = open(&dir.path().join("w.duckdb"), &clock);
+    w.merge_part_rows = 300;
+    let run = w.begin_run(&["portfolio"]).unwrap();
+    start(&mut w);
+    let stats = stage_pages(&mut w, run, 0..3).unwrap();
+    assert_eq!((stats.new, stats.unchanged), (3_000, 0));
+    w.finish_scan("portfolio", run, complete(&PORTFOLIO_ITEMS))
+        .unwrap();
+    assert_eq!(committed(&w), (3_000, 3_000, None));
+}
+
 /// Another stream merging into the table of a first load finds its rows: the long
 /// transaction commits first.
 #[test]
