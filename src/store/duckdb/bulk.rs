@@ -1,7 +1,8 @@
-//! A first load's long transaction: the merges of a scan that promised new keys into an
-//! empty table (the portfolio's first load, [`Warehouse::start_scan`]) run on a connection
-//! of their own, in one transaction committed every [`BULK_COMMIT_ROWS`] rows, instead of
-//! one transaction per merge.
+//! A first load's long transaction: the merges of a scan whose tables were all empty when it
+//! started ([`Warehouse::start_scan`]: the first sync of `users` with `group_members`, of
+//! the portfolio, ...) run on a connection of their own, one per stream, in one transaction
+//! committed every [`BULK_COMMIT_ROWS`] rows, instead of one transaction per merge. Inside
+//! it a merge finds the rows merged before it (a user that comes twice is diffed).
 //!
 //! Why: DuckDB writes the rows of a transaction that appends at least a whole row group
 //! (122,880 rows) to a table straight into the file, compressed, as each row group fills
@@ -18,8 +19,13 @@
 //! the stream merges nothing more until its next scan, since a later commit would store a
 //! checkpoint past the rows rolled back; the next run resumes from the last commit.
 //!
-//! Only at caps of [`CHECKPOINT_MEMORY`] and more: the transaction holds a row group of the
-//! table being filled, besides its staging table.
+//! A merge in it is never cut into parts: rows staged inside an open transaction have
+//! DuckDB's transaction-local row ids, which a part chosen by `rowid` misses (its merges
+//! insert, or diff a first load's own rows, and its commits bound it). Another stream's merge
+//! into one of its tables commits it first, so that the other stream's diff finds its rows.
+//!
+//! Only at caps of [`CHECKPOINT_MEMORY`] and more: the transaction holds a row group of each
+//! table being filled, besides its staging tables.
 
 use std::time::{Duration, Instant};
 
@@ -37,8 +43,8 @@ pub const BULK_COMMIT_AFTER: Duration = Duration::from_secs(60);
 /// The long transaction of one stream's first load (see the module docs).
 pub(super) struct Bulk {
     pub(super) stream: String,
-    /// The table it loads.
-    table: &'static str,
+    /// The tables it loads.
+    tables: Vec<&'static str>,
     /// A connection of the warehouse's database, for this stream's staging and merges.
     pub(super) conn: Connection,
     /// A transaction is open on `conn`.
@@ -50,23 +56,35 @@ pub(super) struct Bulk {
     failed: bool,
 }
 
+impl Bulk {
+    fn commit(&mut self) -> Result<()> {
+        if self.open {
+            self.open = false;
+            self.conn
+                .execute_batch("COMMIT")
+                .map_err(Warehouse::db("committing a first load"))?;
+        }
+        Ok(())
+    }
+}
+
 impl Warehouse {
-    /// Start the long transaction of `stream`'s first load, if the cap allows and no other
-    /// stream has one ([`Warehouse::start_scan`] calls it for a promised first load).
-    pub(super) fn start_bulk(&mut self, stream: &str, table: &'static str) -> Result<()> {
+    /// Start the long transaction of `stream`'s first load of `tables`, if the cap allows
+    /// ([`Warehouse::start_scan`]).
+    pub(super) fn start_bulk(&mut self, stream: &str, tables: Vec<&'static str>) -> Result<()> {
         let roomy = self
             .memory_limit
             .is_some_and(|cap| cap >= CHECKPOINT_MEMORY);
-        if !roomy || self.bulk.is_some() {
+        if !roomy || tables.is_empty() || self.in_bulk(stream) {
             return Ok(());
         }
         let conn = self
             .conn
             .try_clone()
             .map_err(Self::db("opening a connection for a first load"))?;
-        self.bulk = Some(Bulk {
+        self.bulks.push(Bulk {
             stream: stream.to_owned(),
-            table,
+            tables,
             conn,
             open: false,
             rows: 0,
@@ -76,22 +94,26 @@ impl Warehouse {
         Ok(())
     }
 
+    fn bulk_of(&mut self, stream: &str) -> Option<&mut Bulk> {
+        self.bulks.iter_mut().find(|b| b.stream == stream)
+    }
+
     /// Whether `stream` merges in a first load's long transaction.
     pub(super) fn in_bulk(&self, stream: &str) -> bool {
-        self.bulk.as_ref().is_some_and(|b| b.stream == stream)
+        self.bulks.iter().any(|b| b.stream == stream)
     }
 
     /// The connection `stream` stages and merges on: its first load's, or the writer's.
     pub(super) fn stream_conn(&self, stream: &str) -> &Connection {
-        match &self.bulk {
-            Some(bulk) if bulk.stream == stream => &bulk.conn,
-            _ => &self.conn,
+        match self.bulks.iter().find(|b| b.stream == stream) {
+            Some(bulk) => &bulk.conn,
+            None => &self.conn,
         }
     }
 
-    /// Open the first load's transaction if it is not; refused after a rollback.
-    pub(super) fn begin_bulk(&mut self) -> Result<()> {
-        let Some(bulk) = &mut self.bulk else {
+    /// Open `stream`'s first load transaction if it is not; refused after a rollback.
+    pub(super) fn begin_bulk(&mut self, stream: &str) -> Result<()> {
+        let Some(bulk) = self.bulk_of(stream) else {
             return Ok(());
         };
         if bulk.failed {
@@ -110,41 +132,45 @@ impl Warehouse {
         Ok(())
     }
 
-    /// `rows` were merged in the first load's transaction: commit it if it is due.
-    pub(super) fn merged_in_bulk(&mut self, rows: u64) -> Result<()> {
-        let due = self.bulk.as_mut().is_some_and(|bulk| {
-            bulk.rows += rows;
-            bulk.rows >= self.bulk_commit_rows || bulk.since.elapsed() >= BULK_COMMIT_AFTER
-        });
-        if due { self.commit_bulk() } else { Ok(()) }
-    }
-
-    /// Commit the first load's transaction before another stream merges into its table, so
-    /// that the other stream's diff finds its rows.
-    pub(super) fn commit_bulk_of(&mut self, stream: &str, tables: &[&str]) -> Result<()> {
-        match &self.bulk {
-            Some(bulk) if bulk.stream != stream && tables.contains(&bulk.table) => {
-                self.commit_bulk()
+    /// `rows` were merged in `stream`'s first load transaction: commit it if it is due.
+    pub(super) fn merged_in_bulk(&mut self, stream: &str, rows: u64) -> Result<()> {
+        let most = self.bulk_commit_rows;
+        match self.bulk_of(stream) {
+            Some(bulk) => {
+                bulk.rows += rows;
+                if bulk.rows >= most || bulk.since.elapsed() >= BULK_COMMIT_AFTER {
+                    bulk.commit()
+                } else {
+                    Ok(())
+                }
             }
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 
-    /// Commit the first load's transaction, if one is open.
-    pub(crate) fn commit_bulk(&mut self) -> Result<()> {
-        if let Some(bulk) = self.bulk.as_mut().filter(|b| b.open) {
-            bulk.open = false;
-            bulk.conn
-                .execute_batch("COMMIT")
-                .map_err(Self::db("committing a first load"))?;
+    /// Commit the first load transactions of other streams that load one of `tables`
+    /// before `stream` merges into them, so that its diff finds their rows.
+    pub(super) fn commit_bulk_of(&mut self, stream: &str, tables: &[&str]) -> Result<()> {
+        for bulk in &mut self.bulks {
+            if bulk.stream != stream && bulk.tables.iter().any(|t| tables.contains(t)) {
+                bulk.commit()?;
+            }
         }
         Ok(())
     }
 
-    /// A statement of the first load's transaction failed: roll it back; the stream merges
-    /// nothing more until its next scan.
-    pub(super) fn fail_bulk(&mut self) {
-        if let Some(bulk) = &mut self.bulk {
+    /// Commit every open first load transaction.
+    pub(crate) fn commit_bulk(&mut self) -> Result<()> {
+        for bulk in &mut self.bulks {
+            bulk.commit()?;
+        }
+        Ok(())
+    }
+
+    /// A statement of `stream`'s first load transaction failed: roll it back; the stream
+    /// merges nothing more until its next scan.
+    pub(super) fn fail_bulk(&mut self, stream: &str) {
+        if let Some(bulk) = self.bulk_of(stream) {
             if bulk.open {
                 // A failed statement has aborted it already; nothing else can be done.
                 let _ = bulk.conn.execute_batch("ROLLBACK");
@@ -154,14 +180,13 @@ impl Warehouse {
         }
     }
 
-    /// `stream`'s scan ends or starts again: commit its first load's transaction (unless it
+    /// `stream`'s scan ends or starts again: commit its first load transaction (unless it
     /// was rolled back) and close its connection.
     pub(super) fn end_bulk(&mut self, stream: &str) -> Result<()> {
-        if !self.in_bulk(stream) {
+        let Some(at) = self.bulks.iter().position(|b| b.stream == stream) else {
             return Ok(());
-        }
-        let committed = self.commit_bulk();
-        self.bulk = None;
-        committed
+        };
+        let mut bulk = self.bulks.remove(at);
+        bulk.commit()
     }
 }

@@ -170,7 +170,7 @@ impl Warehouse {
             // aborted it: rolled back, to the last commit.
             self.drop_pending(stream);
             if self.in_bulk(stream) {
-                self.fail_bulk();
+                self.fail_bulk(stream);
             }
             return Err(e);
         }
@@ -235,10 +235,12 @@ impl Warehouse {
                         diff,
                     },
                 );
-                if !diff {
-                    self.start_bulk(stream, table)?;
-                }
             }
+        }
+        // A scan that loads only empty tables merges in a long transaction ([`bulk`]); one
+        // that also merges into a table holding rows diffs there, and keeps its commits.
+        if !first.is_empty() && tables.iter().all(|spec| first.contains(&spec.table)) {
+            self.start_bulk(stream, first.clone())?;
         }
         Ok(first)
     }
@@ -262,9 +264,13 @@ impl Warehouse {
             keys,
         } in prepared
         {
-            let conn = match &self.bulk {
-                Some(bulk) if bulk.stream == self.pending[at].stream => &bulk.conn,
-                _ => &self.conn,
+            let conn = match self
+                .bulks
+                .iter()
+                .find(|b| b.stream == self.pending[at].stream)
+            {
+                Some(bulk) => &bulk.conn,
+                None => &self.conn,
             };
             let pending = &mut self.pending[at];
             let t = match pending
@@ -532,7 +538,7 @@ impl Warehouse {
         let started = Instant::now();
         let bulk = self.in_bulk(stream);
         if bulk {
-            self.begin_bulk()?;
+            self.begin_bulk(stream)?;
         } else {
             let tables: Vec<&str> = part.iter().map(|p| staged[p.table].spec.table).collect();
             self.commit_bulk_of(stream, &tables)?;
@@ -573,9 +579,9 @@ impl Warehouse {
                         .values()
                         .map(|s| s.new + s.changed + s.unchanged)
                         .sum();
-                    self.merged_in_bulk(rows)?;
+                    self.merged_in_bulk(stream, rows)?;
                 }
-                Err(_) => self.fail_bulk(),
+                Err(_) => self.fail_bulk(stream),
             }
             times.commit += committing.elapsed();
         }

@@ -23,7 +23,7 @@
 //! join here) plus a per-row part, so a sync does not merge every page group: it stages them
 //! ([`Warehouse::stage`], temporary tables under the memory cap) and merges once per
 //! [`Warehouse::merge_rows`] rows (sized to the cap), after [`MERGE_AFTER`], and at the end of
-//! each part, each merge with the checkpoint covering its rows (a promised first load's
+//! each part, each merge with the checkpoint covering its rows (a first load's
 //! merges share one transaction, committed every few row groups: `bulk.rs`). `bench merge`
 //! times the merge alone.
 
@@ -313,8 +313,8 @@ pub struct Warehouse {
     /// that stream's merges into them record no seen keys (and skip the diff if it
     /// promised new keys), and the end of its scan finds no row of them missing.
     first_loads: BTreeMap<&'static str, FirstLoad>,
-    /// The long transaction of a promised first load ([`bulk`]).
-    bulk: Option<Bulk>,
+    /// The long transactions of first loads, one per stream ([`bulk`]).
+    bulks: Vec<Bulk>,
     /// Rows after which that transaction commits ([`BULK_COMMIT_ROWS`]; tests lower it).
     pub(crate) bulk_commit_rows: u64,
     #[cfg(test)]
@@ -388,7 +388,7 @@ impl Warehouse {
             merge_part_rows: MERGE_ROWS,
             wal_checkpoint_bytes: WAL_CHECKPOINT_FLOOR,
             first_loads: BTreeMap::new(),
-            bulk: None,
+            bulks: Vec::new(),
             bulk_commit_rows: BULK_COMMIT_ROWS,
             #[cfg(test)]
             fail_before_commit: false,
@@ -437,7 +437,7 @@ impl Warehouse {
             merge_part_rows: MERGE_ROWS,
             wal_checkpoint_bytes: WAL_CHECKPOINT_FLOOR,
             first_loads: BTreeMap::new(),
-            bulk: None,
+            bulks: Vec::new(),
             bulk_commit_rows: BULK_COMMIT_ROWS,
             #[cfg(test)]
             fail_before_commit: false,
@@ -545,7 +545,7 @@ impl Warehouse {
             self.checkpoint_wal()?;
         }
         self.commit_bulk()?;
-        self.bulk = None;
+        self.bulks.clear();
         self.conn.close().map_err(|(_, source)| StoreError::Db {
             doing: "closing the warehouse",
             cause: source,

@@ -169,3 +169,36 @@ fn no_long_transaction_under_a_small_cap() {
     stage_pages(&mut w, run, 0..2).unwrap();
     assert_eq!(committed(&w), (2_000, 2_000, Some("page 1".into())));
 }
+
+/// A first load that cannot promise new keys (users: a user can come twice) merges in a long
+/// transaction too; a merge holding a key merged before it in that transaction finds it there
+/// and diffs it.
+#[test]
+fn a_first_load_that_repeats_a_key_diffs_it_inside_its_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut w = open(&dir.path().join("w.duckdb"), &clock);
+    let run = w.begin_run(&["users"]).unwrap();
+    assert_eq!(w.start_scan("users", &[&USERS], None).unwrap(), ["users"]);
+    w.merge_rows = 1;
+    let first = vec![(&USERS, users_batch(&[user("a", "a@x"), user("b", "b@x")]))];
+    let stats = w.stage("users", run, "1", first).unwrap()["users"];
+    assert_eq!((stats.new, stats.changed), (2, 0));
+    let second = vec![(&USERS, users_batch(&[user("b", "b@y"), user("c", "c@x")]))];
+    let stats = w.stage("users", run, "2", second).unwrap()["users"];
+    assert_eq!((stats.new, stats.changed), (1, 1));
+    assert_eq!(
+        scalar::<i64>(&w, "SELECT count(*) FROM users"),
+        0,
+        "not committed before the end of the scan"
+    );
+    assert_eq!(w.finish_scan("users", run, complete(&USERS)).unwrap(), 0);
+    assert_eq!(
+        dump(&w, "SELECT id, email FROM users ORDER BY id"),
+        [
+            "Text(\"a\") | Text(\"a@x\")",
+            "Text(\"b\") | Text(\"b@y\")",
+            "Text(\"c\") | Text(\"c@x\")",
+        ]
+    );
+}
