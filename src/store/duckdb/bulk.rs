@@ -2,7 +2,9 @@
 //! started ([`Warehouse::start_scan`]: the first sync of `users` with `group_members`, of
 //! the portfolio, ...) run on a connection of their own, one per stream, in one transaction
 //! committed every [`BULK_COMMIT_ROWS`] rows, instead of one transaction per merge. Inside
-//! it a merge finds the rows merged before it (a user that comes twice is diffed).
+//! it a merge finds the rows merged before it (a user that comes twice is diffed). The rows of
+//! a table into which the scan promised new keys (the portfolio's) skip the staging table:
+//! they are appended into the table itself as they arrive ([`append_direct`]).
 //!
 //! Why: DuckDB writes the rows of a transaction that appends at least a whole row group
 //! (122,880 rows) to a table straight into the file, compressed, as each row group fills
@@ -45,6 +47,8 @@ pub(super) struct Bulk {
     pub(super) stream: String,
     /// The tables it loads.
     tables: Vec<&'static str>,
+    /// Those of them whose rows are appended into the table itself ([`append_direct`]).
+    direct: Vec<&'static str>,
     /// A connection of the warehouse's database, for this stream's staging and merges.
     pub(super) conn: Connection,
     /// A transaction is open on `conn`.
@@ -71,12 +75,36 @@ impl Bulk {
 impl Warehouse {
     /// Start the long transaction of `stream`'s first load of `tables`, if the cap allows
     /// ([`Warehouse::start_scan`]).
-    pub(super) fn start_bulk(&mut self, stream: &str, tables: Vec<&'static str>) -> Result<()> {
+    /// `promised`: the table into which the scan promised new keys; its rows skip the
+    /// staging table ([`append_direct`]) when the table's columns are the ones that writes.
+    pub(super) fn start_bulk(
+        &mut self,
+        stream: &str,
+        tables: Vec<&'static str>,
+        promised: Option<&'static TableSpec>,
+    ) -> Result<()> {
         let roomy = self
             .memory_limit
             .is_some_and(|cap| cap >= CHECKPOINT_MEMORY);
         if !roomy || tables.is_empty() || self.in_bulk(stream) {
             return Ok(());
+        }
+        let mut direct = Vec::new();
+        if let Some(spec) = promised.filter(|spec| tables.contains(&spec.table)) {
+            let columns: Vec<String> = self
+                .conn
+                .prepare(
+                    "SELECT column_name FROM duckdb_columns()
+                     WHERE schema_name = 'main' AND table_name = ? ORDER BY column_index",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_map([spec.table], |r| r.get(0))?
+                        .collect::<duckdb::Result<_>>()
+                })
+                .map_err(Self::db("reading a table's columns"))?;
+            if columns == direct_columns(spec) {
+                direct.push(spec.table);
+            }
         }
         let conn = self
             .conn
@@ -85,6 +113,7 @@ impl Warehouse {
         self.bulks.push(Bulk {
             stream: stream.to_owned(),
             tables,
+            direct,
             conn,
             open: false,
             rows: 0,
@@ -96,6 +125,14 @@ impl Warehouse {
 
     fn bulk_of(&mut self, stream: &str) -> Option<&mut Bulk> {
         self.bulks.iter_mut().find(|b| b.stream == stream)
+    }
+
+    /// The tables whose rows `stream` appends into the table itself ([`append_direct`]).
+    pub(super) fn direct_tables(&self, stream: &str) -> Vec<&'static str> {
+        self.bulks
+            .iter()
+            .find(|b| b.stream == stream)
+            .map_or_else(Vec::new, |b| b.direct.clone())
     }
 
     /// Whether `stream` merges in a first load's long transaction.
@@ -189,4 +226,89 @@ impl Warehouse {
         let mut bulk = self.bulks.remove(at);
         bulk.commit()
     }
+}
+
+/// The columns [`append_direct`] writes, in order: the batch's (the spec's, then `_hash`),
+/// then what [`insert_new`] writes for a new row. A table whose columns differ (an older
+/// layout) is staged and inserted as usual.
+fn direct_columns(spec: &TableSpec) -> Vec<String> {
+    let bookkeeping: &[&str] = if spec.history.is_some() {
+        &[
+            "_hash",
+            "_first_seen_at",
+            "_updated_at",
+            "_deleted_at",
+            "_run_id",
+            "_version_from",
+            "_version_run_id",
+        ]
+    } else {
+        &[
+            "_hash",
+            "_first_seen_at",
+            "_updated_at",
+            "_deleted_at",
+            "_run_id",
+        ]
+    };
+    spec.columns()
+        .map(|c| c.name.to_string())
+        .chain(bookkeeping.iter().map(|c| c.to_string()))
+        .collect()
+}
+
+/// Append a prepared batch of a promised first load into its table itself, in the long
+/// transaction, with the values [`insert_new`] gives a new row (first seen, updated and its
+/// version from `now`, by `run`): no staging table, no `INSERT ... SELECT`. At 100k users
+/// (`bench sync --replay`, 4 runs alternated) 2.09× → 1.88× the plain fetch, tool CPU 3.85
+/// → 3.65 s, writer busy 1.8 → 1.55 s.
+pub(super) fn append_direct(
+    conn: &Connection,
+    spec: &TableSpec,
+    staged: RecordBatch,
+    now: Now,
+    run: RunId,
+) -> Result<()> {
+    use arrow::array::{ArrayRef, Int64Array, TimestampMicrosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use std::sync::Arc;
+    let table = spec.table;
+    let rows = staged.num_rows();
+    let at = |micros: Option<i64>| -> ArrayRef {
+        Arc::new(TimestampMicrosecondArray::from(vec![micros; rows]))
+    };
+    let by = || -> ArrayRef { Arc::new(Int64Array::from(vec![run.0; rows])) };
+    let now = Some(now.0.timestamp_micros());
+    let mut columns = staged.columns().to_vec();
+    columns.extend([at(now), at(now), at(None), by()]);
+    if spec.history.is_some() {
+        columns.extend([at(now), by()]);
+    }
+    let fields: Vec<Field> = staged
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .chain(
+            direct_columns(spec)
+                .into_iter()
+                .skip(spec.columns().count() + 1)
+                .map(|name| {
+                    let ty = if name.ends_with("run_id") {
+                        DataType::Int64
+                    } else {
+                        DataType::Timestamp(TimeUnit::Microsecond, None)
+                    };
+                    Field::new(name, ty, true)
+                }),
+        )
+        .collect();
+    let merge = |cause| StoreError::Merge { table, cause };
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|cause| StoreError::Arrow { table, cause })?;
+    let mut appender = conn.appender(table).map_err(merge)?;
+    appender
+        .append_record_batch(batch)
+        .and_then(|()| appender.flush())
+        .map_err(merge)
 }

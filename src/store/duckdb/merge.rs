@@ -53,6 +53,8 @@ fn ms(d: Duration) -> u64 {
 struct PendingTable {
     spec: &'static TableSpec,
     temp: String,
+    /// Its rows went into the table itself ([`Warehouse::append_direct`]), not into `temp`.
+    direct: bool,
     rows: u64,
     duplicates: u64,
     /// Hashes of the staged keys (a key staged again forces a merge first: last row wins).
@@ -240,7 +242,7 @@ impl Warehouse {
         // A scan that loads only empty tables merges in a long transaction ([`bulk`]); one
         // that also merges into a table holding rows diffs there, and keeps its commits.
         if !first.is_empty() && tables.iter().all(|spec| first.contains(&spec.table)) {
-            self.start_bulk(stream, first.clone())?;
+            self.start_bulk(stream, first.clone(), promised)?;
         }
         Ok(first)
     }
@@ -257,6 +259,12 @@ impl Warehouse {
 
     /// Append prepared batches to the staging tables of `self.pending[at]`.
     fn append_pending(&mut self, at: usize, prepared: Vec<Prepared<'static>>) -> Result<()> {
+        let stream = self.pending[at].stream.clone();
+        let direct = self.direct_tables(&stream);
+        if prepared.iter().any(|p| direct.contains(&p.spec.table)) {
+            self.begin_bulk(&stream)?;
+        }
+        let (now, run) = (self.now(), self.pending[at].run);
         for Prepared {
             spec,
             staged,
@@ -282,10 +290,14 @@ impl Warehouse {
                 None => {
                     let temp = format!("_pending_{}", self.staged_tables);
                     self.staged_tables += 1;
-                    create_stage(conn, spec, &temp)?;
+                    let direct = direct.contains(&spec.table);
+                    if !direct {
+                        create_stage(conn, spec, &temp)?;
+                    }
                     pending.tables.push(PendingTable {
                         spec,
                         temp,
+                        direct,
                         rows: 0,
                         duplicates: 0,
                         keys: HashSet::default(),
@@ -295,7 +307,11 @@ impl Warehouse {
             };
             let rows = staged.num_rows() as u64;
             let entry = &mut pending.tables[t];
-            append_stage(conn, spec, &entry.temp, staged)?;
+            if entry.direct {
+                append_direct(conn, spec, staged, now, run)?;
+            } else {
+                append_stage(conn, spec, &entry.temp, staged)?;
+            }
             entry.rows += rows;
             entry.duplicates += duplicates;
             entry.keys.extend(keys);
@@ -339,6 +355,7 @@ impl Warehouse {
                 stage: t.temp.clone(),
                 rows: t.rows,
                 duplicates: t.duplicates,
+                direct: t.direct,
             })
             .collect();
         let started = Instant::now();
@@ -399,6 +416,7 @@ impl Warehouse {
                 stage,
                 rows,
                 duplicates: prepared.duplicates,
+                direct: false,
             });
         }
         let mut result =
@@ -635,6 +653,8 @@ impl Warehouse {
                 merge_first_load(tx, spec, &source, run, now).map_err(merge)?
             } else if how.diff {
                 merge_staged(tx, spec, &source, run, now).map_err(merge)?
+            } else if s.direct {
+                (rows, 0)
             } else {
                 let new = insert_new(tx, spec, &format!("{source} d"), run, now);
                 (new.map_err(merge)? as u64, 0)
@@ -816,6 +836,9 @@ pub(super) struct Staged<'a> {
     pub(super) stage: String,
     pub(super) rows: u64,
     pub(super) duplicates: u64,
+    /// Appended into the table itself already, in a first load's transaction
+    /// ([`Warehouse::append_direct`]): the merge only counts them.
+    pub(super) direct: bool,
 }
 
 pub(super) fn q(ident: &str) -> String {

@@ -122,19 +122,70 @@ fn a_failure_in_a_first_load_rolls_it_back_to_its_last_commit() {
 
 /// A merge larger than a transaction's part is merged whole in a first load's transaction:
 /// the rows staged inside it have transaction-local row ids, which a part by `rowid` misses.
+/// (The users' rows are staged; the portfolio's go into the table itself.)
 #[test]
 fn a_first_load_merges_staged_tables_whole() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new();
     let mut w = open(&dir.path().join("w.duckdb"), &clock);
     w.merge_part_rows = 300;
-    let run = w.begin_run(&["portfolio"]).unwrap();
-    start(&mut w);
-    let stats = stage_pages(&mut w, run, 0..3).unwrap();
-    assert_eq!((stats.new, stats.unchanged), (3_000, 0));
-    w.finish_scan("portfolio", run, complete(&PORTFOLIO_ITEMS))
-        .unwrap();
-    assert_eq!(committed(&w), (3_000, 3_000, None));
+    w.merge_rows = 1_000;
+    let run = w.begin_run(&["users"]).unwrap();
+    assert_eq!(w.start_scan("users", &[&USERS], None).unwrap(), ["users"]);
+    let mut new = 0;
+    for p in 0..3 {
+        let page: Vec<_> = (p * 1_000..(p + 1) * 1_000)
+            .map(|i| user(&format!("u{i:05}"), "x@y"))
+            .collect();
+        let batch = vec![(&USERS, users_batch(&page))];
+        for stats in w
+            .stage("users", run, &p.to_string(), batch)
+            .unwrap()
+            .values()
+        {
+            new += stats.new;
+        }
+    }
+    assert_eq!(new, 3_000);
+    w.finish_scan("users", run, complete(&USERS)).unwrap();
+    assert_eq!(
+        scalar::<i64>(&w, "SELECT count(DISTINCT id) FROM users"),
+        3_000
+    );
+}
+
+/// The rows a first load appends into the table itself are the rows the usual insert would
+/// have written: the same in every column, bookkeeping included.
+#[test]
+fn rows_appended_directly_are_the_rows_an_insert_writes() {
+    let clock = TestClock::new();
+    let load = |cap: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(&dir.path().join("w.duckdb"), &clock);
+        w.set_memory_limit(cap).unwrap();
+        let run = w.begin_run(&["portfolio"]).unwrap();
+        start(&mut w);
+        let direct = if cap == "80MB" {
+            vec!["portfolio_items"]
+        } else {
+            vec![]
+        };
+        assert_eq!(w.direct_tables("portfolio"), direct);
+        stage_pages(&mut w, run, 0..2).unwrap();
+        w.finish_scan("portfolio", run, complete(&PORTFOLIO_ITEMS))
+            .unwrap();
+        dump(
+            &w,
+            "SELECT * EXCLUDE (item_key), item_key FROM portfolio_items ORDER BY item_key",
+        )
+    };
+    let direct = load("80MB");
+    assert_eq!(direct.len(), 2_000);
+    assert_eq!(
+        direct,
+        load("40MB"),
+        "40 MB: no long transaction, staged and inserted"
+    );
 }
 
 /// Another stream merging into the table of a first load finds its rows: the long

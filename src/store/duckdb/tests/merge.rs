@@ -794,6 +794,7 @@ fn merge_parts_cut_tables_into_transactions_of_at_most_part_rows() {
                 stage: String::new(),
                 rows,
                 duplicates: 0,
+                direct: false,
             })
             .collect()
     };
