@@ -171,9 +171,7 @@ impl Warehouse {
             // last merged checkpoint. In a first load's transaction the failure may have
             // aborted it: rolled back, to the last commit.
             self.drop_pending(stream);
-            if self.in_bulk(stream) {
-                self.fail_bulk(stream);
-            }
+            self.fail_bulk(stream);
             return Err(e);
         }
         let pending = &mut self.pending[at];
@@ -265,6 +263,11 @@ impl Warehouse {
             self.begin_bulk(&stream)?;
         }
         let (now, run) = (self.now(), self.pending[at].run);
+        // `stream_conn`, with `self.pending` borrowed apart below.
+        let conn = match self.bulks.iter().find(|b| b.stream == stream) {
+            Some(bulk) => &bulk.conn,
+            None => &self.conn,
+        };
         for Prepared {
             spec,
             staged,
@@ -272,14 +275,6 @@ impl Warehouse {
             keys,
         } in prepared
         {
-            let conn = match self
-                .bulks
-                .iter()
-                .find(|b| b.stream == self.pending[at].stream)
-            {
-                Some(bulk) => &bulk.conn,
-                None => &self.conn,
-            };
             let pending = &mut self.pending[at];
             let t = match pending
                 .tables

@@ -1,7 +1,7 @@
 //! [`Warehouse`]: one DuckDB file, one writer. This file: opening (lock and schema checks,
 //! migrations) and settings; `merge.rs`: the generic merge of a page into a table; `scan.rs`:
 //! the end of a scan (soft deletes); `runs.rs`: checkpoints and run bookkeeping; `bulk.rs`:
-//! the long transaction of a first load that promised new keys.
+//! the long transaction of a first load.
 //!
 //! A page is committed like this, in one transaction per call of [`Warehouse::commit`]:
 //! 1. (before the transaction) the batch is checked against its [`TableSpec`], deduplicated by
@@ -541,10 +541,10 @@ impl Warehouse {
     /// Close the file, writing DuckDB's checkpoint (WAL → file) and reporting its errors,
     /// which a plain drop would swallow.
     pub fn close(mut self) -> Result<()> {
+        // The checkpoint commits the first loads' transactions (which exist only under a cap).
         if self.memory_limit.is_some() {
             self.checkpoint_wal()?;
         }
-        self.commit_bulk()?;
         self.bulks.clear();
         self.conn.close().map_err(|(_, source)| StoreError::Db {
             doing: "closing the warehouse",

@@ -10,6 +10,14 @@ fn start(w: &mut Warehouse) {
     assert_eq!(first.unwrap(), ["portfolio_items"]);
 }
 
+/// A warehouse in `dir` (`w.duckdb`) whose portfolio scan has started on the empty table.
+fn loading(dir: &std::path::Path, clock: &TestClock) -> (Warehouse, RunId) {
+    let mut w = open(&dir.join("w.duckdb"), clock);
+    let run = w.begin_run(&["portfolio"]).unwrap();
+    start(&mut w);
+    (w, run)
+}
+
 /// Stage pages of 1,000 items (one user each), each merged at once; page `p`'s checkpoint is
 /// `page p`. Returns what the merges counted.
 fn stage_pages(w: &mut Warehouse, run: RunId, pages: std::ops::Range<usize>) -> Result<MergeStats> {
@@ -47,10 +55,8 @@ fn committed(w: &Warehouse) -> (i64, i64, Option<String>) {
 fn a_first_load_commits_every_few_row_groups_and_at_the_end_of_its_scan() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new();
-    let mut w = open(&dir.path().join("w.duckdb"), &clock);
+    let (mut w, run) = loading(dir.path(), &clock);
     w.bulk_commit_rows = 2_500;
-    let run = w.begin_run(&["portfolio"]).unwrap();
-    start(&mut w);
     stage_pages(&mut w, run, 0..2).unwrap();
     assert_eq!(committed(&w), (0, 0, None), "2,000 rows: not committed yet");
     stage_pages(&mut w, run, 2..3).unwrap();
@@ -71,16 +77,13 @@ fn a_first_load_commits_every_few_row_groups_and_at_the_end_of_its_scan() {
 #[test]
 fn a_sync_killed_in_a_first_load_keeps_its_last_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("w.duckdb");
     let clock = TestClock::new();
-    let mut w = open(&path, &clock);
+    let (mut w, run) = loading(dir.path(), &clock);
     w.bulk_commit_rows = 2_500;
-    let run = w.begin_run(&["portfolio"]).unwrap();
-    start(&mut w);
     stage_pages(&mut w, run, 0..5).unwrap();
     drop(w); // killed: no close, no commit
 
-    let mut w = open(&path, &clock);
+    let mut w = open(&dir.path().join("w.duckdb"), &clock);
     assert_eq!(committed(&w), (3_000, 3_000, Some("page 2".into())));
     let run = w.begin_run(&["portfolio"]).unwrap();
     let first = w.start_scan("portfolio", &[&PORTFOLIO_ITEMS], Some(&PORTFOLIO_ITEMS));
@@ -98,10 +101,8 @@ fn a_sync_killed_in_a_first_load_keeps_its_last_commit() {
 fn a_failure_in_a_first_load_rolls_it_back_to_its_last_commit() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new();
-    let mut w = open(&dir.path().join("w.duckdb"), &clock);
+    let (mut w, run) = loading(dir.path(), &clock);
     w.bulk_commit_rows = 2_500;
-    let run = w.begin_run(&["portfolio"]).unwrap();
-    start(&mut w);
     stage_pages(&mut w, run, 0..4).unwrap();
     w.out_of_memory_over = Some(0);
     let err = stage_pages(&mut w, run, 4..5).unwrap_err().to_string();
@@ -194,9 +195,7 @@ fn rows_appended_directly_are_the_rows_an_insert_writes() {
 fn another_stream_merging_into_the_table_sees_the_first_load() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new();
-    let mut w = open(&dir.path().join("w.duckdb"), &clock);
-    let run = w.begin_run(&["portfolio"]).unwrap();
-    start(&mut w);
+    let (mut w, run) = loading(dir.path(), &clock);
     stage_pages(&mut w, run, 0..2).unwrap();
     assert_eq!(committed(&w).0, 0);
     let again = items_batch(&[item("user-000001", "T", 0.5, None)]);
