@@ -228,8 +228,9 @@ impl Warehouse {
     }
 }
 
-/// What a new row holds after its own columns and `_hash`, in the table's order, as
-/// [`insert_new`] writes it: (column, value), the last two only with history.
+/// What a new row holds after its own columns and `_hash`, in the table's order: (column,
+/// value), the last two only with history. The one list both writers of new rows read:
+/// [`insert_new`] (the SQL that inserts staged rows) and [`append_direct`].
 const NEW_ROW: [(&str, NewValue); 6] = [
     ("_first_seen_at", NewValue::Now),
     ("_updated_at", NewValue::Now),
@@ -241,14 +242,14 @@ const NEW_ROW: [(&str, NewValue); 6] = [
 
 /// A bookkeeping value of a new row ([`NEW_ROW`]).
 #[derive(Clone, Copy)]
-enum NewValue {
+pub(super) enum NewValue {
     Now,
     Null,
     Run,
 }
 
 /// [`NEW_ROW`] for a table of `spec`.
-fn new_row(spec: &TableSpec) -> &'static [(&'static str, NewValue)] {
+pub(super) fn new_row(spec: &TableSpec) -> &'static [(&'static str, NewValue)] {
     &NEW_ROW[..if spec.history.is_some() { 6 } else { 4 }]
 }
 

@@ -1071,23 +1071,34 @@ fn insert_new(
     run: RunId,
     now: Now,
 ) -> duckdb::Result<usize> {
-    let names: Vec<String> = spec.columns().map(|c| q(c.name)).collect();
+    // The row's own columns and `_hash`, then its bookkeeping values ([`new_row`]), which
+    // [`append_direct`](super::bulk::append_direct) writes alike.
+    let (bookkeeping, values): (Vec<&str>, Vec<String>) = new_row(spec)
+        .iter()
+        .map(|&(name, value)| {
+            let value = match value {
+                NewValue::Now => now.to_string(),
+                NewValue::Null => "NULL".to_string(),
+                NewValue::Run => run.to_string(),
+            };
+            (name, value)
+        })
+        .unzip();
+    let names: Vec<String> = spec
+        .columns()
+        .map(|c| q(c.name))
+        .chain(std::iter::once("_hash".to_string()))
+        .chain(bookkeeping.iter().map(|name| name.to_string()))
+        .collect();
     let values: Vec<String> = spec
         .columns()
         .map(|c| stored_value("d", c.name, c.ty))
+        .chain(std::iter::once("d._hash".to_string()))
+        .chain(values)
         .collect();
-    let (version, opened) = if spec.history.is_some() {
-        (
-            ", _version_from, _version_run_id",
-            format!(", {now}, {run}"),
-        )
-    } else {
-        ("", String::new())
-    };
     tx.execute(
         &format!(
-            "INSERT INTO main.{target} ({names}, _hash, _first_seen_at, _updated_at, _deleted_at, _run_id{version})
-             SELECT {values}, d._hash, {now}, {now}, NULL, {run}{opened} FROM {from}",
+            "INSERT INTO main.{target} ({names}) SELECT {values} FROM {from}",
             target = q(spec.table),
             names = names.join(", "),
             values = values.join(", "),
