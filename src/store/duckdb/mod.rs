@@ -356,25 +356,9 @@ impl Warehouse {
         Self::open_capped(path.as_ref(), clock, WRITER_MEMORY_LIMIT)
     }
 
-    fn open_capped(path: &Path, clock: Box<dyn Clock>, limit: &str) -> Result<Warehouse> {
-        let path = path.to_path_buf();
-        memory_limit_bytes(limit)?;
-        super::check_writable(&path)?;
-        let config = replay_config(AccessMode::ReadWrite, &path, limit)
-            .map_err(|source| open_error(&path, source))?;
-        let mut conn = Connection::open_with_flags(&path, config)
-            .map_err(|source| open_error(&path, source))?;
-        super::sqltime::install(&conn).map_err(Self::db("defining the time functions"))?;
-        let now = clock.now();
-        let schema_version = schema::migrate(&mut conn, &path, MIGRATIONS, now)?;
-        // Let DuckDB stream results out of order: keeping the insertion order makes a Parquet
-        // export buffer rows per thread. (It spills beside the warehouse: [`replay_config`].)
-        conn.execute_batch(&format!(
-            "SET preserve_insertion_order = false; \
-             SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'"
-        ))
-        .map_err(|source| open_error(&path, source))?;
-        let mut warehouse = Warehouse {
+    /// A warehouse on an open connection, with every setting at its default.
+    fn with(conn: Connection, path: PathBuf, clock: Box<dyn Clock>, schema_version: i64) -> Self {
+        Warehouse {
             conn,
             path,
             clock,
@@ -396,7 +380,28 @@ impl Warehouse {
             out_of_memory_over: None,
             #[cfg(test)]
             retried_parts: 0,
-        };
+        }
+    }
+
+    fn open_capped(path: &Path, clock: Box<dyn Clock>, limit: &str) -> Result<Warehouse> {
+        let path = path.to_path_buf();
+        memory_limit_bytes(limit)?;
+        super::check_writable(&path)?;
+        let config = replay_config(AccessMode::ReadWrite, &path, limit)
+            .map_err(|source| open_error(&path, source))?;
+        let mut conn = Connection::open_with_flags(&path, config)
+            .map_err(|source| open_error(&path, source))?;
+        super::sqltime::install(&conn).map_err(Self::db("defining the time functions"))?;
+        let now = clock.now();
+        let schema_version = schema::migrate(&mut conn, &path, MIGRATIONS, now)?;
+        // Let DuckDB stream results out of order: keeping the insertion order makes a Parquet
+        // export buffer rows per thread. (It spills beside the warehouse: [`replay_config`].)
+        conn.execute_batch(&format!(
+            "SET preserve_insertion_order = false; \
+             SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'"
+        ))
+        .map_err(|source| open_error(&path, source))?;
+        let mut warehouse = Warehouse::with(conn, path, clock, schema_version);
         warehouse.set_memory_limit(limit)?;
         warehouse.mark_interrupted_runs()?;
         Ok(warehouse)
@@ -423,29 +428,7 @@ impl Warehouse {
             reason: "it is empty".into(),
         })?;
         schema::check_not_newer(&path, found, SCHEMA_VERSION)?;
-        Ok(Warehouse {
-            conn,
-            path,
-            clock: Box::new(SystemClock),
-            schema_version: found,
-            anti_join_keys: ANTI_JOIN_KEYS,
-            deletes: Deletes::Immediate,
-            memory_limit: None,
-            pending: Vec::new(),
-            staged_tables: 0,
-            merge_rows: MERGE_ROWS,
-            merge_part_rows: MERGE_ROWS,
-            wal_checkpoint_bytes: WAL_CHECKPOINT_FLOOR,
-            first_loads: BTreeMap::new(),
-            bulks: Vec::new(),
-            bulk_commit_rows: BULK_COMMIT_ROWS,
-            #[cfg(test)]
-            fail_before_commit: false,
-            #[cfg(test)]
-            out_of_memory_over: None,
-            #[cfg(test)]
-            retried_parts: 0,
-        })
+        Ok(Warehouse::with(conn, path, Box::new(SystemClock), found))
     }
 
     /// Cap the memory DuckDB may use on this connection (buffer pool, hash tables), e.g.
