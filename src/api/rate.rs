@@ -2,7 +2,9 @@
 //!
 //! Pluvo publishes "standard rate limits per API client" without numbers (pluvo-api.md), so
 //! the limit is learnt: until the first 429 requests are paced only by the concurrency limit.
-//! A 429 cuts the permitted rate to 70% of what was being sent (multiplicative decrease) and
+//! A 429 cuts the permitted rate to 70% of what got through (the successful answers of the
+//! last second; of what was sent, when that is less or nothing got through: multiplicative
+//! decrease) and
 //! holds every send until its `Retry-After` has passed (the server's window must drain, or
 //! each paced send would be refused again and cut the rate to nothing). Every success while
 //! the rate is binding adds about one request/s per second — 2% of the rate per second at
@@ -59,6 +61,8 @@ struct State {
     epoch: u64,
     /// Admitted send instants within the last `WINDOW`, to measure the actual rate.
     recent: VecDeque<Instant>,
+    /// Successful answers within the last `WINDOW`: the rate that got through.
+    delivered: VecDeque<Instant>,
     created: Instant,
 }
 
@@ -71,6 +75,7 @@ impl RateGate {
                 hold: now,
                 epoch: 0,
                 recent: VecDeque::new(),
+                delivered: VecDeque::new(),
                 created: now,
             }),
         }
@@ -107,6 +112,7 @@ impl RateGate {
     pub(crate) fn on_success(&self, now: Instant) {
         let mut s = self.lock();
         s.forget_before(now);
+        s.delivered.push_back(now);
         if let Some(rate) = s.rate
             && s.measured(now) >= BINDING * rate
         {
@@ -132,7 +138,19 @@ impl RateGate {
             return None; // already slowed down for this episode
         }
         s.forget_before(now);
-        let measured = s.measured(now);
+        // What got through is the server's limit as this client sees it; what was sent may be
+        // far above it (a first 429 comes after the concurrency grew unpaced: at 20 ms, 330
+        // requests/s were sent against a limit of 100, and a cut to 70% of that took two more
+        // rounds of refusals to come under it). Counted over a whole window even when the
+        // client is younger: a server's burst allowance (a token bucket's capacity) lets
+        // through far more than its rate at first.
+        let delivered = s.delivered.len() as f64 / WINDOW.as_secs_f64();
+        let sent = s.measured(now);
+        let measured = if delivered > 0.0 {
+            sent.min(delivered)
+        } else {
+            sent
+        };
         let base = match s.rate {
             Some(rate) if measured > 0.0 => rate.min(measured),
             Some(rate) => rate,
@@ -166,6 +184,13 @@ impl State {
             .is_some_and(|t| now.saturating_duration_since(*t) > WINDOW)
         {
             self.recent.pop_front();
+        }
+        while self
+            .delivered
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > WINDOW)
+        {
+            self.delivered.pop_front();
         }
     }
 
@@ -240,6 +265,43 @@ mod tests {
         assert!(again < cut, "{again} < {cut}");
         let last = send(&gate, now + ms(30));
         assert!(gate.on_throttle(last.epoch, now + ms(40), None).unwrap() >= MIN_RATE);
+    }
+
+    /// The first 429 comes after the client sent unpaced, far above the limit: the cut is
+    /// from what got through, not from what was sent (which took two more rounds of refusals
+    /// to come under a limit of 100 requests/s at 20 ms).
+    #[test]
+    fn a_429_cuts_to_seventy_percent_of_what_got_through() {
+        let t0 = Instant::now();
+        let gate = RateGate::new(t0);
+        // 300 requests sent in the first second, 100 of them answered with success.
+        let mut last = send(&gate, t0);
+        for i in 1..300 {
+            last = send(&gate, t0 + ms(i * 10 / 3));
+            if i % 3 == 0 {
+                gate.on_success(t0 + ms(i * 10 / 3 + 1));
+            }
+        }
+        let cut = gate.on_throttle(last.epoch, t0 + ms(999), None).unwrap();
+        assert!((cut - 70.0).abs() < 1.5, "cut to {cut} requests/s");
+    }
+
+    /// A young client's first 429 after a burst the server allowed (100 answered in its
+    /// first 0.3 s against a limit of 100 requests/s): the rate is what got through in a
+    /// second, not in the 0.3 s.
+    #[test]
+    fn a_burst_allowance_does_not_count_as_the_rate() {
+        let t0 = Instant::now();
+        let gate = RateGate::new(t0);
+        let mut last = send(&gate, t0);
+        for i in 1..150 {
+            last = send(&gate, t0 + ms(i * 2));
+            if i <= 100 {
+                gate.on_success(t0 + ms(i * 2 + 1));
+            }
+        }
+        let cut = gate.on_throttle(last.epoch, t0 + ms(300), None).unwrap();
+        assert!((cut - 70.0).abs() < 1.5, "cut to {cut} requests/s");
     }
 
     #[test]
