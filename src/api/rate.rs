@@ -4,9 +4,8 @@
 //! the limit is learnt: until the first 429 requests are paced only by the concurrency limit.
 //! A 429 cuts the permitted rate to 70% of what got through (the successful answers of the
 //! last second; of what was sent, when that is less or nothing got through: multiplicative
-//! decrease) and
-//! holds every send until its `Retry-After` has passed (the server's window must drain, or
-//! each paced send would be refused again and cut the rate to nothing). Every success while
+//! decrease) and holds every send until its `Retry-After` has passed (the server's window
+//! must drain, or each paced send would be refused again and cut the rate to nothing). Every success while
 //! the rate is binding adds about one request/s per second — 2% of the rate per second at
 //! higher rates, so a 500 rps limit is regained in seconds, not minutes (additive increase).
 //! A long job therefore oscillates just under the server's limit instead of hammering it,
@@ -177,20 +176,15 @@ impl RateGate {
 }
 
 impl State {
+    /// Forget the sends and successes older than the window.
     fn forget_before(&mut self, now: Instant) {
-        while self
-            .recent
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) > WINDOW)
-        {
-            self.recent.pop_front();
-        }
-        while self
-            .delivered
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) > WINDOW)
-        {
-            self.delivered.pop_front();
+        for events in [&mut self.recent, &mut self.delivered] {
+            while events
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) > WINDOW)
+            {
+                events.pop_front();
+            }
         }
     }
 
