@@ -496,15 +496,30 @@ pub fn prepare(batches: Vec<(&TableSpec, RecordBatch)>) -> Result<Vec<Prepared<'
 /// The batch plus a last column, `_hash`, of its [`row_hashes`]: the shape of a staging table.
 fn with_row_hashes(spec: &TableSpec, batch: RecordBatch) -> Result<RecordBatch> {
     let hashes: ArrayRef = Arc::new(UInt64Array::from(row_hashes(spec, &batch)));
+    with_columns(
+        spec,
+        batch,
+        [(Field::new("_hash", DataType::UInt64, false), hashes)],
+    )
+}
+
+/// `batch` (of `spec`'s table) with `extra` columns after its own.
+pub(crate) fn with_columns(
+    spec: &TableSpec,
+    batch: RecordBatch,
+    extra: impl IntoIterator<Item = (Field, ArrayRef)>,
+) -> Result<RecordBatch> {
     let mut fields: Vec<Field> = batch
         .schema()
         .fields()
         .iter()
         .map(|f| f.as_ref().clone())
         .collect();
-    fields.push(Field::new("_hash", DataType::UInt64, false));
     let mut arrays = batch.columns().to_vec();
-    arrays.push(hashes);
+    for (field, array) in extra {
+        fields.push(field);
+        arrays.push(array);
+    }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|source| {
         StoreError::Arrow {
             table: spec.table,

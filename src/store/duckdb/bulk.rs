@@ -253,10 +253,10 @@ pub(super) fn new_row(spec: &TableSpec) -> &'static [(&'static str, NewValue)] {
     &NEW_ROW[..if spec.history.is_some() { 6 } else { 4 }]
 }
 
-/// The columns [`append_direct`] writes, in order: the batch's (the spec's, then `_hash`),
-/// then [`new_row`]. A table whose columns differ (an older layout) is staged and inserted
-/// as usual.
-fn direct_columns(spec: &TableSpec) -> Vec<String> {
+/// The columns a new row is written with, by [`append_direct`] and [`insert_new`], in order:
+/// the batch's (the spec's, then `_hash`), then [`new_row`]. A table whose columns differ (an
+/// older layout) is not appended into directly: it is staged and inserted as usual.
+pub(super) fn direct_columns(spec: &TableSpec) -> Vec<String> {
     spec.columns()
         .map(|c| c.name)
         .chain(std::iter::once("_hash"))
@@ -277,19 +277,12 @@ pub(super) fn append_direct(
     run: RunId,
 ) -> Result<()> {
     use arrow::array::{ArrayRef, Int64Array, TimestampMicrosecondArray};
-    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use arrow::datatypes::{DataType, Field, TimeUnit};
     use std::sync::Arc;
     let table = spec.table;
     let rows = staged.num_rows();
     let now = now.0.timestamp_micros();
-    let mut fields: Vec<Field> = staged
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    let mut columns = staged.columns().to_vec();
-    for &(name, value) in new_row(spec) {
+    let bookkeeping = new_row(spec).iter().map(|&(name, value)| {
         let (ty, column): (DataType, ArrayRef) = match value {
             NewValue::Run => (
                 DataType::Int64,
@@ -307,12 +300,10 @@ pub(super) fn append_direct(
                 ])),
             ),
         };
-        fields.push(Field::new(name, ty, true));
-        columns.push(column);
-    }
+        (Field::new(name, ty, true), column)
+    });
+    let batch = crate::store::batch::with_columns(spec, staged, bookkeeping)?;
     let merge = |cause| StoreError::Merge { table, cause };
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(|cause| StoreError::Arrow { table, cause })?;
     let mut appender = conn.appender(table).map_err(merge)?;
     appender
         .append_record_batch(batch)

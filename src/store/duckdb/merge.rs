@@ -1071,30 +1071,18 @@ fn insert_new(
     run: RunId,
     now: Now,
 ) -> duckdb::Result<usize> {
-    // The row's own columns and `_hash`, then its bookkeeping values ([`new_row`]), which
-    // [`append_direct`](super::bulk::append_direct) writes alike.
-    let (bookkeeping, values): (Vec<&str>, Vec<String>) = new_row(spec)
-        .iter()
-        .map(|&(name, value)| {
-            let value = match value {
-                NewValue::Now => now.to_string(),
-                NewValue::Null => "NULL".to_string(),
-                NewValue::Run => run.to_string(),
-            };
-            (name, value)
-        })
-        .unzip();
-    let names: Vec<String> = spec
-        .columns()
-        .map(|c| q(c.name))
-        .chain(std::iter::once("_hash".to_string()))
-        .chain(bookkeeping.iter().map(|name| name.to_string()))
-        .collect();
+    // The row's own columns and `_hash`, then its bookkeeping values ([`new_row`]), as
+    // [`append_direct`](super::bulk::append_direct) writes them.
+    let names: Vec<String> = direct_columns(spec).iter().map(|c| q(c)).collect();
     let values: Vec<String> = spec
         .columns()
         .map(|c| stored_value("d", c.name, c.ty))
         .chain(std::iter::once("d._hash".to_string()))
-        .chain(values)
+        .chain(new_row(spec).iter().map(|&(_, value)| match value {
+            NewValue::Now => now.to_string(),
+            NewValue::Null => "NULL".to_string(),
+            NewValue::Run => run.to_string(),
+        }))
         .collect();
     tx.execute(
         &format!(
